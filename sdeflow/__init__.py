@@ -1,0 +1,20 @@
+"""sdeflow: score-based diffusion models in function space, in JAX and Equinox."""
+
+from .grid import (
+    coordinates as coordinates,
+    field_grid as field_grid,
+    fourier as fourier,
+    integer_frequencies as integer_frequencies,
+    inverse_fourier as inverse_fourier,
+    kept_modes as kept_modes,
+    prolong as prolong,
+    resample as resample,
+    resample_matrix as resample_matrix,
+    restrict as restrict,
+    rfft_frequencies as rfft_frequencies,
+    rfft_shape as rfft_shape,
+    squared_wavenumber as squared_wavenumber,
+)
+
+
+__version__ = "0.1.0"

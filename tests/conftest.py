@@ -1,0 +1,35 @@
+"""Test configuration: several virtual CPU devices, float32 numerics and a key fixture.
+
+Virtual devices must be configured before JAX initialises its backend, so this happens at
+import time, before any test module imports jax.numpy.
+"""
+
+import os
+import pathlib
+
+import jax
+
+
+# Four virtual CPU devices so that sharded code paths really run on a mesh of several devices.
+jax.config.update("jax_num_cpu_devices", 4)
+jax.config.update("jax_platforms", "cpu")
+
+import jax.random as jr  # noqa: E402
+import pytest  # noqa: E402
+
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+# Real MNIST lives beside the project (only the t10k split on these machines).
+os.environ.setdefault("SDEFLOW_MNIST_ROOT", str(_REPO.parent / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture
+def getkey():
+    """A function returning a fresh, deterministic key each call (as in equinox's tests)."""
+    key = jr.key(0)
+    counter = iter(range(10**9))
+
+    def _getkey():
+        return jr.fold_in(key, next(counter))
+
+    return _getkey
