@@ -154,7 +154,7 @@ def fourier(u: Field) -> Array:
     return jnp.fft.rfftn(u, axes=tuple(range(1, len(grid) + 1)), norm="forward")
 
 
-def inverse_fourier(u_hat: Array, grid: Sequence[int]) -> Field:
+def inverse_fourier(u_hat: Array, grid: Sequence[int]) -> Float[Array, "c *out_grid"]:
     """Point values $\\sum_k \\hat u_k e^{2\\pi i k \\cdot x_j}$ on `grid` from `rfftn`-layout coefficients.
 
     **Arguments:**
@@ -224,7 +224,7 @@ def _apply_axes(u: Array, target: Grid) -> Array:
     return u
 
 
-def resample(u: Field, shape: Sequence[int]) -> Field:
+def resample(u: Field, shape: Sequence[int]) -> Float[Array, "c *out_grid"]:
     """Spectral resampling of a field to another grid (restriction or prolongation per axis).
 
     **Arguments:**
@@ -240,7 +240,7 @@ def resample(u: Field, shape: Sequence[int]) -> Field:
     return _apply_axes(u, target)
 
 
-def restrict(u: Field, shape: Sequence[int]) -> Field:
+def restrict(u: Field, shape: Sequence[int]) -> Float[Array, "c *out_grid"]:
     """Restriction to a coarser grid by truncating frequencies ($L^2$ projection).
 
     **Arguments:**
@@ -262,7 +262,7 @@ def restrict(u: Field, shape: Sequence[int]) -> Field:
     return _apply_axes(u, target)
 
 
-def prolong(u: Field, shape: Sequence[int]) -> Field:
+def prolong(u: Field, shape: Sequence[int]) -> Float[Array, "c *out_grid"]:
     """Prolongation to a finer grid by zero-padding frequencies (trigonometric interpolation).
 
     **Arguments:**
