@@ -1,0 +1,131 @@
+"""The sharded training step: 1 device vs several, EMA recursion, donation, optimiser schedule."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+from train.step import (
+    TrainState,
+    init_state,
+    make_mesh,
+    make_optimiser,
+    make_train_step,
+    shard_batch,
+    tree_max_difference,
+)
+
+
+class _Net(eqx.Module):
+    """A small time-conditioned periodic convolution network acting on one sample (1, n, n)."""
+
+    conv1: eqx.nn.Conv2d
+    conv2: eqx.nn.Conv2d
+    time: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2, k3 = jr.split(key, 3)
+        self.conv1 = eqx.nn.Conv2d(1, 8, 3, padding=1, padding_mode="CIRCULAR", key=k1)
+        self.conv2 = eqx.nn.Conv2d(8, 1, 3, padding=1, padding_mode="CIRCULAR", key=k2)
+        self.time = eqx.nn.Linear("scalar", 8, key=k3)
+
+    def __call__(self, t, x):
+        return self.conv2(jax.nn.gelu(self.conv1(x) + self.time(t)[:, None, None]))
+
+
+def _loss(model, x0, key):
+    """Denoising loss of a VP-type diffusion with white noise (enough to exercise the step)."""
+    kt, kn = jr.split(key)
+    t = jr.uniform(kt, (x0.shape[0],), minval=1e-3, maxval=1.0)
+    eps = jr.normal(kn, x0.shape)
+    m = jnp.exp(-t)[:, None, None, None]
+    x_t = m * x0 + jnp.sqrt(1.0 - m**2) * eps
+    return jnp.mean((jax.vmap(model)(t, x_t) - eps) ** 2)
+
+
+def _run(devices, batches, *, ema_decay=0.9, keep_models=False):
+    mesh = make_mesh(devices)
+    optimiser = make_optimiser(3e-3, 20, warmup_steps=2, clip_norm=1.0, weight_decay=1e-4)
+    state = init_state(_Net(jr.key(0)), optimiser, jr.key(1), mesh)
+    step = make_train_step(_loss, optimiser, ema_decay, mesh)
+    losses, models = [], []
+    for batch in batches:
+        if keep_models:
+            models.append(jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, state.model))
+        state, loss = step(state, shard_batch(batch, mesh))
+        losses.append(float(loss))
+    return state, losses, models, mesh
+
+
+@pytest.fixture(scope="module")
+def batches():
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=(8, 1, 8, 8)).astype(np.float32) for _ in range(4)]
+
+
+def test_four_devices_equal_one_device(batches):
+    assert len(jax.devices()) >= 4
+    one, losses_one, _, _ = _run(jax.devices()[:1], batches)
+    four, losses_four, _, mesh = _run(jax.devices()[:4], batches)
+    # The state is replicated on the 4 devices; the weights moved.
+    weight = four.model.conv1.weight
+    assert weight.sharding.is_fully_replicated and len(weight.sharding.device_set) == 4
+    assert tree_max_difference(one.model, _Net(jr.key(0))) > 1e-3
+    np.testing.assert_allclose(losses_four, losses_one, rtol=1e-6)
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(eqx.filter(one.model, eqx.is_array)))
+    assert tree_max_difference(one.model, four.model) < 1e-6 * scale
+    assert tree_max_difference(one.ema, four.ema) < 1e-6 * scale
+    assert tree_max_difference(one.opt_state, four.opt_state) < 1e-6 * scale
+    assert int(one.step) == int(four.step) == len(batches)
+    np.testing.assert_array_equal(jr.key_data(one.key), jr.key_data(four.key))
+
+
+def test_ema_follows_its_recursion_and_buffers_are_donated(batches):
+    decay = 0.7
+    state, _, models, mesh = _run(jax.devices()[:2], batches, ema_decay=decay, keep_models=True)
+    models.append(state.model)
+    # EMA_0 = theta_0 and EMA_k = d EMA_{k-1} + (1 - d) theta_k.
+    expected = np.asarray(models[0].conv1.weight)
+    for model in models[1:]:
+        expected = decay * expected + (1 - decay) * np.asarray(model.conv1.weight)
+    np.testing.assert_allclose(np.asarray(state.ema.conv1.weight), expected, rtol=1e-5, atol=1e-7)
+    # The old state's buffers were donated to the step.
+    optimiser = make_optimiser(1e-3, 10)
+    step = make_train_step(_loss, optimiser, decay, mesh)
+    old = init_state(_Net(jr.key(0)), optimiser, jr.key(1), mesh)
+    new, _ = step(old, shard_batch(batches[0], mesh))
+    assert old.model.conv1.weight.is_deleted() and not new.model.conv1.weight.is_deleted()
+    assert isinstance(new, TrainState)
+
+
+def test_optimiser_schedule_and_clipping():
+    # With a unit gradient, AdamW's first updates have size lr(step): 0 at the start of the
+    # warm-up, the peak after it, final_lr_fraction * peak at the end of the cosine.
+    optimiser = make_optimiser(0.1, 11, warmup_steps=1, final_lr_fraction=0.1, clip_norm=None)
+    params = {"w": jnp.zeros(())}
+    state = optimiser.init(params)
+    sizes = []
+    for _ in range(12):
+        updates, state = optimiser.update({"w": jnp.ones(())}, state, params)
+        sizes.append(-float(updates["w"]))
+    np.testing.assert_allclose([sizes[0], sizes[1], sizes[11]], [0.0, 0.1, 0.01], rtol=1e-3, atol=1e-7)
+    assert all(a >= b for a, b in zip(sizes[1:], sizes[2:]))
+    # Clipping: a gradient of norm 10 becomes norm 1 before Adam (seen by the second moment).
+    clipped = make_optimiser(0.1, 10, clip_norm=1.0)
+    state = clipped.init(params)
+    _, state = clipped.update({"w": 10 * jnp.ones(())}, state, params)
+    adam_state = state[1][0]
+    assert isinstance(adam_state, optax.ScaleByAdamState)
+    np.testing.assert_allclose(float(adam_state.nu["w"]), 0.001 * 1.0**2, rtol=1e-5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        make_optimiser(0.1, 10, warmup_steps=10)
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_train_step(_loss, optimiser, 1.0, make_mesh(jax.devices()[:1]))
+
+
+def test_batch_must_split_over_devices():
+    with pytest.raises(ValueError, match="multiple of the number of devices 4"):
+        shard_batch(np.zeros((6, 1, 4, 4), np.float32), make_mesh(jax.devices()[:4]))

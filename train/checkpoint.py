@@ -1,0 +1,173 @@
+"""Checkpoints of a training run with orbax: arrays of a PyTree plus a JSON side car.
+
+What is saved at a step: every array leaf of a PyTree (for training: the model, its EMA, the
+optimiser state, the step counter and the RNG key; typed PRNG keys are stored as their raw key
+data) and a JSON dictionary (the data iterator's state, the curriculum level, the leaf names and
+shapes). Non-array leaves (activation functions, static config of the modules) are not saved: they
+come from the template that `restore` fills, built by the same code from the same config.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a run killed
+while saving leaves the previous checkpoint intact; only the last `keep` steps are kept.
+"""
+
+import pathlib
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.random as jr
+import jax.tree_util as jtu
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupt, missing or does not match the model being restored."""
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _arrays(tree) -> tuple[list[jax.Array], list[str], jtu.PyTreeDef]:
+    """The array leaves of `tree` (keys as raw key data), their path names and the array tree's structure."""
+    arrays = eqx.filter(tree, eqx.is_array)
+    with_paths, treedef = jtu.tree_flatten_with_path(arrays)
+    names = [jtu.keystr(path) for path, _ in with_paths]
+    leaves = [jr.key_data(x) if _is_key(x) else x for _, x in with_paths]
+    return leaves, names, treedef
+
+
+def _describe(leaves, names) -> list[list]:
+    return [[name, list(x.shape), str(x.dtype)] for name, x in zip(names, leaves)]
+
+
+class Checkpointer:
+    """Saves and restores the state of a run in `directory/<step>/`, keeping the last `keep` steps.
+
+    **Arguments:**
+
+    - `directory`: the checkpoint folder (created if needed).
+    - `keep`: how many of the latest checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | pathlib.Path, keep: int = 3):
+        if int(keep) < 1:
+            raise ValueError(f"`keep` must be a positive int, got {keep}.")
+        self.directory = pathlib.Path(directory).resolve()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=int(keep), create=True, enable_async_checkpointing=False
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("arrays", "extra")
+        )
+
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or `None`."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The steps of the checkpoints kept."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, tree: Any, extra: dict | None = None) -> None:
+        """Save the arrays of `tree` and the JSON-serialisable `extra` as checkpoint `step`.
+
+        **Arguments:**
+
+        - `step`: the training step (the checkpoint's name).
+        - `tree`: a PyTree; its array leaves are saved.
+        - `extra`: a JSON-serialisable dict saved beside them.
+        """
+        leaves, names, _ = _arrays(tree)
+        extra = dict(extra or {})
+        extra["_leaves"] = _describe(leaves, names)
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardSave(leaves), extra=ocp.args.JsonSave(extra)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restore checkpoint `step` (default: the latest) into the structure of `template`.
+
+        **Arguments:**
+
+        - `template`: a PyTree of the same structure as the saved one (e.g. a freshly built state);
+            its array leaves give shapes, dtypes and shardings, its other leaves are kept.
+        - `step`: the checkpoint to read, or `None` for the latest.
+
+        **Returns:**
+
+        `(tree, extra)`: the restored PyTree and the saved JSON dict.
+        """
+        if step is None:
+            step = self.latest_step()
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}.")
+        folder = self.directory / str(step)
+        leaves, names, treedef = _arrays(template)
+        expected = _describe(leaves, names)
+        try:
+            extra = self._manager.restore(
+                int(step), args=ocp.args.Composite(extra=ocp.args.JsonRestore())
+            )["extra"]
+        except Exception as error:
+            raise CheckpointError(
+                f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}); it is corrupt "
+                "or incomplete. Delete that folder to resume from an older checkpoint, or start a new "
+                "run folder."
+            ) from None
+        saved = extra.pop("_leaves", None)
+        if saved != expected:
+            raise CheckpointError(f"checkpoint {folder} does not match the model being restored: "
+                                  + _first_difference(saved, expected)
+                                  + ". Was it written with another config? Use the same config, or a new run folder.")
+        abstract = [
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)) for x in leaves
+        ]
+        try:
+            restored = self._manager.restore(
+                int(step), args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract))
+            )["arrays"]
+        except Exception as error:
+            raise CheckpointError(
+                f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}); it is corrupt "
+                "or incomplete. Delete that folder to resume from an older checkpoint, or start a new "
+                "run folder."
+            ) from None
+        template_leaves = jtu.tree_leaves(eqx.filter(template, eqx.is_array))
+        values = [
+            jr.wrap_key_data(new, impl=jr.key_impl(old)) if _is_key(old) else new
+            for old, new in zip(template_leaves, restored)
+        ]
+        for name, value in zip(names, values):
+            if not _is_key(value) and not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+                raise CheckpointError(f"checkpoint {folder}: leaf {name} holds non-finite values.")
+        arrays = jtu.tree_unflatten(treedef, values)
+        return eqx.combine(arrays, template), extra
+
+    def close(self) -> None:
+        """Finish pending writes and release the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _first_difference(saved, expected) -> str:
+    if saved is None:
+        return "it holds no description of its arrays"
+    if len(saved) != len(expected):
+        return f"it holds {len(saved)} arrays, the model has {len(expected)}"
+    for (name_s, shape_s, dtype_s), (name_e, shape_e, dtype_e) in zip(saved, expected):
+        if (name_s, shape_s, dtype_s) != (name_e, shape_e, dtype_e):
+            return f"array {name_s} {dtype_s}{shape_s} in the checkpoint vs {name_e} {dtype_e}{shape_e} in the model"
+    return "unknown difference"

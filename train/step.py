@@ -1,0 +1,191 @@
+"""The training step: one `eqx.filter_jit` update over a mesh of devices with a `data` axis.
+
+The batch is sharded along `data`; the model, its EMA and the optimiser state are replicated; the
+state and the batch are donated, so XLA updates the weights in place. The same code runs on one
+device and on many: the loss is a mean over the batch, which XLA computes with an all-reduce when
+the batch is sharded, and the random numbers of `jax.random` do not depend on the sharding.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+
+LossFn = Callable[[PyTree, Float[Array, "batch ..."], PRNGKeyArray], Float[Array, ""]]
+"""`loss_fn(model, x0, key) -> scalar`, e.g. `sdeflow.losses.dsm_loss` with the SDE bound."""
+
+
+class TrainState(eqx.Module):
+    """Everything a step changes: the model, its EMA, the optimiser state, the RNG key and the step count.
+
+    **Fields:**
+
+    - `model`: the score network (an `eqx.Module`).
+    - `ema`: the exponential moving average of the model's weights (same structure).
+    - `opt_state`: the optax state of the model's arrays.
+    - `key`: the RNG key that the next step splits.
+    - `step`: the number of steps taken (int32 scalar).
+    """
+
+    model: PyTree
+    ema: PyTree
+    opt_state: PyTree
+    key: PRNGKeyArray
+    step: Int[Array, ""]
+
+
+def make_optimiser(
+    lr: float,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    final_lr_fraction: float = 0.0,
+    clip_norm: float | None = 1.0,
+    weight_decay: float = 0.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+) -> optax.GradientTransformation:
+    """AdamW with linear warm-up, cosine decay and gradient clipping by global norm.
+
+    **Arguments:**
+
+    - `lr`: the peak learning rate, reached after `warmup_steps`.
+    - `total_steps`: the length of the schedule (warm-up included); the cosine ends there.
+    - `warmup_steps`: linear warm-up from 0 over this many steps.
+    - `final_lr_fraction`: the learning rate at `total_steps`, as a fraction of `lr`.
+    - `clip_norm`: clip gradients to this global norm (`None`: no clipping).
+    - `weight_decay`: decoupled weight decay of AdamW.
+    - `b1`, `b2`: Adam's moment decay rates.
+
+    **Returns:**
+
+    An `optax.GradientTransformation`.
+    """
+    if total_steps < 1 or not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
+            f"total_steps={total_steps}."
+        )
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=lr,
+        warmup_steps=warmup_steps,
+        decay_steps=total_steps,
+        end_value=lr * final_lr_fraction,
+    )
+    adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
+    return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named `data` over `devices` (default: all devices), with Auto axis types."""
+    devices = list(jax.devices() if devices is None else devices)
+    return jax.make_mesh(
+        (len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Place every array of `tree` on every device of `mesh`."""
+    return eqx.filter_shard(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def shard_batch(batch: np.ndarray | Array, mesh: Mesh) -> Array:
+    """Put a batch on the mesh, split along its first axis over `data`."""
+    if batch.shape[0] % mesh.size != 0:
+        raise ValueError(
+            f"the batch size {batch.shape[0]} must be a multiple of the number of devices {mesh.size}."
+        )
+    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+
+
+def init_state(model: PyTree, optimiser: optax.GradientTransformation, key: PRNGKeyArray, mesh: Mesh) -> TrainState:
+    """The state at step 0: the EMA starts at the model, the optimiser state from `optimiser.init`.
+
+    **Arguments:**
+
+    - `model`: the initial network.
+    - `optimiser`: the optax transformation the steps will use.
+    - `key`: the RNG key of the run.
+    - `mesh`: the mesh whose devices hold the (replicated) state.
+
+    **Returns:**
+
+    A replicated `TrainState`.
+    """
+    params = eqx.filter(model, eqx.is_inexact_array)
+    # A copy: the EMA must not share buffers with the model, since steps donate both.
+    ema = jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, model)
+    state = TrainState(
+        model=model,
+        ema=ema,
+        opt_state=optimiser.init(params),
+        key=key,
+        step=jnp.zeros((), jnp.int32),
+    )
+    return replicate(state, mesh)
+
+
+def make_train_step(
+    loss_fn: LossFn, optimiser: optax.GradientTransformation, ema_decay: float, mesh: Mesh
+) -> Callable[[TrainState, Array], tuple[TrainState, Float[Array, ""]]]:
+    """The jitted training step `step(state, batch) -> (state, loss)`.
+
+    One step splits the state's key, evaluates `loss_fn(model, batch, key)` and its gradient,
+    applies the optimiser, and updates the EMA $\\bar\\theta \\leftarrow d \\bar\\theta + (1 - d) \\theta$.
+    `state` and `batch` are donated: do not use them after the call. A new grid (another batch
+    shape) compiles the step once more.
+
+    **Arguments:**
+
+    - `loss_fn`: `loss_fn(model, x0, key) -> scalar`, the mean loss over the batch `x0`.
+    - `optimiser`: the optax transformation (e.g. from `make_optimiser`).
+    - `ema_decay`: the EMA decay $d \\in [0, 1)$.
+    - `mesh`: the mesh with a `data` axis; batches must be sharded on it (`shard_batch`).
+
+    **Returns:**
+
+    The step function.
+    """
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}.")
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+
+    @eqx.filter_jit(donate="all")
+    def step(state: TrainState, batch: Array) -> tuple[TrainState, Array]:
+        state = eqx.filter_shard(state, replicated)
+        batch = eqx.filter_shard(batch, batch_sharding)
+        key, step_key = jr.split(state.key)
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(state.model, batch, step_key)
+        params = eqx.filter(state.model, eqx.is_inexact_array)
+        updates, opt_state = optimiser.update(grads, state.opt_state, params)
+        model = eqx.apply_updates(state.model, updates)
+        ema = jax.tree.map(
+            lambda e, p: ema_decay * e + (1.0 - ema_decay) * p if eqx.is_inexact_array(p) else e,
+            state.ema,
+            model,
+            is_leaf=lambda x: x is None,
+        )
+        new = TrainState(model=model, ema=ema, opt_state=opt_state, key=key, step=state.step + 1)
+        return eqx.filter_shard(new, replicated), loss
+
+    return step
+
+
+def tree_max_difference(a: Any, b: Any) -> float:
+    """The largest absolute difference between the inexact arrays of two PyTrees of one structure."""
+    leaves_a = jax.tree.leaves(eqx.filter(a, eqx.is_inexact_array))
+    leaves_b = jax.tree.leaves(eqx.filter(b, eqx.is_inexact_array))
+    return max(
+        (float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(leaves_a, leaves_b)),
+        default=0.0,
+    )
