@@ -1,5 +1,12 @@
 """sdeflow: score-based diffusion models in function space, in JAX and Equinox."""
 
+from . import (
+    losses as losses,
+    metrics as metrics,
+    parameterisation as parameterisation,
+    priors as priors,
+    sde as sde,
+)
 from .grid import (
     coordinates as coordinates,
     field_grid as field_grid,

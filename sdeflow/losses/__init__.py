@@ -1,0 +1,12 @@
+"""Denoising losses, time weightings and time sampling (DESIGN §3)."""
+
+from .dsm import dsm_loss as dsm_loss, squared_norm as squared_norm
+from .time_sampling import TIME_SAMPLINGS as TIME_SAMPLINGS, sample_times as sample_times
+from .vdm import vdm_elbo as vdm_elbo
+from .weighting import (
+    AbstractWeighting as AbstractWeighting,
+    LikelihoodWeighting as LikelihoodWeighting,
+    make_weighting as make_weighting,
+    P2Weighting as P2Weighting,
+    SimpleWeighting as SimpleWeighting,
+)

@@ -1,0 +1,13 @@
+"""Forward SDEs driven by a prior's $C^{1/2} dW$, and their noise schedules (DESIGN §3)."""
+
+from ._base import AbstractCentredSDE as AbstractCentredSDE, AbstractSDE as AbstractSDE
+from .ou_bridge import OUBridge as OUBridge
+from .schedules import (
+    AbstractSchedule as AbstractSchedule,
+    CosineSchedule as CosineSchedule,
+    LearnedSchedule as LearnedSchedule,
+    LinearSchedule as LinearSchedule,
+)
+from .subvp import SubVPSDE as SubVPSDE
+from .ve import VESDE as VESDE
+from .vp import VPSDE as VPSDE

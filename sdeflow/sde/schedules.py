@@ -1,0 +1,148 @@
+"""Noise schedules as a log signal-to-noise ratio $\\gamma(t) = \\log(s(t)^2 / m(t)^2)$ of the VP process."""
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._custom_types import RealScalarLike
+
+
+class AbstractSchedule(eqx.Module):
+    """A monotone increasing $\\gamma(t) = \\log(s^2 / m^2)$ for the variance-preserving process.
+
+    The VP marginal is then $m^2 = \\sigma(-\\gamma)$, $s^2 = \\sigma(\\gamma)$ ($\\sigma$ the logistic
+    function) and its rate $\\beta(t) = \\gamma'(t) \\sigma(\\gamma(t))$. Subclasses give `gamma`; the
+    derivative comes from a JVP (as diffrax's `AbstractPath.derivative` does).
+    """
+
+    @abc.abstractmethod
+    def gamma(self, t: RealScalarLike) -> Float[Array, ""]:
+        """$\\gamma(t) = \\log(s(t)^2 / m(t)^2)$, increasing in $t$."""
+
+    def gamma_derivative(self, t: RealScalarLike) -> Float[Array, ""]:
+        """$\\gamma'(t)$, by forward-mode differentiation of `gamma`."""
+        t = jnp.asarray(t, dtype=jnp.float32)
+        _, tangent = jax.jvp(self.gamma, (t,), (jnp.ones_like(t),))
+        return tangent
+
+    def beta(self, t: RealScalarLike) -> Float[Array, ""]:
+        """$\\beta(t) = -\\frac{d}{dt} \\log m(t)^2$ of the VP process, $= \\gamma'(t) \\sigma(\\gamma(t))$."""
+        return self.gamma_derivative(t) * jax.nn.sigmoid(self.gamma(t))
+
+    def integrated_beta(self, t: RealScalarLike) -> Float[Array, ""]:
+        """$B(t) = \\int_0^t \\beta = -\\log m(t)^2 = \\operatorname{softplus}(\\gamma(t))$."""
+        return jax.nn.softplus(self.gamma(t))
+
+
+class LinearSchedule(AbstractSchedule):
+    """$\\beta(t) = \\beta_{min} + t (\\beta_{max} - \\beta_{min})$ (DDPM's schedule in continuous time).
+
+    **Arguments:**
+
+    - `beta_min`: $\\beta(0) > 0$.
+    - `beta_max`: $\\beta(1) \\ge \\beta_{min}$.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __check_init__(self):
+        if not (0 < self.beta_min <= self.beta_max):
+            raise ValueError(
+                f"need 0 < `beta_min` <= `beta_max`, got beta_min={self.beta_min}, beta_max={self.beta_max}."
+            )
+
+    def gamma(self, t: RealScalarLike) -> Float[Array, ""]:
+        t = jnp.asarray(t, dtype=jnp.float32)
+        big_b = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+        return jnp.log(jnp.expm1(big_b))
+
+
+class CosineSchedule(AbstractSchedule):
+    """$\\bar\\alpha(t) = m(t)^2 = \\cos^2(\\frac{\\pi}{2} \\frac{t + s}{1 + s}) / \\cos^2(\\frac{\\pi}{2} \\frac{s}{1+s})$
+    (Nichol and Dhariwal), floored smoothly at `min_alpha_bar` so that $\\gamma(1)$ is finite.
+
+    **Arguments:**
+
+    - `offset`: $s > 0$, which keeps $\\beta$ finite near $t = 0$.
+    - `min_alpha_bar`: $\\bar\\alpha(1)$; $\\bar\\alpha$ is mapped to `min + (1 - min) * alpha_bar`.
+    """
+
+    offset: float = 0.008
+    min_alpha_bar: float = 1e-5
+
+    def __check_init__(self):
+        if not (self.offset > 0 and 0 < self.min_alpha_bar < 1):
+            raise ValueError(
+                f"need `offset` > 0 and 0 < `min_alpha_bar` < 1, got {self.offset}, {self.min_alpha_bar}."
+            )
+
+    def gamma(self, t: RealScalarLike) -> Float[Array, ""]:
+        t = jnp.asarray(t, dtype=jnp.float32)
+        s = self.offset
+        base = math.cos(0.5 * math.pi * s / (1 + s)) ** 2
+        alpha_bar = jnp.cos(0.5 * jnp.pi * (t + s) / (1 + s)) ** 2 / base
+        alpha_bar = self.min_alpha_bar + (1 - self.min_alpha_bar) * alpha_bar
+        return jnp.log1p(-alpha_bar) - jnp.log(alpha_bar)
+
+
+class LearnedSchedule(AbstractSchedule):
+    """The monotone learned schedule of variational diffusion models.
+
+    $\\gamma(t) = \\gamma_0 + (\\gamma_1 - \\gamma_0) \\frac{\\phi(t) - \\phi(0)}{\\phi(1) - \\phi(0)}$ with
+    $\\phi(t) = l_1(t) + l_3(\\operatorname{sigmoid}(l_2(l_1(t))))$, all weights kept positive
+    (softplus), so $\\gamma$ is increasing with $\\gamma(0) = \\gamma_0$, $\\gamma(1) = \\gamma_1$.
+
+    **Arguments:**
+
+    - `gamma_min`: $\\gamma_0$, the log noise-to-signal ratio at $t = 0$.
+    - `gamma_max`: $\\gamma_1$, at $t = 1$.
+    - `learn_endpoints`: whether gradients reach $\\gamma_0, \\gamma_1$ (else they are fixed).
+    - `hidden`: the width of the monotone network.
+    - `key`: a JAX random key for the network's initialisation.
+    """
+
+    gamma_min: Float[Array, ""]
+    gamma_max: Float[Array, ""]
+    w1: Float[Array, "2"]
+    w2: Float[Array, "2 hidden"]
+    w3: Float[Array, "hidden"]
+    learn_endpoints: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        gamma_min: float = -13.3,
+        gamma_max: float = 5.0,
+        learn_endpoints: bool = True,
+        hidden: int = 64,
+        *,
+        key: PRNGKeyArray,
+    ):
+        if not gamma_min < gamma_max:
+            raise ValueError(f"need `gamma_min` < `gamma_max`, got {gamma_min} and {gamma_max}.")
+        k1, k2, k3 = jr.split(key, 3)
+        self.gamma_min = jnp.asarray(gamma_min, jnp.float32)
+        self.gamma_max = jnp.asarray(gamma_max, jnp.float32)
+        self.w1 = jr.normal(k1, (2,)) * 0.1  # (weight, bias) of l1
+        self.w2 = jr.normal(k2, (2, hidden)) * 0.1  # (weight, bias) of l2
+        self.w3 = jr.normal(k3, (hidden,)) * 0.1
+        self.learn_endpoints = bool(learn_endpoints)
+
+    def _phi(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        pos = jax.nn.softplus
+        h = pos(self.w1[0]) * t + self.w1[1]
+        hidden = jax.nn.sigmoid(pos(self.w2[0]) * (h - 0.5) + self.w2[1])
+        return h + jnp.dot(pos(self.w3), hidden) / self.w3.shape[0]
+
+    def gamma(self, t: RealScalarLike) -> Float[Array, ""]:
+        t = jnp.asarray(t, dtype=jnp.float32)
+        g0, g1 = self.gamma_min, self.gamma_max
+        if not self.learn_endpoints:
+            g0, g1 = jax.lax.stop_gradient(g0), jax.lax.stop_gradient(g1)
+        p0, p1 = self._phi(jnp.zeros(())), self._phi(jnp.ones(()))
+        return g0 + (g1 - g0) * (self._phi(t) - p0) / (p1 - p0)
