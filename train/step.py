@@ -121,14 +121,17 @@ def init_state(model: PyTree, optimiser: optax.GradientTransformation, key: PRNG
 
     A replicated `TrainState`.
     """
+    # Copies: steps donate the state's buffers, which must not be shared with the caller's model
+    # and key, nor between the model and its EMA.
+    def copy(tree):
+        return jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree)
+
     params = eqx.filter(model, eqx.is_inexact_array)
-    # A copy: the EMA must not share buffers with the model, since steps donate both.
-    ema = jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, model)
     state = TrainState(
-        model=model,
-        ema=ema,
+        model=copy(model),
+        ema=copy(model),
         opt_state=optimiser.init(params),
-        key=key,
+        key=copy(key),
         step=jnp.zeros((), jnp.int32),
     )
     return replicate(state, mesh)

@@ -154,6 +154,7 @@ def download(name: str, root: pathlib.Path, mirrors: Sequence[str] = MIRRORS, ti
     - `mirrors`: base URLs tried in order.
     - `timeout`: seconds per connection attempt.
     """
+    created = [p for p in (root, *root.parents) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
     errors = []
     for base in mirrors:
@@ -170,6 +171,9 @@ def download(name: str, root: pathlib.Path, mirrors: Sequence[str] = MIRRORS, ti
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+    for folder in created:  # leave no empty folders behind
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
     raise MnistError("; ".join(errors))
 
 

@@ -1,0 +1,156 @@
+"""What a user sees of a run: a progress bar, a JSON-lines metrics log, a loss curve and sample grids.
+
+(Named `progress` rather than `logging` so as not to shadow the standard library's module.)
+"""
+
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import matplotlib
+
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `path` (`metrics.jsonl` in the run folder).
+
+    A resumed run appends to the same file; `read` drops the records of steps that were logged after
+    the checkpoint it resumed from, so the log describes the one trajectory actually taken.
+
+    **Arguments:**
+
+    - `path`: the file.
+    """
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record: Any) -> None:
+        """Append a record (numbers are converted to Python floats/ints)."""
+        clean = {k: _plain(v) for k, v in record.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(clean) + "\n")
+
+    def read(self) -> list[dict]:
+        """The records, without those superseded by a resume (a later record of an earlier step)."""
+        if not self.path.exists():
+            return []
+        records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        kept: list[dict] = []
+        for record in records:
+            step = record.get("step")
+            if step is not None and record.get("event") == "resume":
+                kept = [r for r in kept if r.get("step") is None or r["step"] <= step]
+            kept.append(record)
+        return kept
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "__array__"):
+        value = np.asarray(value)
+        return value.item() if value.ndim == 0 else value.tolist()
+    return value
+
+
+class ProgressBar:
+    """A tqdm bar over training steps showing the loss, steps per second and the time left.
+
+    **Arguments:**
+
+    - `total`: the total number of steps of the run.
+    - `initial`: the step the run starts at (after a resume).
+    - `disable`: hide the bar (e.g. in tests); the log is unaffected.
+    """
+
+    def __init__(self, total: int, initial: int = 0, disable: bool = False):
+        self._bar = tqdm.tqdm(
+            total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+        )
+        self._last = time.perf_counter()
+
+    def update(self, steps: int, **postfix: Any) -> None:
+        """Advance by `steps` and show `postfix` (e.g. `loss=0.12`, `grid=32`)."""
+        self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
+                              refresh=False)
+        self._bar.update(steps)
+
+    def write(self, message: str) -> None:
+        """Print a line without breaking the bar."""
+        tqdm.tqdm.write(message)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def plot_loss(records: list[dict], path: str | pathlib.Path, smoothing: int = 20) -> None:
+    """Plot the training loss of the `records` of a `MetricsLog` against the step, into a PNG.
+
+    **Arguments:**
+
+    - `records`: dicts with `step` and `loss` (others are ignored); a `grid` key marks the levels.
+    - `path`: the PNG file.
+    - `smoothing`: the window of a running mean drawn over the raw curve.
+    """
+    points = [(r["step"], r["loss"], r.get("grid")) for r in records if "loss" in r and "step" in r]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if points:
+        steps = np.array([p[0] for p in points])
+        losses = np.array([p[1] for p in points])
+        ax.plot(steps, losses, lw=0.6, alpha=0.4, color="C0", label="loss")
+        if len(losses) >= smoothing > 1:
+            kernel = np.ones(smoothing) / smoothing
+            ax.plot(steps[smoothing - 1 :], np.convolve(losses, kernel, mode="valid"), color="C0",
+                    label=f"running mean ({smoothing})")
+        grids = [p[2] for p in points]
+        for i in range(1, len(points)):
+            if grids[i] != grids[i - 1]:
+                ax.axvline(steps[i], color="0.5", ls="--", lw=0.8)
+                ax.text(steps[i], ax.get_ylim()[1], f" {grids[i]}²", va="top", fontsize=8)
+        if np.all(losses > 0):
+            ax.set_yscale("log")
+        ax.legend()
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_grid(samples: np.ndarray, path: str | pathlib.Path, nrow: int | None = None, padding: int = 2) -> None:
+    """Save a batch of images as one PNG grid.
+
+    **Arguments:**
+
+    - `samples`: array `(B, c, n, n)` with values in $[-1, 1]$ (clipped), `c` = 1 (grey) or 3 (RGB).
+    - `path`: the PNG file.
+    - `nrow`: images per row (default: about $\\sqrt{B}$).
+    - `padding`: pixels of white between images.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 4 or samples.shape[1] not in (1, 3):
+        raise ValueError(f"`samples` must have shape (B, 1 or 3, n, m), got {samples.shape}.")
+    count, channels, height, width = samples.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(count)))
+    rows = math.ceil(count / nrow)
+    canvas = np.ones((channels, rows * (height + padding) + padding, nrow * (width + padding) + padding),
+                     np.float32)
+    for i, image in enumerate(samples):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        canvas[:, top : top + height, left : left + width] = (np.clip(image, -1.0, 1.0) + 1.0) / 2.0
+    pixels = np.rint(canvas * 255).astype(np.uint8)
+    image = Image.fromarray(pixels[0] if channels == 1 else np.moveaxis(pixels, 0, -1))
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)

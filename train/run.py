@@ -1,0 +1,255 @@
+"""The training program: `python -m train.run +exp=NAME [field=value ...]`.
+
+Composes `configs/config.yaml` with the experiment, checks every field (`train.config.validate`)
+before building anything, and trains one score network through the multilevel curriculum of
+`train.levels`. Everything goes into the run folder `train.run_dir` (hydra's output folder):
+
+- `config.yaml`: the resolved config (`.hydra/` holds hydra's own record of the overrides);
+- `devices.json`: the number of devices chosen (see `train.devices`);
+- `metrics.jsonl`: one JSON record per `train.log_every` steps, and events (start, resume, level);
+- `loss.png`: the loss curve, redrawn at every checkpoint;
+- `checkpoints/<step>/`: model, EMA, optimiser state, step, RNG key and data-iterator state;
+- `samples/step<step>_grid<n>.png`: sample grids of the EMA model (once the samplers exist);
+- `run.log`: hydra's log of the messages.
+
+Started again with the same run folder, a run restores its latest checkpoint and continues exactly
+where it stopped: the same batches, the same random numbers, the same devices.
+"""
+
+import logging
+import pathlib
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from . import build, devices as devices_lib
+from .checkpoint import Checkpointer
+from .config import level_at, total_steps, validate
+from .data import batches, load_mnist, make_dataset
+from .progress import MetricsLog, ProgressBar, plot_loss, save_grid
+from .step import TrainState, init_state, make_mesh, make_optimiser, make_train_step, shard_batch
+
+
+logger = logging.getLogger("train.run")
+
+
+def _dataset(cfg: DictConfig, images: np.ndarray, grid: int):
+    d = cfg.data
+    return make_dataset(
+        images,
+        grid=grid,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        smoothing=d.smoothing,
+        worker_count=d.worker_count,
+        worker_buffer_size=d.worker_buffer_size,
+        read_threads=d.read_threads,
+        prefetch_buffer=d.prefetch_buffer,
+    )
+
+
+_RUN_CONTROL = ("stop_after", "progress_bar")  # may change between a run and its resumption
+
+
+def _save_config(cfg: DictConfig, run_dir: pathlib.Path, resumed_at: int | None) -> None:
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    path = run_dir / "config.yaml"
+
+    def essential(yaml_text: str) -> dict:
+        content = OmegaConf.to_container(OmegaConf.create(yaml_text))
+        for key in _RUN_CONTROL:
+            content["train"].pop(key, None)
+        return content
+
+    if resumed_at is None or not path.exists():
+        path.write_text(text)
+    elif essential(path.read_text()) != essential(text):
+        other = run_dir / f"config.resumed-{resumed_at}.yaml"
+        other.write_text(text)
+        logger.warning(f"the config differs from the one this run started with; saved as {other}")
+
+
+def write_samples(
+    model: Any, sde: Any, cfg: DictConfig, run_dir: pathlib.Path, key, step: int
+) -> list[pathlib.Path]:
+    """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution, as PNGs.
+
+    Every grid uses the same keys, so the samples at different resolutions start from the same
+    prior noise (whose Fourier coefficients do not depend on the grid) and can be compared.
+
+    **Returns:**
+
+    The paths of the PNGs, `samples/step<step>_grid<n>.png` in the run folder.
+    """
+    from sdeflow import samplers
+
+    sampler = build.build_sampler(cfg)
+    model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
+    score = samplers.PreconditionedScore(model, sde, cfg.loss.parameterisation)
+    keys = jr.split(key, cfg.train.num_samples)
+    paths = []
+    for n in cfg.train.sample_grids:
+        started = time.perf_counter()
+
+        @eqx.filter_jit
+        def draw(score, keys, n=n):
+            result = jax.vmap(lambda k: sampler.sample(score, k, (1, n, n)))(keys)
+            return result.samples, result.num_evaluations
+
+        samples, evaluations = draw(score, keys)
+        path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
+        save_grid(np.asarray(samples), path)
+        paths.append(path)
+        logger.info(
+            f"samples: {path} ({cfg.train.num_samples} at {n}x{n}, "
+            f"{int(np.max(np.asarray(evaluations)))} network evaluations each, "
+            f"{time.perf_counter() - started:.1f} s)"
+        )
+    return paths
+
+
+def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
+    """Train (or resume training) as `cfg` says; return the final state.
+
+    **Arguments:**
+
+    - `cfg`: the composed config (validated here first).
+    - `progress_bar`: override `train.progress_bar`.
+
+    **Returns:**
+
+    The `TrainState` at the last step taken.
+    """
+    validate(cfg)
+    t = cfg.train
+    run_dir = pathlib.Path(t.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+
+    # Build everything before compiling anything: a bad model or prior fails here.
+    data = load_mnist(cfg.data.split, cfg.data.train_range, root=cfg.data.root,
+                      download_missing=cfg.data.download)
+    model_key, train_key, sample_key = build.split_keys(t.seed)
+    model = build.build_model(cfg, model_key)
+    sde = build.build_sde(cfg)
+    loss_fn = build.build_loss(cfg, sde)
+    o = cfg.optim
+    steps_total = total_steps(cfg)
+    optimiser = make_optimiser(
+        o.lr, steps_total, warmup_steps=o.warmup_steps, final_lr_fraction=o.final_lr_fraction,
+        clip_norm=o.clip_norm, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+    )
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
+    resumed_at = checkpointer.latest_step()
+    _save_config(cfg, run_dir, resumed_at)
+
+    def time_step(devs: list[jax.Device]) -> float:
+        mesh = make_mesh(devs)
+        state = init_state(model, optimiser, train_key, mesh)
+        step = make_train_step(loss_fn, optimiser, o.ema_decay, mesh)
+        batch = next(batches(_dataset(cfg, data.images, t.levels[0].grid)))
+        box = [state]
+
+        def call():
+            box[0], loss = step(box[0], shard_batch(batch, mesh))
+            loss.block_until_ready()
+
+        return devices_lib.time_calls(call)
+
+    devs = devices_lib.choose(t.devices, t.batch_size, run_dir, time_step, log=logger.info)
+    mesh = make_mesh(devs)
+    state = init_state(model, optimiser, train_key, mesh)
+    data_state = None
+    start = 0
+    if resumed_at is not None:
+        state, extra = checkpointer.restore(state)
+        start, data_state = int(extra["step"]), extra["data"]
+        metrics.write(event="resume", step=start, time=time.time())
+        logger.info(f"resumed from {checkpointer.directory / str(resumed_at)} at step {start}")
+    else:
+        metrics.write(event="start", step=0, time=time.time(), devices=len(devs),
+                      parameters=sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))))
+    step_fn = make_train_step(loss_fn, optimiser, o.ema_decay, mesh)
+    stop = steps_total if t.stop_after is None else min(t.stop_after, steps_total)
+    show = t.progress_bar if progress_bar is None else progress_bar
+    bar = ProgressBar(steps_total, initial=start, disable=not show or start >= stop)
+
+    def checkpoint(step: int, iterator) -> None:
+        checkpointer.save(step, state, {"step": step, "data": iterator.get_state(),
+                                        "level": level_at(cfg, max(step - 1, 0))})
+        plot_loss(metrics.read(), run_dir / "loss.png")
+
+    step = start
+    level_end = 0
+    iterator = None
+    try:
+        for index, level in enumerate(t.levels):
+            level_start, level_end = level_end, level_end + level.steps
+            if step >= level_end or step >= stop:
+                continue
+            iterator = batches(_dataset(cfg, data.images, level.grid), data_state)
+            metrics.write(event="level", step=step, level=index, grid=level.grid)
+            logger.info(f"level {index}: grid {level.grid}, steps {max(step, level_start)}..{level_end}")
+            losses, window_start = [], time.perf_counter()
+            while step < min(level_end, stop):
+                state, loss = step_fn(state, shard_batch(next(iterator), mesh))
+                losses.append(loss)
+                step += 1
+                if step % t.log_every == 0 or step == min(level_end, stop):
+                    mean = float(jnp.mean(jnp.stack(losses)))
+                    elapsed = time.perf_counter() - window_start
+                    rate = len(losses) / elapsed
+                    metrics.write(step=step, loss=mean, grid=level.grid, steps_per_s=rate,
+                                  lr=float(optimiser_lr(o, steps_total, step)), time=time.time())
+                    bar.update(len(losses), loss=mean, grid=level.grid)
+                    if not np.isfinite(mean):
+                        raise FloatingPointError(f"the loss is {mean} at step {step}; lower optim.lr?")
+                    losses, window_start = [], time.perf_counter()
+                if step % t.ckpt_every == 0:
+                    checkpoint(step, iterator)
+                if t.sample_every and step % t.sample_every == 0 and step < steps_total:
+                    write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
+            data_state = iterator.get_state()
+        if step > start and step % t.ckpt_every != 0 and iterator is not None:
+            checkpoint(step, iterator)
+    finally:
+        bar.close()
+        checkpointer.close()
+    if step >= steps_total:
+        metrics.write(event="end", step=step, time=time.time())
+        write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
+        # CALL POINT for issue 6: when train/evaluate.py exists, write run_dir / "evaluation.json"
+        # from the EMA model's samples against data.holdout_range here.
+    else:
+        logger.info(f"stopped at step {step} (train.stop_after); run again with the same run_dir to resume")
+    return state
+
+
+def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
+    """The learning rate of `make_optimiser`'s schedule at `step` (for the log)."""
+    import optax
+
+    schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, steps_total, o.lr * o.final_lr_fraction)
+    return float(schedule(step))
+
+
+def _main(cfg: DictConfig) -> None:
+    # grain's worker processes read absl flags, which hydra never parses (DESIGN §5).
+    import absl.flags
+
+    absl.flags.FLAGS.mark_as_parsed()
+    validate(cfg)  # before JAX starts: a wrong field fails at once
+    devices_lib.request_cpu_devices()
+    run(cfg)
+
+
+if __name__ == "__main__":
+    import hydra
+
+    hydra.main(config_path="../configs", config_name="config", version_base=None)(_main)()
