@@ -1,0 +1,40 @@
+"""The choice of the device count of the data mesh (`train.devices`)."""
+
+import json
+
+import jax
+import pytest
+
+from train.devices import candidates, choose
+
+
+def test_candidates_divide_the_batch():
+    assert candidates(16, 4) == [1, 2, 4]
+    assert candidates(6, 4) == [1, 2]
+    assert candidates(12, 3) == [1, 2, 3]
+    assert candidates(9, 3) == [1, 3]
+
+
+def test_auto_times_each_count_keeps_the_fastest_and_resume_reuses_it(tmp_path):
+    assert len(jax.devices()) == 4 and jax.devices()[0].platform == "cpu"
+    timed = []
+
+    def time_step(devices):
+        timed.append(len(devices))
+        return {1: 0.30, 2: 0.12, 4: 0.20}[len(devices)]
+
+    messages = []
+    devices = choose("auto", 16, tmp_path, time_step, log=messages.append)
+    assert timed == [1, 2, 4] and devices == jax.devices()[:2]
+    assert "fastest measured" in messages[0] and "2 -> 120.0 ms/step" in messages[0]
+    stored = json.loads((tmp_path / "devices.json").read_text())
+    assert stored["count"] == 2 and stored["ms_per_step"] == {"1": 300.0, "2": 120.0, "4": 200.0}
+    # A resumed run uses the stored count, whatever it would measure now.
+    again = choose("auto", 16, tmp_path, lambda devices: pytest.fail("must not time again"), log=messages.append)
+    assert again == devices and "stored" in messages[-1]
+
+
+def test_explicit_count(tmp_path):
+    assert choose(4, 16, tmp_path / "a", lambda d: pytest.fail("no timing"), log=lambda m: None) == jax.devices()
+    with pytest.raises(RuntimeError, match="train.devices = 8, but only 4"):
+        choose(8, 16, tmp_path / "b", lambda d: 0.0, log=lambda m: None)
