@@ -1,0 +1,25 @@
+"""Reverse-time samplers of score-based diffusions, on diffrax, at any resolution."""
+
+from ._noise import (
+    ReverseNoiseTerm as ReverseNoiseTerm,
+    apply_noise_sqrt as apply_noise_sqrt,
+    cameron_martin_norm2 as cameron_martin_norm2,
+)
+from .base import AbstractSampler as AbstractSampler, SampleResult as SampleResult, time_grid as time_grid
+from .conditional import (
+    AbstractObservation as AbstractObservation,
+    Inpainting as Inpainting,
+    ReplacementSolver as ReplacementSolver,
+    SuperResolution as SuperResolution,
+    edit as edit,
+)
+from .ddim import DDIM as DDIM, DDIMSolver as DDIMSolver
+from .oracle import GaussianOracle as GaussianOracle
+from .predictor_corrector import (
+    PredictorCorrector as PredictorCorrector,
+    PredictorCorrectorSolver as PredictorCorrectorSolver,
+    langevin_step as langevin_step,
+)
+from .probability_flow import ProbabilityFlow as ProbabilityFlow, probability_flow as probability_flow
+from .reverse_sde import EulerMaruyama as EulerMaruyama, ReverseSDE as ReverseSDE, reverse_drift as reverse_drift
+from .score import PreconditionedScore as PreconditionedScore
