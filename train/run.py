@@ -244,7 +244,8 @@ def _main(cfg: DictConfig) -> None:
     import absl.flags
 
     absl.flags.FLAGS.mark_as_parsed()
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every file it writes at INFO
+    for name in ("absl", "jax"):  # orbax reports every file it writes at INFO, jax its backends
+        logging.getLogger(name).setLevel(logging.WARNING)
     validate(cfg)  # before JAX starts: a wrong field fails at once
     devices_lib.request_cpu_devices()
     run(cfg)
