@@ -1,10 +1,12 @@
 """sdeflow: score-based diffusion models in function space, in JAX and Equinox."""
 
 from . import (
+    likelihood as likelihood,
     losses as losses,
     metrics as metrics,
     parameterisation as parameterisation,
     priors as priors,
+    samplers as samplers,
     sde as sde,
 )
 from .grid import (
