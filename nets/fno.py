@@ -1,0 +1,224 @@
+"""The Fourier neural operator as a score network: same weights on every grid."""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import sdeflow
+from sdeflow._custom_types import RealScalarLike
+
+from .layers import make_norm, Pointwise, TimeEmbedding
+from .spectral_conv import check_modes_fit, Method, normalise_modes, SpectralConv
+
+
+class FourierBlock(eqx.Module):
+    """$h \\mapsto \\sigma(\\mathrm{N}(K h + W h + A e(t)))$: spectral and pointwise paths, the time
+    embedding added per channel, an optional GroupNorm and GELU.
+
+    **Arguments:**
+
+    - `in_channels`, `out_channels`: channel counts.
+    - `modes`: modes per axis of the spectral convolution.
+    - `time_dim`: the size of the time embedding $e(t)$.
+    - `norm`: `"group"` or `None`; `groups`: GroupNorm groups.
+    - `method`: the spectral convolution's implementation.
+    - `key`: a JAX random key.
+    """
+
+    spectral: SpectralConv
+    pointwise: Pointwise
+    time: eqx.nn.Linear
+    norm: eqx.nn.GroupNorm | None
+
+    def __init__(self, in_channels: int, out_channels: int, modes: Sequence[int], time_dim: int,
+                 *, norm: str | None, groups: int, method: Method, key: PRNGKeyArray):
+        k1, k2, k3 = jr.split(key, 3)
+        self.spectral = SpectralConv(in_channels, out_channels, modes, method=method, key=k1)
+        self.pointwise = Pointwise(in_channels, out_channels, key=k2)
+        self.time = eqx.nn.Linear(time_dim, out_channels, key=k3)
+        self.norm = make_norm(norm, out_channels, groups)
+
+    def __call__(self, h: Float[Array, "c *grid"], emb: Float[Array, " e"],
+                 out_grid: Sequence[int] | None = None) -> Float[Array, "o *out"]:
+        """Apply to one sample; `out_grid` changes the resolution (pointwise path resampled)."""
+        out = tuple(h.shape[1:]) if out_grid is None else tuple(out_grid)
+        skip = self.pointwise(h)
+        if out != tuple(h.shape[1:]):
+            skip = sdeflow.resample(skip, out)
+        y = self.spectral(h, out) + skip
+        y = y + self.time(emb).reshape(-1, *([1] * len(out)))
+        if self.norm is not None:
+            y = self.norm(y)
+        return jax.nn.gelu(y)
+
+    def spatial_major(self, h: Float[Array, "*grid_rev b c"], emb: Float[Array, "b e"]
+                      ) -> Float[Array, "*grid_rev b o"]:
+        """The same block on a batch stored as `(n_d, ..., n_1, B, c)` (see `FNO`)."""
+        y = self.spectral.spatial_major(h) + pointwise_last(self.pointwise, h)
+        y = y + (emb @ self.time.weight.T + self.time.bias)
+        if self.norm is not None:
+            y = group_norm_last(self.norm, y)
+        return jax.nn.gelu(y)
+
+
+def pointwise_last(layer: Pointwise, h: Array) -> Array:
+    """A `Pointwise` layer on channels-last data `(..., c)`, as one 2-d matmul."""
+    v = h.reshape(-1, h.shape[-1]) @ layer.weight.T
+    if layer.bias is not None:
+        v = v + layer.bias
+    return v.reshape(*h.shape[:-1], layer.out_channels)
+
+
+def group_norm_last(norm: eqx.nn.GroupNorm, h: Array) -> Array:
+    """`eqx.nn.GroupNorm` per sample on spatial-major data `(*grid_rev, B, c)`."""
+    *grid_rev, b, c = h.shape
+    g = norm.groups
+    y = h.reshape(-1, b, g, c // g)
+    mean = jnp.mean(y, axis=(0, 3), keepdims=True)
+    var = jnp.maximum(jnp.mean(jnp.square(y - mean), axis=(0, 3), keepdims=True), 0.0)
+    y = ((y - mean) * jax.lax.rsqrt(var + norm.eps)).reshape(h.shape)
+    if norm.channelwise_affine:
+        y = norm.weight * y + norm.bias
+    return y
+
+
+class FNO(eqx.Module):
+    """A Fourier neural operator $(t, u) \\mapsto v$ for score-based diffusion in function space.
+
+    Coordinate channels $x_j = j/n$ (`sdeflow.coordinates`) are appended to `u`; a pointwise lifting
+    maps to `width` channels; `depth` Fourier blocks (spectral convolution + pointwise linear + time
+    embedding, optional GroupNorm, GELU) follow; a pointwise two-layer projection (GELU) returns
+    `out_channels`. Every block keeps the same physical frequencies $|k_i| \\le m_i$, so the same
+    weights act on every grid on which the modes fit ($n_i \\ge 2 m_i + 1$).
+
+    `model(t, u)` acts on one sample and composes with every JAX transformation. For training,
+    `model.batched(t, u)` computes `jax.vmap(model)(t, u)` (equal to float32 round-off) 2-3x faster
+    on CPU: it stores the batch spatial-major, `(n_d, ..., n_1, B, c)`, so that every transform is
+    a matmul in XLA's canonical form, where `vmap` of the channels-first code makes XLA contract
+    non-adjacent axes (see benchmarks/bench_train_step.py). Every network in `nets` has
+    `batched`, so losses may call it instead of `vmap`.
+
+    **Arguments:**
+
+    - `in_channels`, `out_channels`: channels of $u$ and of the output.
+    - `width`: hidden channels.
+    - `modes`: modes kept per axis (an int for all axes, or one per axis).
+    - `depth`: number of Fourier blocks.
+    - `time_features`: number of sinusoidal time features (even).
+    - `time_dim`: size of the time embedding MLP.
+    - `time_scale`: factor applied to $t$ before the sinusoids.
+    - `projection`: hidden channels of the projection.
+    - `norm`: `"group"` or `None` (never BatchNorm); `groups`: GroupNorm groups.
+    - `method`: spectral convolution implementation, `"auto"`, `"dft"` or `"fft"`.
+    - `dim`: the dimension $d$ of the torus.
+    - `key`: a JAX random key.
+    """
+
+    embedding: TimeEmbedding
+    lift: Pointwise
+    blocks: tuple[FourierBlock, ...]
+    project1: Pointwise
+    project2: Pointwise
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    modes: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        width: int = 32,
+        modes: int | Sequence[int] = 12,
+        depth: int = 4,
+        time_features: int = 32,
+        time_dim: int = 64,
+        time_scale: float = 1000.0,
+        projection: int = 128,
+        norm: str | None = "group",
+        groups: int = 8,
+        method: Method = "auto",
+        dim: int = 2,
+        key: PRNGKeyArray,
+    ):
+        if dim not in (1, 2, 3):
+            raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("width", width), ("depth", depth), ("projection", projection)):
+            if int(value) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        self.modes = normalise_modes(modes, dim)
+        self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
+        keys = jr.split(key, depth + 4)
+        self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
+        self.lift = Pointwise(in_channels + dim, width, key=keys[1])
+        self.blocks = tuple(
+            FourierBlock(width, width, self.modes, time_dim, norm=norm, groups=groups,
+                         method=method, key=k)
+            for k in keys[2:depth + 2]
+        )
+        self.project1 = Pointwise(width, projection, key=keys[-2])
+        self.project2 = Pointwise(projection, out_channels, key=keys[-1])
+
+    def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
+        """Evaluate on one sample.
+
+        **Arguments:**
+
+        - `t`: a scalar time.
+        - `u`: one sample of shape `(in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(out_channels, n_1, ..., n_d)`.
+        """
+        if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
+            raise ValueError(
+                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; vmap "
+                f"over batches), got {tuple(u.shape)}."
+            )
+        grid = tuple(u.shape[1:])
+        check_modes_fit(self.modes, grid, "input grid")
+        emb = self.embedding(t)
+        h = jnp.concatenate([u, sdeflow.coordinates(grid).astype(u.dtype)])
+        h = self.lift(h)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.project2(jax.nn.gelu(self.project1(h)))
+
+    def batched(self, t: Float[Array, " b"] | RealScalarLike, u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
+        """The same network on a batch, computed spatial-major: equals `jax.vmap(self.single)`.
+
+        **Arguments:**
+
+        - `t`: times of shape `(B,)` (or one scalar for all).
+        - `u`: a batch of shape `(B, in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(B, out_channels, n_1, ..., n_d)`.
+        """
+        if u.ndim != self.dim + 2 or u.shape[1] != self.in_channels:
+            raise ValueError(
+                f"`u` must have shape (batch, {self.in_channels}, n_1, ..., n_{self.dim}), got "
+                f"{tuple(u.shape)}."
+            )
+        t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
+        b, c, *grid = u.shape
+        check_modes_fit(self.modes, grid, "input grid")
+        d = len(grid)
+        to_sm = (*range(d + 1, 1, -1), 0, 1)  # (B, c, n_1..n_d) -> (n_d..n_1, B, c)
+        emb = jax.vmap(self.embedding)(t)
+        coords = sdeflow.coordinates(grid).astype(u.dtype).transpose(*range(d, 0, -1), 0)
+        coords = jnp.broadcast_to(coords[..., None, :], (*grid[::-1], b, d))
+        h = jnp.concatenate([u.transpose(to_sm), coords], axis=-1)
+        h = pointwise_last(self.lift, h)
+        for block in self.blocks:
+            h = block.spatial_major(h, emb)
+        h = pointwise_last(self.project2, jax.nn.gelu(pointwise_last(self.project1, h)))
+        return h.transpose(d, d + 1, *range(d - 1, -1, -1))

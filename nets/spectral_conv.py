@@ -1,0 +1,407 @@
+"""The spectral convolution of Fourier neural operators, on any input and output grid.
+
+Conventions follow `sdeflow.grid`: a sample has shape `(c, n_1, ..., n_d)` of point values at
+$x_j = j / n$, and $\\hat u_k = \\frac1N \\sum_j u(x_j) e^{-2\\pi i k \\cdot x_j}$ (`rfftn`,
+`norm="forward"`) for physical integer frequencies $k$.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+Method = Literal["auto", "dft", "fft"]
+
+
+def normalise_modes(modes: int | Sequence[int], dim: int | None, name: str = "modes") -> tuple:
+    """`modes` as a tuple of `dim` non-negative ints (an int means the same on every axis)."""
+    if isinstance(modes, (int, np.integer)):
+        if dim is None:
+            raise ValueError(f"`{name}` is an int ({modes}): pass `dim` to say how many axes.")
+        modes = (int(modes),) * int(dim)
+    modes = tuple(int(m) for m in modes)
+    if dim is not None and len(modes) != int(dim):
+        raise ValueError(f"`{name}` {modes} has {len(modes)} entries but `dim` is {dim}.")
+    if not 1 <= len(modes) <= 3 or any(m < 0 for m in modes):
+        raise ValueError(f"`{name}` must hold 1 to 3 non-negative ints, got {modes}.")
+    return modes
+
+
+def check_modes_fit(modes: Sequence[int], grid: Sequence[int], name: str = "grid") -> None:
+    """Raise unless the frequencies $|k_i| \\le m_i$ are all unambiguous on `grid`.
+
+    The rule is $2 m_i + 1 \\le n_i$ on every axis (the last one included): the kept frequencies are
+    then a subset of `sdeflow.kept_modes(grid)`, distinct modulo $n_i$, and never touch the
+    ambiguous Nyquist bin $\\pm n_i / 2$ of an even grid.
+    """
+    grid = tuple(int(n) for n in grid)
+    if len(grid) != len(modes):
+        raise ValueError(
+            f"`{name}` {grid} has {len(grid)} spatial axes but the spectral convolution keeps modes "
+            f"{tuple(modes)} on {len(modes)} axes."
+        )
+    bad = [i for i, (m, n) in enumerate(zip(modes, grid)) if 2 * m + 1 > n]
+    if bad:
+        need = tuple(2 * m + 1 for m in modes)
+        raise ValueError(
+            f"modes {tuple(modes)} do not fit the {name} {grid}: keeping |k_i| <= m_i needs "
+            f"n_i >= 2 m_i + 1 = {need} on every axis (axes {bad} are too small; the Nyquist bin of "
+            "an even grid is never used). Use fewer modes or a finer grid."
+        )
+
+
+# -- truncated DFT matrices (float64 in NumPy, cast once) -----------------------------------------
+
+
+def _frequencies(m: int, last: bool) -> np.ndarray:
+    return np.arange(m + 1) if last else np.arange(-m, m + 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _analysis_last(n: int, m: int) -> np.ndarray:
+    """(n, 2(m+1)): real point values -> [Re, Im] of $\\hat u_k$, $k = 0..m$ (with the $1/n$)."""
+    theta = 2 * np.pi * np.outer(np.arange(n), _frequencies(m, True)) / n
+    return np.concatenate([np.cos(theta), -np.sin(theta)], axis=1) / n
+
+
+@functools.lru_cache(maxsize=256)
+def _analysis(n: int, m: int) -> np.ndarray:
+    """(2n, 2(2m+1)): [Re, Im] along an axis -> [Re, Im] of the DFT at $k = -m..m$ (with $1/n$)."""
+    theta = 2 * np.pi * np.outer(np.arange(n), _frequencies(m, False)) / n
+    c, s = np.cos(theta) / n, np.sin(theta) / n
+    return np.block([[c, -s], [s, c]])
+
+
+@functools.lru_cache(maxsize=256)
+def _synthesis(n: int, m: int) -> np.ndarray:
+    """(2(2m+1), 2n): [Re, Im] of coefficients at $k = -m..m$ -> [Re, Im] of $\\sum_k c_k e^{ikx}$."""
+    theta = 2 * np.pi * np.outer(_frequencies(m, False), np.arange(n)) / n
+    c, s = np.cos(theta), np.sin(theta)
+    return np.block([[c, s], [-s, c]])
+
+
+@functools.lru_cache(maxsize=256)
+def _synthesis_last(n: int, m: int) -> np.ndarray:
+    """(2(m+1), n): [Re, Im] of $c_k$, $k = 0..m$ -> $\\sum_k w_k \\mathrm{Re}(c_k e^{ikx})$, $w_0 = 1$,
+    $w_k = 2$ otherwise (the Hermitian completion of `irfft`)."""
+    k = _frequencies(m, True)
+    theta = 2 * np.pi * np.outer(k, np.arange(n)) / n
+    w = np.where(k == 0, 1.0, 2.0)[:, None]
+    return np.concatenate([w * np.cos(theta), -w * np.sin(theta)], axis=0)
+
+
+def _const(matrix: np.ndarray, dtype) -> Array:
+    return jnp.asarray(matrix, dtype=dtype)
+
+
+def _mixing_matrix(weight_real: Array, weight_imag: Array) -> Array:
+    """Per mode the real (2 in, 2 out) matrix of $x \\mapsto x W$ on $[\\mathrm{Re}\\,x, \\mathrm{Im}\\,x]$."""
+    top = jnp.concatenate([weight_real, weight_imag], axis=-1)
+    bottom = jnp.concatenate([-weight_imag, weight_real], axis=-1)
+    return jnp.concatenate([top, bottom], axis=-2)
+
+
+def _dft_forward(u: Array, modes: tuple) -> Array:
+    """Truncated DFT as matmuls. `u` (c, *grid) real -> (c, 2, K_1, ..., K_d) with [Re, Im]."""
+    c, *grid = u.shape
+    d = len(grid)
+    a = u @ _const(_analysis_last(grid[-1], modes[-1]), u.dtype)
+    a = a.reshape(c, *grid[:-1], 2, modes[-1] + 1)
+    # Invariant: a has shape (c, n_1..n_i, 2, K_{i+1}..K_d) before handling spatial axis i.
+    for i in reversed(range(d - 1)):
+        ax = i + 1  # the array axis of n_i
+        k_axes = list(range(ax + 2, a.ndim))
+        a = a.transpose(*range(ax), *k_axes, ax + 1, ax)
+        lead = a.shape[:-2]
+        a = a.reshape(*lead, 2 * grid[i]) @ _const(_analysis(grid[i], modes[i]), u.dtype)
+        a = a.reshape(*lead, 2, 2 * modes[i] + 1)
+        nk = len(k_axes)
+        a = a.transpose(*range(ax), ax + nk, ax + nk + 1, *range(ax, ax + nk))
+    return a
+
+
+def _dft_inverse(a: Array, modes: tuple, grid: tuple) -> Array:
+    """Inverse of `_dft_forward`'s layout: (o, 2, K_1..K_d) -> real (o, *grid)."""
+    o = a.shape[0]
+    d = len(grid)
+    # Invariant: a has shape (o, n_1..n_{i-1}, 2, K_i..K_d) before handling spatial axis i.
+    for i in range(d - 1):
+        ax = i + 1  # the array axis of the '2'
+        rest = list(range(ax + 2, a.ndim))
+        a = a.transpose(*range(ax), *rest, ax, ax + 1)
+        lead = a.shape[:-2]
+        a = a.reshape(*lead, 2 * (2 * modes[i] + 1)) @ _const(_synthesis(grid[i], modes[i]), a.dtype)
+        a = a.reshape(*lead, 2, grid[i])
+        nr = len(rest)
+        a = a.transpose(*range(ax), ax + nr + 1, ax + nr, *range(ax, ax + nr))
+    a = a.reshape(o, *grid[:-1], 2 * (modes[-1] + 1))
+    return a @ _const(_synthesis_last(grid[-1], modes[-1]), a.dtype)
+
+
+def _fft_forward(u: Array, modes: tuple) -> Array:
+    """Same output as `_dft_forward` through `rfftn` and slicing."""
+    d = u.ndim - 1
+    u_hat = jnp.fft.rfftn(u, axes=tuple(range(1, d + 1)), norm="forward")
+    u_hat = u_hat[(slice(None),) * d + (slice(0, modes[-1] + 1),)]
+    for i in range(d - 1):
+        ax, m = i + 1, modes[i]
+        neg = jnp.take(u_hat, jnp.arange(-m, 0) % u.shape[ax], axis=ax)
+        pos = jnp.take(u_hat, jnp.arange(0, m + 1), axis=ax)
+        u_hat = jnp.concatenate([neg, pos], axis=ax)
+    return jnp.stack([u_hat.real, u_hat.imag], axis=1)
+
+
+def _fft_inverse(a: Array, modes: tuple, grid: tuple) -> Array:
+    """Same output as `_dft_inverse` by zero-padding at the right frequencies and `irfftn`."""
+    d = len(grid)
+    c_hat = a[:, 0] + 1j * a[:, 1]
+    for i in range(d - 1):
+        ax, m, n = i + 1, modes[i], grid[i]
+        neg, pos = jnp.split(c_hat, [m], axis=ax)  # frequencies -m..-1 and 0..m
+        pad_shape = list(c_hat.shape)
+        pad_shape[ax] = n - (2 * m + 1)
+        c_hat = jnp.concatenate([pos, jnp.zeros(pad_shape, c_hat.dtype), neg], axis=ax)
+    pad = [(0, 0)] * d + [(0, grid[-1] // 2 + 1 - (modes[-1] + 1))]
+    c_hat = jnp.pad(c_hat, pad)
+    return jnp.fft.irfftn(c_hat, s=grid, axes=tuple(range(1, d + 1)), norm="forward").astype(a.dtype)
+
+
+def _mix(a: Array, mixing: Array) -> Array:
+    """(c, 2, *K) times per-mode (M, 2c, 2o) -> (o, 2, *K)."""
+    c, _, *kept = a.shape
+    m = math.prod(kept)
+    x = jnp.swapaxes(a, 0, 1).reshape(2 * c, m).T  # (M, 2c) as [Re over c, Im over c]
+    y = jnp.einsum("mi,mio->mo", x, mixing)
+    o = mixing.shape[-1] // 2
+    return jnp.swapaxes(y.T.reshape(2, o, *kept), 0, 1)
+
+
+# -- the spatial-major batched layout (used by FNO under vmap) ------------------------------------
+#
+# A batch is stored as (n_d, ..., n_1, B, c): grid axes reversed, then batch, then channels. Every
+# transform is then a 2-d matmul or a batched matmul in XLA's canonical form (batch axis first,
+# contraction on contiguous axes), which is what XLA's CPU backend runs fastest; the per-sample
+# channels-first layout under `vmap` instead produces contractions over non-adjacent axes.
+
+
+@functools.lru_cache(maxsize=256)
+def _sm_analysis_last(n: int, m: int) -> np.ndarray:
+    """(2(m+1), n): real values -> rows (k, r) with r = Re, Im, $k = 0..m$ (with $1/n$)."""
+    theta = 2 * np.pi * np.outer(_frequencies(m, True), np.arange(n)) / n
+    return (np.stack([np.cos(theta), -np.sin(theta)], axis=1) / n).reshape(-1, n)
+
+
+@functools.lru_cache(maxsize=256)
+def _sm_analysis(n: int, m: int) -> np.ndarray:
+    """(2(2m+1), 2n): columns (r, x) -> rows (k, r), $k = -m..m$ (with $1/n$)."""
+    theta = 2 * np.pi * np.outer(_frequencies(m, False), np.arange(n)) / n
+    c, s = np.cos(theta) / n, np.sin(theta) / n
+    re = np.concatenate([c, s], axis=1)
+    im = np.concatenate([-s, c], axis=1)
+    return np.stack([re, im], axis=1).reshape(-1, 2 * n)
+
+
+@functools.lru_cache(maxsize=256)
+def _sm_synthesis(n: int, m: int) -> np.ndarray:
+    """(2n, 2(2m+1)): columns (k, r) -> rows (r, x) of $\\sum_k c_k e^{2\\pi i k x}$."""
+    theta = 2 * np.pi * np.outer(np.arange(n), _frequencies(m, False)) / n
+    c, s = np.cos(theta), np.sin(theta)
+    re = np.stack([c, -s], axis=2).reshape(n, -1)
+    im = np.stack([s, c], axis=2).reshape(n, -1)
+    return np.concatenate([re, im], axis=0)
+
+
+@functools.lru_cache(maxsize=256)
+def _sm_synthesis_last(n: int, m: int) -> np.ndarray:
+    """(n, 2(m+1)): columns (k, r) -> $\\sum_k w_k \\mathrm{Re}(c_k e^{2\\pi i k x})$."""
+    k = _frequencies(m, True)
+    w = np.where(k == 0, 1.0, 2.0)
+    theta = 2 * np.pi * np.outer(np.arange(n), k) / n
+    return np.stack([w * np.cos(theta), -w * np.sin(theta)], axis=2).reshape(n, -1)
+
+
+def _batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
+    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast)."""
+    mat = jnp.broadcast_to(_const(matrix, a.dtype), (batch,) + matrix.shape)
+    return jnp.einsum("kij,kjd->kid", mat, a)
+
+
+def _sm_forward(h: Array, modes: tuple) -> Array:
+    """(n_d, ..., n_1, B, c) -> (M, B, 2c), modes ordered (k_d, ..., k_1), [Re over c, Im over c]."""
+    d = len(modes)
+    grid_rev = h.shape[:d]
+    b, c = h.shape[d:]
+    a = _const(_sm_analysis_last(grid_rev[0], modes[-1]), h.dtype) @ h.reshape(grid_rev[0], -1)
+    kb = modes[-1] + 1
+    for j in range(1, d):
+        i = d - 1 - j  # the spatial axis handled now, of size grid_rev[j]
+        a = a.reshape(kb, 2 * grid_rev[j], -1)
+        a = _batched_matmul(_sm_analysis(grid_rev[j], modes[i]), a, kb)
+        kb *= 2 * modes[i] + 1
+    return a.reshape(kb, 2, b, c).transpose(0, 2, 1, 3).reshape(kb, b, 2 * c)
+
+
+def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
+    """(M, B, 2o) -> (n'_d, ..., n'_1, B, o) on the output grid `grid` = (n'_1, ..., n'_d)."""
+    d = len(modes)
+    m_total, b, two_o = y.shape
+    o = two_o // 2
+    a = y.reshape(m_total, b, 2, o).transpose(0, 2, 1, 3)
+    kb = m_total
+    for i in range(d - 1):
+        k = 2 * modes[i] + 1
+        kb //= k
+        a = _batched_matmul(_sm_synthesis(grid[i], modes[i]), a.reshape(kb, 2 * k, -1), kb)
+    a = a.reshape(2 * (modes[-1] + 1), -1)
+    out = _const(_sm_synthesis_last(grid[-1], modes[-1]), y.dtype) @ a
+    return out.reshape(*grid[::-1], b, o)
+
+
+class SpectralConv(eqx.Module):
+    """Spectral convolution $v = \\mathcal{F}^{-1}(W \\cdot \\mathcal{F} u)$ on the low modes, output on any grid.
+
+    With $K = \\{k : |k_i| \\le m_i \\text{ for } i < d,\\ 0 \\le k_d \\le m_d\\}$ (half of the
+    symmetric box, as `rfftn` stores it) and complex weights $W_k \\in \\mathbb{C}^{c_{in} \\times
+    c_{out}}$, the output on a grid of points $y$ is
+
+    $v_o(y) = \\sum_{k \\in K} w_k \\,\\mathrm{Re}\\big( \\sum_i \\hat u_{i,k} W_{k,io}
+    e^{2\\pi i k \\cdot y} \\big)$, $w_k = 1$ if $k_d = 0$ else $2$,
+
+    i.e. `irfftn` of the mixed coefficients placed at the same physical frequencies on the output
+    grid, everything else zero. The output grid defaults to the input grid; any grid on which the
+    modes fit may be asked for (this is how resolution changes). Modes fit a grid when
+    $2 m_i + 1 \\le n_i$ on every axis, so no Nyquist bin is ever used and negative frequencies sit
+    where they belong; otherwise a `ValueError` names the grid and the modes.
+
+    Two implementations give the same function to float32 round-off: `"dft"` (truncated DFTs as
+    real matmuls with precomputed cos/sin matrices, one axis at a time) and `"fft"` (`rfftn`,
+    slicing, zero-padding, `irfftn`). `"auto"` uses `"dft"`, which is the faster one on XLA's CPU
+    backend for the mode counts used here (see benchmarks/bench_train_step.py).
+
+    **Arguments:**
+
+    - `in_channels`, `out_channels`: channel counts.
+    - `modes`: $m_i$ per axis, or an int for all `dim` axes.
+    - `dim`: the number of spatial axes (needed when `modes` is an int).
+    - `method`: `"auto"`, `"dft"` or `"fft"`.
+    - `key`: a JAX random key for the weights, drawn uniform in $\\pm 1/\\sqrt{2 c_{in}}$ for the
+      real and imaginary parts.
+
+    Weights are stored as real arrays `weight_real`, `weight_imag` of shape
+    `(K_1, ..., K_d, in_channels, out_channels)` with $K_i = 2 m_i + 1$ (frequencies $-m_i..m_i$ in
+    order) for $i < d$ and $K_d = m_d + 1$ (frequencies $0..m_d$).
+    """
+
+    weight_real: Float[Array, "..."]
+    weight_imag: Float[Array, "..."]
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    modes: tuple[int, ...] = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        modes: int | Sequence[int],
+        *,
+        dim: int | None = None,
+        method: Method = "auto",
+        key: PRNGKeyArray,
+    ):
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(
+                f"`in_channels` and `out_channels` must be positive, got {in_channels}, {out_channels}."
+            )
+        if method not in ("auto", "dft", "fft"):
+            raise ValueError(f"`method` must be 'auto', 'dft' or 'fft', got {method!r}.")
+        self.modes = normalise_modes(modes, dim)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.method = method
+        shape = self.kept_shape + (self.in_channels, self.out_channels)
+        scale = 1.0 / math.sqrt(2 * self.in_channels)
+        kr, ki = jr.split(key)
+        self.weight_real = jr.uniform(kr, shape, minval=-scale, maxval=scale)
+        self.weight_imag = jr.uniform(ki, shape, minval=-scale, maxval=scale)
+
+    @property
+    def kept_shape(self) -> tuple[int, ...]:
+        """$(2 m_1 + 1, \\ldots, 2 m_{d-1} + 1, m_d + 1)$."""
+        return tuple(2 * m + 1 for m in self.modes[:-1]) + (self.modes[-1] + 1,)
+
+    def __call__(
+        self, u: Float[Array, "c *grid"], out_grid: Sequence[int] | None = None
+    ) -> Float[Array, "o *out_grid"]:
+        """Apply the convolution to one sample.
+
+        **Arguments:**
+
+        - `u`: an array of shape `(in_channels, n_1, ..., n_d)`.
+        - `out_grid`: the output grid `(n'_1, ..., n'_d)`; defaults to the input grid.
+
+        **Returns:**
+
+        An array of shape `(out_channels, *out_grid)`.
+        """
+        d = len(self.modes)
+        if u.ndim != d + 1 or u.shape[0] != self.in_channels:
+            raise ValueError(
+                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{d}) (one sample, channels "
+                f"first), got {tuple(u.shape)}."
+            )
+        grid = tuple(u.shape[1:])
+        out = grid if out_grid is None else tuple(int(n) for n in out_grid)
+        check_modes_fit(self.modes, grid, "input grid")
+        check_modes_fit(self.modes, out, "output grid")
+        mixing = _mixing_matrix(self.weight_real, self.weight_imag).astype(u.dtype)
+        mixing = mixing.reshape(-1, 2 * self.in_channels, 2 * self.out_channels)
+        if self.method == "fft":
+            a = _fft_forward(u, self.modes)
+            return _fft_inverse(_mix(a, mixing), self.modes, out)
+        a = _dft_forward(u, self.modes)
+        return _dft_inverse(_mix(a, mixing), self.modes, out)
+
+    def spatial_major(
+        self, h: Float[Array, "*grid_rev b c"], out_grid: Sequence[int] | None = None
+    ) -> Float[Array, "*out_rev b o"]:
+        """The same map on a whole batch stored spatial-major, `(n_d, ..., n_1, B, c)`.
+
+        This is the layout `FNO` uses internally under `jax.vmap`: every transform becomes a plain
+        or batched matmul in XLA's canonical form. Equals `jax.vmap(self)` up to the layout and
+        float32 round-off.
+
+        **Arguments:**
+
+        - `h`: a batch of shape `(n_d, ..., n_1, B, in_channels)` (grid axes reversed).
+        - `out_grid`: the output grid `(n'_1, ..., n'_d)` (natural order); defaults to the input grid.
+
+        **Returns:**
+
+        An array of shape `(n'_d, ..., n'_1, B, out_channels)`.
+        """
+        d = len(self.modes)
+        if h.ndim != d + 2 or h.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"`h` must have shape (n_{d}, ..., n_1, batch, {self.in_channels}), got "
+                f"{tuple(h.shape)}."
+            )
+        grid = tuple(h.shape[:d])[::-1]
+        out = grid if out_grid is None else tuple(int(n) for n in out_grid)
+        check_modes_fit(self.modes, grid, "input grid")
+        check_modes_fit(self.modes, out, "output grid")
+        rev = tuple(range(d))[::-1]
+        w_re = self.weight_real.transpose(*rev, d, d + 1)
+        w_im = self.weight_imag.transpose(*rev, d, d + 1)
+        mixing = _mixing_matrix(w_re, w_im).astype(h.dtype)
+        mixing = mixing.reshape(-1, 2 * self.in_channels, 2 * self.out_channels)
+        a = _sm_forward(h, self.modes)
+        y = jnp.einsum("mbi,mio->mbo", a, mixing)
+        return _sm_inverse(y, self.modes, out)
