@@ -174,6 +174,9 @@ def test_pipeline_shuffles_repeats_and_resumes(t10k):
     batch = next(finer)
     restricted = np.stack([np.asarray(sdeflow.restrict(jnp.asarray(v), (16, 16))) for v in batch])
     np.testing.assert_allclose(restricted, stream[5], atol=2e-5)
+    # Precomputed functions or batch-by-batch transformation: the same batches.
+    lazy = batches(make_dataset(images, grid=16, batch_size=8, seed=3, precompute=False), state)
+    np.testing.assert_allclose(next(lazy), stream[5], atol=1e-6)
 
 
 def test_pipeline_with_worker_processes(t10k):

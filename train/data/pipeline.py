@@ -36,6 +36,9 @@ from sdeflow import resample_matrix
 NATIVE_GRID = 32
 """The grid of the padded images, on which pixel values are kept exactly."""
 
+PRECOMPUTE_BYTES = 1 << 30
+"""Up to this size (1 GiB: 8,000 digits at 128 x 128) the functions are computed once, up front."""
+
 
 @functools.lru_cache(maxsize=32)
 def _axis_matrix(grid: int, smoothing: float) -> np.ndarray:
@@ -102,6 +105,7 @@ def make_dataset(
     worker_buffer_size: int = 2,
     read_threads: int = 1,
     prefetch_buffer: int = 4,
+    precompute: bool | None = None,
 ) -> grain.IterDataset:
     """An endless, shuffled, batched grain dataset of MNIST functions on a grid.
 
@@ -122,6 +126,8 @@ def make_dataset(
     - `worker_buffer_size`: batches each worker keeps ready.
     - `read_threads`: threads preparing batches ahead in the main process (when `worker_count=0`).
     - `prefetch_buffer`: batches those threads keep ready.
+    - `precompute`: turn all images into functions once, up front (default: when they take at
+        most `PRECOMPUTE_BYTES`), rather than batch by batch; the batches are the same either way.
 
     **Returns:**
 
@@ -131,13 +137,29 @@ def make_dataset(
         raise ValueError(f"`batch_size` must be in 1..{len(images)} (the number of images), got {batch_size}.")
     if worker_count < 0:
         raise ValueError(f"`worker_count` must be >= 0, got {worker_count}.")
-    dataset = (
-        grain.MapDataset.source(images)
-        .shuffle(seed=int(seed))
-        .repeat()
-        .batch(int(batch_size), drop_remainder=True, batch_fn=np.stack)
-        .map(_ToFunctions(int(grid), float(smoothing)))
-    )
+    grid, smoothing = int(grid), float(smoothing)
+    if precompute is None:
+        precompute = len(images) * grid * grid * 4 <= PRECOMPUTE_BYTES
+    if precompute:
+        # All functions at once (in chunks): batches are then plain copies, and the CPU is left to
+        # the training step instead of a thread that competes with it for every batch.
+        functions = np.concatenate(
+            [images_to_functions(images[i : i + 1024], grid, smoothing) for i in range(0, len(images), 1024)]
+        )
+        dataset = (
+            grain.MapDataset.source(functions)
+            .shuffle(seed=int(seed))
+            .repeat()
+            .batch(int(batch_size), drop_remainder=True, batch_fn=np.stack)
+        )
+    else:
+        dataset = (
+            grain.MapDataset.source(images)
+            .shuffle(seed=int(seed))
+            .repeat()
+            .batch(int(batch_size), drop_remainder=True, batch_fn=np.stack)
+            .map(_ToFunctions(grid, smoothing))
+        )
     options = grain.ReadOptions(num_threads=int(read_threads), prefetch_buffer_size=int(prefetch_buffer))
     iter_dataset = dataset.to_iter_dataset(options)
     if worker_count > 0:
