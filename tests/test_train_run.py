@@ -78,7 +78,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
         np.testing.assert_array_equal(a, b)
     records = MetricsLog(run_dir / "metrics.jsonl").read()
-    assert [r.get("event") for r in records if "event" in r] == ["start", "level", "resume", "level", "level", "end"]
+    assert [r.get("event") for r in records if "event" in r] == ["start", "level", "resume", "level", "end"]
     reference_losses = {r["step"]: r["loss"] for r in MetricsLog(uninterrupted[0] / "metrics.jsonl").read() if "loss" in r}
     # Logged losses are means over windows of train.log_every steps: compare the windows that
     # started after the resume (the one straddling it is shorter).

@@ -98,7 +98,8 @@ def plot_loss(records: list[dict], path: str | pathlib.Path, smoothing: int = 20
 
     **Arguments:**
 
-    - `records`: dicts with `step` and `loss` (others are ignored); a `grid` key marks the levels.
+    - `records`: dicts with `step` and `loss`; `event: level` records (with `grid`) mark where each
+        level of the curriculum starts; others are ignored.
     - `path`: the PNG file.
     - `smoothing`: the window of a running mean drawn over the raw curve.
     """
@@ -112,14 +113,14 @@ def plot_loss(records: list[dict], path: str | pathlib.Path, smoothing: int = 20
             kernel = np.ones(smoothing) / smoothing
             ax.plot(steps[smoothing - 1 :], np.convolve(losses, kernel, mode="valid"), color="C0",
                     label=f"running mean ({smoothing})")
-        grids = [p[2] for p in points]
-        for i in range(1, len(points)):
-            if grids[i] != grids[i - 1]:
-                ax.axvline(steps[i], color="0.5", ls="--", lw=0.8)
-                ax.text(steps[i], ax.get_ylim()[1], f" {grids[i]}²", va="top", fontsize=8)
         if np.all(losses > 0):
             ax.set_yscale("log")
         ax.legend()
+    for record in records:  # the start of each curriculum level
+        if record.get("event") == "level" and record.get("step", 0) > 0:
+            ax.axvline(record["step"], color="0.5", ls="--", lw=0.8)
+            ax.text(record["step"], 1.0, f" {record['grid']}²", va="top", fontsize=8,
+                    transform=ax.get_xaxis_transform())
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)

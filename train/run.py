@@ -194,7 +194,8 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
             if step >= level_end or step >= stop:
                 continue
             iterator = batches(_dataset(cfg, data.images, level.grid), data_state)
-            metrics.write(event="level", step=step, level=index, grid=level.grid)
+            if step == level_start:  # (not when resuming in the middle of a level)
+                metrics.write(event="level", step=step, level=index, grid=level.grid)
             logger.info(f"level {index}: grid {level.grid}, steps {max(step, level_start)}..{level_end}")
             losses, window_start = [], time.perf_counter()
             while step < min(level_end, stop):
