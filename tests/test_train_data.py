@@ -75,7 +75,7 @@ def test_missing_files_message(tmp_path, monkeypatch):
     message = str(info.value)
     for name in mnist_module.SPLITS["train"]:
         assert str(tmp_path / name) in message
-    assert "SDEFLOW_MNIST_ROOT" in message and "data.root" in message and "data.split=t10k" in message
+    assert "SDEFLOW_MNIST_ROOT" in message and "data.root" in message and "data=mnist_t10k" in message
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")

@@ -138,7 +138,8 @@ def _missing_message(root: pathlib.Path, missing: Sequence[str], reason: str) ->
         f"decompressed) here:\n{lines}\n"
         f"They are available from {MIRRORS[0]} (or {', '.join(MIRRORS[1:])}). To use another folder, "
         f"set the environment variable {ROOT_ENV}=/path/to/mnist or the config field "
-        f"data.root=/path/to/mnist. On a machine that holds only the t10k files, use data.split=t10k."
+        f"data.root=/path/to/mnist. On a machine that holds only the t10k files, use "
+        f"data=mnist_t10k (or data.split=t10k)."
     )
 
 
