@@ -1,7 +1,8 @@
 """Score networks for sdeflow: Fourier and U-shaped neural operators and a UNet baseline.
 
 Every network acts on one sample, `model(t, u)` with `t` a scalar and `u` of shape
-`(channels, *grid)`, and is vmapped over batches.
+`(channels, *grid)`, composes with `jax.vmap`/`jit`/`grad`, and offers `model.batched(t, u)` for a
+batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; faster for `FNO`).
 """
 
 from .fno import FNO as FNO, FourierBlock as FourierBlock
@@ -11,3 +12,6 @@ from .layers import (
     TimeEmbedding as TimeEmbedding,
 )
 from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv
+from .summary import count_parameters as count_parameters, summary as summary
+from .unet import UNet as UNet
+from .uno import level_grid as level_grid, UNO as UNO

@@ -127,6 +127,8 @@ class FNO(eqx.Module):
     out_channels: int = eqx.field(static=True)
     dim: int = eqx.field(static=True)
     modes: tuple[int, ...] = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -154,6 +156,7 @@ class FNO(eqx.Module):
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
         self.modes = normalise_modes(modes, dim)
         self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
+        self.width, self.depth = int(width), int(depth)
         keys = jr.split(key, depth + 4)
         self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
         self.lift = Pointwise(in_channels + dim, width, key=keys[1])

@@ -1,0 +1,44 @@
+"""Parameter counts and one-line summaries of the networks."""
+
+import equinox as eqx
+import jax
+
+
+def count_parameters(model: eqx.Module) -> int:
+    """The number of trainable scalars: the sizes of all floating-point array leaves.
+
+    **Arguments:**
+
+    - `model`: any Equinox module.
+
+    **Returns:**
+
+    The total number of parameters, an int.
+    """
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    return int(sum(leaf.size for leaf in leaves))
+
+
+_FIELDS = {
+    "FNO": ("in_channels", "out_channels", "width", "modes", "depth"),
+    "UNO": ("in_channels", "out_channels", "width", "levels", "block_modes"),
+    "UNet": ("in_channels", "out_channels", "channels", "multipliers", "blocks",
+             "attention_levels"),
+}
+
+
+def summary(model: eqx.Module) -> str:
+    """A one-line description: the class, its main hyperparameters and its parameter count.
+
+    **Arguments:**
+
+    - `model`: a network from `nets` (any module works; then only the count is given).
+
+    **Returns:**
+
+    A string such as `"FNO(in_channels=1, out_channels=1, width=32, modes=(14, 14), depth=4):
+    1,234,567 parameters"`.
+    """
+    name = type(model).__name__
+    fields = ", ".join(f"{f}={getattr(model, f)}" for f in _FIELDS.get(name, ()) if hasattr(model, f))
+    return f"{name}({fields}): {count_parameters(model):,} parameters"

@@ -1,0 +1,168 @@
+"""The U-shaped neural operator (U-NO): spectral down- and up-sampling between grid levels."""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import sdeflow
+from sdeflow._custom_types import RealScalarLike
+
+from .fno import FourierBlock
+from .layers import Pointwise, TimeEmbedding
+from .spectral_conv import check_modes_fit, Method
+
+
+def level_grid(grid: Sequence[int], fraction: float) -> tuple[int, ...]:
+    """The grid of a level: `max(1, round(fraction * n_i))` on every axis."""
+    return tuple(max(1, int(round(fraction * n))) for n in grid)
+
+
+class UNO(eqx.Module):
+    """A U-shaped neural operator $(t, u) \\mapsto v$ with levels given as fractions of the input grid.
+
+    With levels $f_0 = 1, f_1, \\ldots, f_{L-1} = 1$ (for example `(1, 1/2, 1/4, 1/2, 1)`) and
+    channel multipliers $c_i$: the input with coordinate channels is lifted pointwise to
+    `width * c_0` channels; block $i \\ge 1$ maps level $i-1$ to level $i$ (grid
+    $\\mathrm{round}(f_i n)$) through a spectral convolution whose output grid is the next level's
+    (spectral down/up-sampling), plus a pointwise linear map resampled spectrally
+    (`sdeflow.resample`), plus the time embedding, GroupNorm (optional) and GELU. Blocks of the
+    second half also receive the mirrored first-half output (skip connection, resampled spectrally
+    to the current grid); the projection receives the last output and the lifted input.
+
+    Block $i$ keeps the modes $|k| \\le \\lfloor m \\min(f_{i-1}, f_i) \\rfloor$ for `modes` $= m$
+    (or the given list), the same physical frequencies on every input grid: the weights apply at any
+    resolution where they fit.
+
+    **Arguments:**
+
+    - `in_channels`, `out_channels`: channels of $u$ and of the output.
+    - `width`: base channel count.
+    - `levels`: grid fractions per level, first and last equal to 1.
+    - `multipliers`: channel multipliers per level (same length as `levels`).
+    - `modes`: modes at fraction 1 (scaled per block), or one int per block (`len(levels) - 1`).
+    - `time_features`, `time_dim`, `time_scale`: the time embedding (see `FNO`).
+    - `projection`: hidden channels of the projection.
+    - `norm`, `groups`: `"group"` or `None`, and the GroupNorm groups.
+    - `method`: the spectral convolution's implementation.
+    - `dim`: the dimension of the torus.
+    - `key`: a JAX random key.
+    """
+
+    embedding: TimeEmbedding
+    lift: Pointwise
+    blocks: tuple[FourierBlock, ...]
+    project1: Pointwise
+    project2: Pointwise
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    levels: tuple[float, ...] = eqx.field(static=True)
+    block_modes: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        width: int = 32,
+        levels: Sequence[float] = (1.0, 0.5, 0.25, 0.5, 1.0),
+        multipliers: Sequence[int] = (1, 2, 4, 2, 1),
+        modes: int | Sequence[int] = 12,
+        time_features: int = 32,
+        time_dim: int = 64,
+        time_scale: float = 1000.0,
+        projection: int = 128,
+        norm: str | None = "group",
+        groups: int = 8,
+        method: Method = "auto",
+        dim: int = 2,
+        key: PRNGKeyArray,
+    ):
+        if dim not in (1, 2, 3):
+            raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
+        levels = tuple(float(f) for f in levels)
+        multipliers = tuple(int(c) for c in multipliers)
+        if len(levels) < 2 or levels[0] != 1.0 or levels[-1] != 1.0 or min(levels) <= 0:
+            raise ValueError(
+                f"`levels` must hold at least two positive grid fractions starting and ending at 1, "
+                f"got {levels}."
+            )
+        if len(multipliers) != len(levels) or min(multipliers) < 1:
+            raise ValueError(
+                f"`multipliers` must hold one positive int per level ({len(levels)}), got "
+                f"{multipliers}."
+            )
+        if int(width) < 1:
+            raise ValueError(f"`width` must be a positive integer, got {width}.")
+        n_blocks = len(levels) - 1
+        if isinstance(modes, int):
+            block_modes = tuple(int(modes * min(levels[i], levels[i + 1])) for i in range(n_blocks))
+        else:
+            block_modes = tuple(int(m) for m in modes)
+            if len(block_modes) != n_blocks:
+                raise ValueError(
+                    f"`modes` must be an int or one int per block ({n_blocks}), got {modes}."
+                )
+        if min(block_modes) < 0:
+            raise ValueError(f"`modes` must be non-negative, got {block_modes}.")
+        self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
+        self.width, self.levels, self.block_modes = int(width), levels, block_modes
+        channels = [self.width * c for c in multipliers]
+        keys = jr.split(key, n_blocks + 4)
+        self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
+        self.lift = Pointwise(in_channels + dim, channels[0], key=keys[1])
+        blocks = []
+        for i in range(1, len(levels)):
+            skip = self._skip(i)
+            c_in = channels[i - 1] + (channels[skip] if skip is not None else 0)
+            blocks.append(
+                FourierBlock(c_in, channels[i], (block_modes[i - 1],) * dim, time_dim, norm=norm,
+                             groups=groups, method=method, key=keys[i + 1])
+            )
+        self.blocks = tuple(blocks)
+        self.project1 = Pointwise(channels[-1] + channels[0], projection, key=keys[-2])
+        self.project2 = Pointwise(projection, out_channels, key=keys[-1])
+
+    def _skip(self, i: int) -> int | None:
+        """The level whose output joins the input of block `i` (None in the first half)."""
+        mid = (len(self.levels) - 1) // 2
+        return len(self.levels) - i if i - 1 > mid else None
+
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Raise a `ValueError` unless every block's modes fit its input and output grids."""
+        for i, m in enumerate(self.block_modes, start=1):
+            modes = (m,) * self.dim
+            check_modes_fit(modes, level_grid(grid, self.levels[i - 1]), f"level-{i - 1} grid")
+            check_modes_fit(modes, level_grid(grid, self.levels[i]), f"level-{i} grid")
+
+    def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
+        """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
+        if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
+            raise ValueError(
+                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; vmap "
+                f"over batches), got {tuple(u.shape)}."
+            )
+        grid = tuple(u.shape[1:])
+        self.check_grid(grid)
+        emb = self.embedding(t)
+        h = self.lift(jnp.concatenate([u, sdeflow.coordinates(grid).astype(u.dtype)]))
+        outs = [h]
+        for i, block in enumerate(self.blocks, start=1):
+            x = outs[-1]
+            skip = self._skip(i)
+            if skip is not None:
+                x = jnp.concatenate([x, sdeflow.resample(outs[skip], x.shape[1:])])
+            outs.append(block(x, emb, level_grid(grid, self.levels[i])))
+        h = jnp.concatenate([outs[-1], outs[0]])
+        return self.project2(jax.nn.gelu(self.project1(h)))
+
+    def batched(self, t: Float[Array, " b"] | RealScalarLike,
+                u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
+        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`)."""
+        t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
+        return jax.vmap(self)(t, u)
