@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .._custom_types import Field, RealScalarLike
 from ..grid import field_grid
 from ..sde import AbstractSDE
+from ._noise import apply_noise_sqrt
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
 
@@ -115,6 +116,20 @@ def check_num_steps(num_steps: int | None, name: str = "num_steps", *, optional:
     return int(num_steps)
 
 
+def _terminal_sample(sde: AbstractSDE, key: PRNGKeyArray, shape: tuple[int, ...]) -> Field:
+    """A draw of $N(b(t_1), s(t_1)^2 C)$, the law of `sde.terminal_sample`, from point noise.
+
+    `sde.terminal_sample` draws each Fourier mode from its own key so that the same key gives the
+    same function at every resolution; that costs seconds of compilation per grid. Samplers only
+    need the law, so they draw unit point noise and apply $\\sqrt N C^{1/2}$ (pass
+    `x_start=sde.terminal_sample(key, shape)` for resolution-consistent starting noise).
+    """
+    field_grid(jnp.zeros(shape), "shape")
+    _, s = sde.marginal(sde.t1)
+    noise = apply_noise_sqrt(sde.prior, jr.normal(key, shape, jnp.float32))
+    return sde.mean(sde.t1, jnp.zeros(shape, jnp.float32)) + s * noise
+
+
 class AbstractSampler(eqx.Module):
     """A reverse-time sampler of a score-based diffusion, solved with diffrax.
 
@@ -125,7 +140,7 @@ class AbstractSampler(eqx.Module):
 
     Subclasses say which diffrax terms and solver integrate the dynamics (`build`) and how many
     network evaluations a solve costs (`evaluations`); `sample` is defined here once: it starts
-    from `sde.terminal_sample` at $t_1$ (or from a given state and time), works on any grid,
+    from the law of `sde.terminal_sample` at $t_1$ (or from a given state and time), works on any grid,
     optionally keeps the chain, and conditions on an observation by replacement. Everything runs
     under `jax.jit` (diffrax's loop is a `lax.while_loop`); `jax.vmap` it over keys for batches.
     """
@@ -182,7 +197,7 @@ class AbstractSampler(eqx.Module):
         if x_start is None:
             if shape is None:
                 raise ValueError("give either `shape` or `x_start`.")
-            x = sde.terminal_sample(key_init, tuple(shape))
+            x = _terminal_sample(sde, key_init, tuple(shape))
         else:
             field_grid(x_start, "x_start")
             if shape is not None and tuple(shape) != tuple(x_start.shape):

@@ -1,0 +1,85 @@
+"""Every sampler fed the exact score of Gaussian data reproduces the data law (the oracle test).
+
+Data $X_0 \\sim N(\\mu, C_{data})$ with $C_{data}$ a Matérn covariance (other parameters than the
+prior's), diffused by a VP SDE with a Matérn prior: $X_t \\sim N(m \\mu, m^2 C_{data} + s^2 C)$ is
+diagonal in Fourier, so the exact score is known (`GaussianOracle`). Samples at $t_0$ must have
+the mean $m(t_0) \\mu$ and per-mode variances $v_k(t_0)$. This file checks a 16-point grid;
+`test_samplers_resolution.py` checks the same law on a 33-point grid.
+
+Monte Carlo tolerance with n = 2000 samples: a per-mode sample variance has relative standard
+deviation $\\sqrt{2/n} = 3.2\\%$ (real modes) or $\\sqrt{1/n} = 2.2\\%$ (complex modes); each mode
+must lie within 15% (about 5 sigma), and the mean relative error over the modes within 5% (its MC
+standard deviation is below 1%, the rest is room for the discretisation bias of each sampler).
+The mean must be within 5 standard errors at every grid point.
+"""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import sdeflow
+from sdeflow import samplers
+from sdeflow.priors import Matern
+from sdeflow.sde import VPSDE
+
+
+NUM_SAMPLES = 2000
+# Compile for speed of compilation: these programs are tiny and run once.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def gaussian_oracle(n: int) -> samplers.GaussianOracle:
+    sde = VPSDE(Matern(1, 1.5, 2 * np.pi))
+    x = sdeflow.coordinates((n,))
+    mean = jnp.sin(2 * jnp.pi * x) + 0.5 * jnp.cos(4 * jnp.pi * x)
+    return samplers.GaussianOracle(sde, mean, Matern(1, 2.0, 8.0, variance=0.5))
+
+
+def compiled(fn, *args):
+    """`jax.jit(fn)` compiled for `args` with cheap XLA optimisation (tests run tiny programs once)."""
+    return jax.jit(fn).lower(*args).compile(FAST_COMPILE)
+
+
+SAMPLERS = {
+    "euler_maruyama": samplers.EulerMaruyama(200),
+    "shark": samplers.ReverseSDE(diffrax.ShARK(), 50, spacing="log_snr"),
+    "pf_heun": samplers.ProbabilityFlow(diffrax.Heun(), 50, spacing="log_snr"),
+    # The modes near the grid's cut-off have amplitudes ~1e-3: atol must be below them.
+    "pf_tsit5": samplers.ProbabilityFlow(rtol=1e-5, atol=1e-5),
+    "ddim": samplers.DDIM(200, spacing="log_snr"),
+    "predictor_corrector": samplers.PredictorCorrector(100, corrector_steps=1),
+}
+
+
+def check_gaussian_law(name: str, n: int):
+    oracle = gaussian_oracle(n)
+    sde = oracle.sde
+    score = samplers.PreconditionedScore(oracle, sde, "epsilon")
+    sampler = SAMPLERS[name]
+    keys = jr.split(jr.key(n), NUM_SAMPLES)
+    result = compiled(jax.vmap(lambda k: sampler.sample(score, k, (1, n))), keys)(keys)
+    x = np.asarray(result.samples)
+    # Mean: within 5 standard errors at every point (pointwise variance = sum over all k of v_k).
+    v = np.asarray(oracle.variances(sde.t0, (n,)))
+    kept = np.asarray(sdeflow.kept_modes((n,)))
+    weights = np.where(np.arange(v.shape[0]) == 0, 1.0, 2.0)
+    stderr = np.sqrt(np.sum(np.where(kept, weights * v, 0.0)) / NUM_SAMPLES)
+    error = np.max(np.abs(x.mean(0) - np.asarray(oracle.marginal_mean(sde.t0))))
+    assert error < 5 * stderr, (name, error, stderr)
+    # Per-mode variances.
+    coefficients = np.fft.rfft(x[:, 0], axis=-1) / n
+    variance = np.mean(np.abs(coefficients - coefficients.mean(0)) ** 2, 0)
+    ratio = (variance / np.where(kept, v, 1.0))[kept]
+    assert np.all(np.abs(ratio - 1) < 0.15), (name, ratio)
+    assert abs(np.mean(ratio) - 1) < 0.05, (name, np.mean(ratio))
+    # The samples live on the kept modes (no Nyquist content on even grids).
+    assert np.max(np.abs(coefficients[:, ~kept]), initial=0.0) < 1e-4
+    assert np.all(np.asarray(result.num_evaluations) > 0)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sampler_reproduces_gaussian_law(name):
+    check_gaussian_law(name, 16)

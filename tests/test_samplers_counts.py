@@ -1,0 +1,111 @@
+"""Evaluation counts, the jit structure, the noise law, the adaptive SDE solver and bad input."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from test_samplers import compiled, gaussian_oracle
+
+import sdeflow
+from sdeflow import samplers
+from sdeflow.priors import Matern
+
+
+def _score(n=16, model=None):
+    oracle = gaussian_oracle(n)
+    return oracle, samplers.PreconditionedScore(oracle if model is None else model, oracle.sde, "epsilon")
+
+
+def test_evaluation_counts_match_a_counter():
+    oracle, _ = _score(8)
+    calls = [0]
+
+    def bump():
+        calls[0] += 1
+
+    def model(t, x):
+        jax.debug.callback(bump, ordered=True)
+        return oracle(t, x)
+
+    _, score = _score(8, model)
+    cases = [
+        (samplers.EulerMaruyama(10), 10),
+        (samplers.ReverseSDE(diffrax.ShARK(), 6), 12),
+        (samplers.ProbabilityFlow(diffrax.Heun(), 7, denoise=True), 15),
+        (samplers.ProbabilityFlow(), None),  # adaptive, FSAL: 6 per attempted step + 1
+        (samplers.DDIM(9), 9),
+        (samplers.PredictorCorrector(5, corrector_steps=2), 15),
+    ]
+    for sampler, expected in cases:
+        calls[0] = 0
+        result = compiled(lambda k: sampler.sample(score, k, (1, 8)), jr.key(0))(jr.key(0))
+        jax.effects_barrier()
+        assert int(result.num_evaluations) == calls[0], (sampler, calls[0])
+        if expected is not None:
+            assert calls[0] == expected, sampler
+        else:
+            assert calls[0] == 6 * int(result.num_steps) + 1
+
+
+def test_no_loop_unrolled_under_jit():
+    _, score = _score(8)
+
+    def count(jaxpr):
+        total = 0
+        for eqn in jaxpr.eqns:
+            total += 1
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (tuple, list)) else (param,):
+                    if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                        total += count(sub.jaxpr)
+                    elif hasattr(sub, "eqns"):
+                        total += count(sub)
+        return total
+
+    def size(sampler):
+        return count(jax.make_jaxpr(lambda k: sampler.sample(score, k, (1, 8)).samples)(jr.key(0)).jaxpr)
+
+    for make in (samplers.EulerMaruyama, samplers.DDIM, samplers.PredictorCorrector):
+        assert size(make(num_steps=5)) == size(make(num_steps=500)), make
+
+
+def test_noise_has_the_prior_law(getkey):
+    # sqrt(N) C^{1/2} applied to unit point noise has the per-mode variances of prior.sample.
+    prior = Matern(2, 2.0, 2 * np.pi)
+    z = jr.normal(getkey(), (4000, 1, 12, 12))
+    noise = jax.vmap(lambda w: samplers.apply_noise_sqrt(prior, w))(z)
+    draws = jax.vmap(lambda k: prior.sample(k, (1, 12, 12)))(jr.split(getkey(), 4000))
+    lam = np.asarray(prior.eigenvalues((12, 12)))
+    kept = lam > 0
+    for u in (noise, draws):
+        power = np.mean(np.abs(np.asarray(jax.vmap(sdeflow.fourier)(u))[:, 0]) ** 2, 0)
+        ratio = power[kept] / lam[kept]
+        assert abs(np.mean(ratio) - 1) < 0.02 and np.all(np.abs(ratio - 1) < 0.15)
+
+
+def test_adaptive_stochastic_runge_kutta_reproduces_gaussian_law():
+    # ShARK with a PID controller and a Brownian tree. The batch is carried as 2000 channels of one
+    # field (the law acts per channel), so all samples share the adaptive steps.
+    oracle = gaussian_oracle(16)
+    batch = samplers.GaussianOracle(oracle.sde, jnp.tile(oracle.mean, (2000, 1)), oracle.covariance)
+    score = samplers.PreconditionedScore(batch, oracle.sde, "epsilon")
+    sampler = samplers.ReverseSDE(diffrax.ShARK(), None, rtol=1e-2, atol=1e-2)
+    result = jax.jit(lambda k: sampler.sample(score, k, (2000, 16)))(jr.key(3))
+    assert int(result.num_evaluations) == 2 * int(result.num_steps)
+    coefficients = np.fft.rfft(np.asarray(result.samples), axis=-1) / 16
+    kept = np.asarray(sdeflow.kept_modes((16,)))
+    ratio = (np.var(coefficients, 0) / np.where(kept, oracle.variances(oracle.sde.t0, (16,)), 1.0))[kept]
+    assert np.all(np.abs(ratio - 1) < 0.15) and abs(np.mean(ratio) - 1) < 0.05, ratio
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(ValueError, match="spacing"):
+        samplers.DDIM(10, spacing="cosine")
+    with pytest.raises(ValueError, match="num_steps"):
+        samplers.DDIM(0)
+    with pytest.raises(ValueError, match="error estimate"):
+        samplers.ProbabilityFlow(diffrax.Euler(), None)
+    with pytest.raises(ValueError, match="parameterisation"):
+        samplers.PreconditionedScore(lambda t, x: x, gaussian_oracle(8).sde, "noise")
