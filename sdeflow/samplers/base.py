@@ -211,6 +211,9 @@ class AbstractSampler(eqx.Module):
                     "conditional sampling by replacement needs a fixed-step sampler (`num_steps`)."
                 )
             observation.check(x)
+            if getattr(solver, "scan_kind", "") is None:
+                # What diffrax.ForwardMode does to a bare RK solver, done before wrapping it.
+                solver = eqx.tree_at(lambda s: s.scan_kind, solver, "lax", is_leaf=lambda v: v is None)
             solver = ReplacementSolver(solver, observation, sde, key_obs)
             x = observation.insert_noisy(sde, key_first, t_start, x)
         if save_ts is not None:

@@ -108,10 +108,10 @@ class SuperResolution(AbstractObservation):
             raise ValueError(f"`grid` {grid} must be at least as fine as the coarse grid {coarse} on every axis.")
         self.values, self.grid = values, grid
 
-    def observe(self, x: Field) -> Field:
+    def observe(self, x: Field) -> Float[Array, "c *coarse"]:
         return restrict(x, field_grid(self.values))
 
-    def insert(self, x: Field, y: Field) -> Field:
+    def insert(self, x: Field, y: Float[Array, "c *coarse"]) -> Field:
         return x + prolong(y - restrict(x, field_grid(self.values)), self.grid)
 
     def lift(self) -> Field:
@@ -162,6 +162,15 @@ class ReplacementSolver(diffrax.AbstractWrappedSolver):
     @property
     def interpolation_cls(self):
         return self.solver.interpolation_cls
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.solver.term_compatible_contr_kwargs
+
+    @property
+    def scan_kind(self):
+        # Read by diffrax's adjoints for (wrapped) Runge-Kutta solvers.
+        return getattr(self.solver, "scan_kind", None)
 
     def order(self, terms):
         return self.solver.order(terms)
