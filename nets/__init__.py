@@ -7,6 +7,7 @@ batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; faster for `FNO`
 
 from .fno import FNO as FNO, FourierBlock as FourierBlock
 from .layers import (
+    coordinate_features as coordinate_features,
     Pointwise as Pointwise,
     sinusoidal_embedding as sinusoidal_embedding,
     TimeEmbedding as TimeEmbedding,

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
-from .layers import make_norm, Pointwise, TimeEmbedding
+from .layers import coordinate_channels, coordinate_features, make_norm, Pointwise, TimeEmbedding
 from .spectral_conv import check_modes_fit, Method, normalise_modes, SpectralConv
 
 
@@ -89,7 +89,7 @@ def group_norm_last(norm: eqx.nn.GroupNorm, h: Array) -> Array:
 class FNO(eqx.Module):
     """A Fourier neural operator $(t, u) \\mapsto v$ for score-based diffusion in function space.
 
-    Coordinate channels $x_j = j/n$ (`sdeflow.coordinates`) are appended to `u`; a pointwise lifting
+    Coordinate channels (`nets.coordinate_features`, periodic by default) are appended to `u`; a pointwise lifting
     maps to `width` channels; `depth` Fourier blocks (spectral convolution + pointwise linear + time
     embedding, optional GroupNorm, GELU) follow; a pointwise two-layer projection (GELU) returns
     `out_channels`. Every block keeps the same physical frequencies $|k_i| \\le m_i$, so the same
@@ -114,6 +114,8 @@ class FNO(eqx.Module):
     - `projection`: hidden channels of the projection.
     - `norm`: `"group"` or `None` (never BatchNorm); `groups`: GroupNorm groups.
     - `method`: spectral convolution implementation, `"auto"`, `"dft"` or `"fft"`.
+    - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None` (see
+      `nets.coordinate_features`).
     - `dim`: the dimension $d$ of the torus.
     - `key`: a JAX random key.
     """
@@ -129,6 +131,7 @@ class FNO(eqx.Module):
     modes: tuple[int, ...] = eqx.field(static=True)
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
+    coordinates: str | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -145,6 +148,7 @@ class FNO(eqx.Module):
         norm: str | None = "group",
         groups: int = 8,
         method: Method = "auto",
+        coordinates: str | None = "periodic",
         dim: int = 2,
         key: PRNGKeyArray,
     ):
@@ -157,9 +161,11 @@ class FNO(eqx.Module):
         self.modes = normalise_modes(modes, dim)
         self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
         self.width, self.depth = int(width), int(depth)
+        self.coordinates = None if coordinates in (None, "none") else coordinates
+        n_coords = coordinate_channels(self.coordinates, dim)
         keys = jr.split(key, depth + 4)
         self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
-        self.lift = Pointwise(in_channels + dim, width, key=keys[1])
+        self.lift = Pointwise(in_channels + n_coords, width, key=keys[1])
         self.blocks = tuple(
             FourierBlock(width, width, self.modes, time_dim, norm=norm, groups=groups,
                          method=method, key=k)
@@ -188,7 +194,7 @@ class FNO(eqx.Module):
         grid = tuple(u.shape[1:])
         check_modes_fit(self.modes, grid, "input grid")
         emb = self.embedding(t)
-        h = jnp.concatenate([u, sdeflow.coordinates(grid).astype(u.dtype)])
+        h = jnp.concatenate([u, coordinate_features(self.coordinates, grid).astype(u.dtype)])
         h = self.lift(h)
         for block in self.blocks:
             h = block(h, emb)
@@ -217,8 +223,9 @@ class FNO(eqx.Module):
         d = len(grid)
         to_sm = (*range(d + 1, 1, -1), 0, 1)  # (B, c, n_1..n_d) -> (n_d..n_1, B, c)
         emb = jax.vmap(self.embedding)(t)
-        coords = sdeflow.coordinates(grid).astype(u.dtype).transpose(*range(d, 0, -1), 0)
-        coords = jnp.broadcast_to(coords[..., None, :], (*grid[::-1], b, d))
+        coords = coordinate_features(self.coordinates, grid).astype(u.dtype)
+        coords = coords.transpose(*range(d, 0, -1), 0)
+        coords = jnp.broadcast_to(coords[..., None, :], (*grid[::-1], b, coords.shape[-1]))
         h = jnp.concatenate([u.transpose(to_sm), coords], axis=-1)
         h = pointwise_last(self.lift, h)
         for block in self.blocks:

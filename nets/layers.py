@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
 
@@ -124,3 +125,43 @@ def make_norm(norm: str | None, channels: int, groups: int) -> eqx.nn.GroupNorm 
     if g < 1 or channels % g:
         raise ValueError(f"`groups` ({groups}) must divide the channel count {channels}.")
     return eqx.nn.GroupNorm(g, channels)
+
+
+COORDINATES = ("periodic", "linear")
+
+
+def coordinate_channels(kind: str | None, dim: int) -> int:
+    """The number of coordinate channels of `coordinate_features` (0 for `None`)."""
+    if kind is None or kind == "none":
+        return 0
+    if kind not in COORDINATES:
+        raise ValueError(f"`coordinates` must be 'periodic', 'linear' or None, got {kind!r}.")
+    return 2 * dim if kind == "periodic" else dim
+
+
+def coordinate_features(kind: str | None, grid: tuple[int, ...]) -> Float[Array, "k *grid"]:
+    """Channels encoding the physical position $x_j = j / n$ on the torus.
+
+    - `"periodic"`: $\\cos(2\\pi x_i), \\sin(2\\pi x_i)$ per axis ($2d$ channels). Smooth, periodic
+      and band-limited ($|k| = 1$), so they are the same function at every resolution; this is what
+      keeps `FNO`/`UNO` discretisation-consistent.
+    - `"linear"`: $x_i$ itself (`sdeflow.coordinates`, $d$ channels). A sawtooth on the torus: its
+      jump at $x = 0$ is not band-limited, so outputs at $n$ and $2n$ then differ by $O(1/n)$.
+    - `None`: no channels.
+
+    **Arguments:**
+
+    - `kind`: `"periodic"`, `"linear"` or `None`.
+    - `grid`: the spatial shape.
+
+    **Returns:**
+
+    An array of shape `(k, *grid)`, float32.
+    """
+    x = sdeflow.coordinates(grid)
+    n = coordinate_channels(kind, len(grid))
+    if n == 0:
+        return jnp.zeros((0, *grid), jnp.float32)
+    if kind == "linear":
+        return x
+    return jnp.concatenate([jnp.cos(2 * jnp.pi * x), jnp.sin(2 * jnp.pi * x)])

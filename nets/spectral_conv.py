@@ -8,7 +8,6 @@ $x_j = j / n$, and $\\hat u_k = \\frac1N \\sum_j u(x_j) e^{-2\\pi i k \\cdot x_j
 import functools
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
-Method = Literal["auto", "dft", "fft"]
+Method = str  # "auto", "dft" or "fft" (checked with a ValueError naming the argument)
 
 
 def normalise_modes(modes: int | Sequence[int], dim: int | None, name: str = "modes") -> tuple:

@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
-from .layers import make_norm, TimeEmbedding
+from .layers import coordinate_channels, coordinate_features, make_norm, TimeEmbedding
 
 
 def _conv(dim: int, c_in: int, c_out: int, kernel: int, key: PRNGKeyArray, stride: int = 1):
@@ -87,7 +86,8 @@ class UNet(eqx.Module):
     - `heads`: attention heads.
     - `groups`: GroupNorm groups.
     - `time_features`, `time_dim`, `time_scale`: the time embedding.
-    - `coordinate_channels`: whether to append the coordinates $x_j = j / n$ as input channels.
+    - `coordinates`: coordinate channels, `None` (default: a convolution is shift-equivariant),
+      `"periodic"` or `"linear"` (see `nets.coordinate_features`).
     - `dim`: the dimension of the torus.
     - `key`: a JAX random key.
     """
@@ -106,7 +106,7 @@ class UNet(eqx.Module):
     multipliers: tuple[int, ...] = eqx.field(static=True)
     blocks: int = eqx.field(static=True)
     attention_levels: tuple[int, ...] = eqx.field(static=True)
-    coordinate_channels: bool = eqx.field(static=True)
+    coordinates: str | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -122,7 +122,7 @@ class UNet(eqx.Module):
         time_features: int = 32,
         time_dim: int = 128,
         time_scale: float = 1000.0,
-        coordinate_channels: bool = False,
+        coordinates: str | None = None,
         dim: int = 2,
         key: PRNGKeyArray,
     ):
@@ -141,11 +141,13 @@ class UNet(eqx.Module):
             )
         self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
         self.channels, self.multipliers, self.blocks = int(channels), multipliers, int(blocks)
-        self.attention_levels, self.coordinate_channels = attention_levels, bool(coordinate_channels)
+        self.attention_levels = attention_levels
+        self.coordinates = None if coordinates in (None, "none") else coordinates
+        n_coords = coordinate_channels(self.coordinates, dim)
         keys = iter(jr.split(key, 8 + 4 * len(multipliers) * (blocks + 2)))
         self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=next(keys))
         c0 = self.channels * multipliers[0]
-        self.conv_in = _conv(dim, in_channels + (dim if coordinate_channels else 0), c0, 3, next(keys))
+        self.conv_in = _conv(dim, in_channels + n_coords, c0, 3, next(keys))
         skips = [c0]
         c = c0
         down = []
@@ -197,8 +199,9 @@ class UNet(eqx.Module):
                 f"got grid {tuple(u.shape[1:])}."
             )
         emb = self.embedding(t)
-        if self.coordinate_channels:
-            u = jnp.concatenate([u, sdeflow.coordinates(u.shape[1:]).astype(u.dtype)])
+        if self.coordinates is not None:
+            coords = coordinate_features(self.coordinates, tuple(u.shape[1:])).astype(u.dtype)
+            u = jnp.concatenate([u, coords])
         h = self.conv_in(u)
         hs = [h]
         for level, layers in enumerate(self.down):

@@ -12,7 +12,7 @@ import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
 from .fno import FourierBlock
-from .layers import Pointwise, TimeEmbedding
+from .layers import coordinate_channels, coordinate_features, Pointwise, TimeEmbedding
 from .spectral_conv import check_modes_fit, Method
 
 
@@ -48,6 +48,7 @@ class UNO(eqx.Module):
     - `projection`: hidden channels of the projection.
     - `norm`, `groups`: `"group"` or `None`, and the GroupNorm groups.
     - `method`: the spectral convolution's implementation.
+    - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None`.
     - `dim`: the dimension of the torus.
     - `key`: a JAX random key.
     """
@@ -63,6 +64,7 @@ class UNO(eqx.Module):
     width: int = eqx.field(static=True)
     levels: tuple[float, ...] = eqx.field(static=True)
     block_modes: tuple[int, ...] = eqx.field(static=True)
+    coordinates: str | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class UNO(eqx.Module):
         norm: str | None = "group",
         groups: int = 8,
         method: Method = "auto",
+        coordinates: str | None = "periodic",
         dim: int = 2,
         key: PRNGKeyArray,
     ):
@@ -112,10 +115,12 @@ class UNO(eqx.Module):
             raise ValueError(f"`modes` must be non-negative, got {block_modes}.")
         self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
         self.width, self.levels, self.block_modes = int(width), levels, block_modes
+        self.coordinates = None if coordinates in (None, "none") else coordinates
+        n_coords = coordinate_channels(self.coordinates, dim)
         channels = [self.width * c for c in multipliers]
         keys = jr.split(key, n_blocks + 4)
         self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
-        self.lift = Pointwise(in_channels + dim, channels[0], key=keys[1])
+        self.lift = Pointwise(in_channels + n_coords, channels[0], key=keys[1])
         blocks = []
         for i in range(1, len(levels)):
             skip = self._skip(i)
@@ -150,7 +155,8 @@ class UNO(eqx.Module):
         grid = tuple(u.shape[1:])
         self.check_grid(grid)
         emb = self.embedding(t)
-        h = self.lift(jnp.concatenate([u, sdeflow.coordinates(grid).astype(u.dtype)]))
+        coords = coordinate_features(self.coordinates, grid).astype(u.dtype)
+        h = self.lift(jnp.concatenate([u, coords]))
         outs = [h]
         for i, block in enumerate(self.blocks, start=1):
             x = outs[-1]
