@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 
 def check_block_size(block_size: int) -> int:
@@ -15,7 +15,7 @@ def check_block_size(block_size: int) -> int:
     return block_size
 
 
-def as_vectors(x: Array, name: str) -> Float[Array, "n D"]:
+def as_vectors(x: ArrayLike, name: str) -> Float[Array, "n D"]:
     """Flatten a set of samples to vectors whose Euclidean norm is the norm the metrics use.
 
     - shape `(n, D)`: feature vectors, the Euclidean norm;

@@ -5,7 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._blocks import as_vectors, blockwise_sum, check_block_size
 
@@ -23,7 +23,7 @@ def _frechet_float64(mean1, cov1, mean2, cov2) -> np.ndarray:
 
 
 def feature_statistics(
-    x: Float[Array, "n ..."], *, block_size: int = 1024
+    x: Float[ArrayLike, "n ..."], *, block_size: int = 1024
 ) -> tuple[Float[Array, " D"], Float[Array, "D D"]]:
     """Mean and unbiased covariance of a set, accumulated block by block.
 
@@ -100,7 +100,7 @@ def gaussian_frechet_distance(
 
 
 def frechet_distance(
-    x: Float[Array, "n ..."], y: Float[Array, "m ..."], *, block_size: int = 1024
+    x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."], *, block_size: int = 1024
 ) -> Float[Array, ""]:
     """The Fréchet distance of two feature sets: `gaussian_frechet_distance` of their statistics.
 

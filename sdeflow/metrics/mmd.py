@@ -4,7 +4,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._blocks import as_vectors, check_block_size, pairwise_sum
 
@@ -29,7 +29,7 @@ def mean_distance(
 
 
 def riesz_mmd(
-    x: Float[Array, "n ..."], y: Float[Array, "m ..."], *, block_size: int = 1024
+    x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."], *, block_size: int = 1024
 ) -> Float[Array, ""]:
     """The squared MMD with the Riesz kernel $k(x, y) = -\\|x - y\\|$, i.e. the energy distance
 

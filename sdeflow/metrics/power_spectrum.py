@@ -6,13 +6,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ..grid import fourier, rfft_frequencies
 from ._blocks import blockwise_sum, check_block_size
 
 
-def _check_fields(x: Array, name: str) -> tuple[int, ...]:
+def _check_fields(x: ArrayLike, name: str) -> tuple[int, ...]:
     if jnp.ndim(x) < 3 or jnp.ndim(x) > 5:
         raise ValueError(
             f"`{name}` must be a set of fields of shape (n, channels, n_1, ..., n_d) with d in 1..3, "
@@ -33,7 +33,7 @@ def resolved_shells(grid: tuple[int, ...]) -> int:
 
 
 def radial_power_spectrum(
-    x: Float[Array, "n c *grid"], *, block_size: int = 256
+    x: Float[ArrayLike, "n c *grid"], *, block_size: int = 256
 ) -> tuple[Float[Array, " K"], Float[Array, " K"]]:
     """The mean radially summed power spectrum $E(\\kappa)$ of a set of fields.
 
@@ -80,7 +80,7 @@ def _spectrum_sum(x: Array, block_size: int) -> Array:
 
 
 def power_spectrum_error(
-    x: Float[Array, "n c *grid"], reference: Float[Array, "m c *grid2"], *, block_size: int = 256
+    x: Float[ArrayLike, "n c *grid"], reference: Float[ArrayLike, "m c *grid2"], *, block_size: int = 256
 ) -> Float[Array, ""]:
     """Mean absolute log ratio of the power spectra of two sets of fields over the resolved shells.
 

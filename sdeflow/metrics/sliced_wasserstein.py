@@ -5,7 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._blocks import as_vectors, check_block_size, split_blocks
 
@@ -39,8 +39,8 @@ def wasserstein_1d(a: Float[Array, " n"], b: Float[Array, " m"]) -> Float[Array,
 
 def sliced_wasserstein(
     key: PRNGKeyArray,
-    x: Float[Array, "n ..."],
-    y: Float[Array, "m ..."],
+    x: Float[ArrayLike, "n ..."],
+    y: Float[ArrayLike, "m ..."],
     *,
     num_projections: int = 512,
     block_size: int = 64,

@@ -5,7 +5,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._blocks import as_vectors, blockwise_sum, check_block_size
 
@@ -18,7 +18,7 @@ def _entropy_exp(eigenvalues: Float[Array, " k"]) -> Float[Array, ""]:
 
 
 def vendi_score(
-    x: Float[Array, "n ..."],
+    x: Float[ArrayLike, "n ..."],
     *,
     kernel: str = "cosine",
     bandwidth: float = 1.0,
