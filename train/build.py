@@ -1,7 +1,8 @@
 """From a validated config to the objects of a run: prior, SDE, loss function and network.
 
-The model group (`configs/model/<name>.yaml`, written with the networks) holds `name` and the
-keyword arguments of the network's constructor, which is called as `Class(**fields, key=key)`.
+The model group (`configs/model/<name>.yaml`) holds the network's `_target_` class, its `name` and
+the keyword arguments of its constructor; `hydra.utils.instantiate` builds it with the channels,
+dimension and key that the program knows.
 Errors of the constructors are reported as `ConfigError`s naming the config group.
 """
 
@@ -82,18 +83,28 @@ def _dsm(model, x0, key, *, sde, kwargs, loss):
     return loss(model, sde, x0, key, **kwargs)
 
 
+CHANNELS = 1  # MNIST digits are scalar fields
+
+
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
-    """The network of `cfg.model`: `nets.<Class>(**fields, key=key)` (see `MODELS`)."""
-    import nets
+    """The network of `cfg.model`, by `hydra.utils.instantiate` of its `_target_` (one of `MODELS`).
+
+    A self-conditioned loss feeds the network its input and an estimate of $x_0$, so it then takes
+    twice the data's channels."""
+    import hydra.utils
 
     fields = OmegaConf.to_container(cfg.model, resolve=True)
     name = fields.pop("name")
     if name not in MODELS:
         raise ConfigError(f"model.name must be one of {', '.join(MODELS)}, got {name!r}.")
-    cls = getattr(nets, MODELS[name], None)
-    if cls is None:
-        raise ConfigError(f"model.name {name!r}: nets.{MODELS[name]} does not exist (yet).")
-    return _wrapped("model", cls, **fields, key=key)
+    if fields.get("_target_") != f"nets.{MODELS[name]}":
+        raise ConfigError(f"model._target_ must be nets.{MODELS[name]} for model.name {name!r}.")
+    self_conditioned = cfg.loss.get("self_conditioning") is not None
+    in_channels = CHANNELS * (2 if self_conditioned else 1)
+    return _wrapped(
+        "model", hydra.utils.instantiate, fields, in_channels=in_channels, out_channels=CHANNELS,
+        dim=DIM, key=key,
+    )
 
 
 def build_sampler(cfg: DictConfig):
