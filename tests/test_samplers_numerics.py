@@ -74,3 +74,8 @@ def test_chain_and_save_ts():
     saved = sampler.sample(score, jr.key(0), (1, 16), save_ts=ts)
     assert np.allclose(saved.chain, full.chain[jnp.array([3, 7])], atol=1e-6)
     assert np.allclose(saved.samples, full.samples, atol=1e-6)
+    # Adaptive steps: the chain holds the accepted steps, then inf padding up to max_steps.
+    adaptive = samplers.ProbabilityFlow(max_steps=64).sample(score, jr.key(0), (1, 16), chain=True)
+    finite = np.all(np.isfinite(np.asarray(adaptive.chain)), axis=(1, 2))
+    assert adaptive.chain.shape == (64, 1, 16) and 0 < finite.sum() <= int(adaptive.num_steps)
+    assert np.array_equal(np.asarray(adaptive.chain)[finite.sum() - 1], np.asarray(adaptive.samples))

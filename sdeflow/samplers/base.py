@@ -240,7 +240,8 @@ class AbstractSampler(eqx.Module):
             out, ts, states = solution.ys[-1], -solution.ts[:-1], solution.ys[:-1]
         elif chain:
             # With steps=True, unused slots are inf; the last finite entry is the final state.
-            out = solution.ys[jnp.maximum(num_steps - 1, 0)] if not stepping.fixed else solution.ys[-1]
+            accepted = jnp.asarray(solution.stats["num_accepted_steps"], jnp.int32)
+            out = solution.ys[-1] if stepping.fixed else solution.ys[jnp.maximum(accepted - 1, 0)]
             ts, states = -solution.ts, solution.ys
         else:
             out, ts, states = solution.ys[-1], None, None
