@@ -159,6 +159,10 @@ class FNO(eqx.Module):
             if int(value) < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
         self.modes = normalise_modes(modes, dim)
+        make_norm(norm, int(width), groups)  # validate before drawing any weight
+        coordinate_channels(coordinates, dim)
+        if method not in ("auto", "dft", "fft"):
+            raise ValueError(f"`method` must be 'auto', 'dft' or 'fft', got {method!r}.")
         self.in_channels, self.out_channels, self.dim = int(in_channels), int(out_channels), dim
         self.width, self.depth = int(width), int(depth)
         self.coordinates = None if coordinates in (None, "none") else coordinates

@@ -1,6 +1,7 @@
 """Small building blocks shared by the networks: pointwise linear maps and time embeddings."""
 
 import math
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -139,7 +140,7 @@ def coordinate_channels(kind: str | None, dim: int) -> int:
     return 2 * dim if kind == "periodic" else dim
 
 
-def coordinate_features(kind: str | None, grid: tuple[int, ...]) -> Float[Array, "k *grid"]:
+def coordinate_features(kind: str | None, grid: Sequence[int]) -> Float[Array, "k *grid"]:
     """Channels encoding the physical position $x_j = j / n$ on the torus.
 
     - `"periodic"`: $\\cos(2\\pi x_i), \\sin(2\\pi x_i)$ per axis ($2d$ channels). Smooth, periodic
@@ -158,6 +159,7 @@ def coordinate_features(kind: str | None, grid: tuple[int, ...]) -> Float[Array,
 
     An array of shape `(k, *grid)`, float32.
     """
+    grid = tuple(int(n) for n in grid)
     x = sdeflow.coordinates(grid)
     n = coordinate_channels(kind, len(grid))
     if n == 0:
