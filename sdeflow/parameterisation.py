@@ -16,6 +16,10 @@ from jaxtyping import Array, Float
 from ._custom_types import RealScalarLike
 
 
+Coefficient = RealScalarLike | Float[Array, "..."]
+"""$m$, $s$: scalars, or arrays broadcasting against the fields (one per sample of a batch)."""
+
+
 Parameterisation = Literal["epsilon", "x0", "v", "score"]
 PARAMETERISATIONS: tuple[str, ...] = ("epsilon", "x0", "v", "score")
 
@@ -30,8 +34,8 @@ def to_epsilon(
     kind: str,
     output: Float[Array, "*shape"],
     x_t: Float[Array, "*shape"],
-    m: RealScalarLike,
-    s: RealScalarLike,
+    m: Coefficient,
+    s: Coefficient,
     b: Float[Array, "*shape"] | RealScalarLike = 0.0,
 ) -> Float[Array, "*shape"]:
     """The $\\epsilon$ that a network output of the given kind stands for.
@@ -62,8 +66,8 @@ def from_epsilon(
     kind: str,
     eps: Float[Array, "*shape"],
     x_t: Float[Array, "*shape"],
-    m: RealScalarLike,
-    s: RealScalarLike,
+    m: Coefficient,
+    s: Coefficient,
     b: Float[Array, "*shape"] | RealScalarLike = 0.0,
 ) -> Float[Array, "*shape"]:
     """The network output of the given kind that stands for $\\epsilon$ (inverse of `to_epsilon`).
@@ -96,8 +100,8 @@ def convert(
     source: str,
     target: str,
     x_t: Float[Array, "*shape"],
-    m: RealScalarLike,
-    s: RealScalarLike,
+    m: Coefficient,
+    s: Coefficient,
     b: Float[Array, "*shape"] | RealScalarLike = 0.0,
 ) -> Float[Array, "*shape"]:
     """Convert a network output from kind `source` to kind `target` (exact, through $\\epsilon$).

@@ -187,3 +187,28 @@ def test_vdm_elbo_matches_its_closed_form_and_bounds_the_likelihood(getkey):
     assert abs(estimate - closed) < 4 * se, (estimate, closed, se)
     exact = -float(jnp.mean(jax.vmap(lambda x: DATA.log_density(x - MU))(x0)))
     assert 0 <= closed - exact < 0.05, (closed, exact)
+
+
+def test_networks_batched_path_is_used_and_equal(getkey):
+    """A network with a `batched` method is called once on the batch; the loss equals the vmap path."""
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        weight: jax.Array
+        calls: list = eqx.field(static=True)
+
+        def __call__(self, t, x):
+            return self.weight * x * t
+
+        def batched(self, t, x):
+            self.calls.append(x.shape)
+            return jnp.einsum("b,bcn->bcn", t, self.weight * x)
+
+    net = Net(jnp.asarray(0.7), [])
+    sde = VPSDE(PRIOR)
+    x0, key = _data(getkey(), 16), getkey()
+    for loss in (dsm_loss, lambda *a: vdm_elbo(*a)[0]):
+        via_batched = loss(net, sde, x0, key)
+        via_vmap = loss(lambda t, x: net(t, x), sde, x0, key)
+        np.testing.assert_allclose(via_batched, via_vmap, rtol=1e-6)
+    assert net.calls == [(16, 1, 9), (16, 1, 9)]

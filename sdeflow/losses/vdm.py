@@ -11,7 +11,7 @@ from .._custom_types import Field
 from ..grid import field_grid, kept_modes
 from ..parameterisation import check_parameterisation, to_epsilon
 from ..sde import AbstractSDE
-from .dsm import squared_norm
+from .dsm import apply_batched, perturb_batch, squared_norm
 from .time_sampling import sample_times
 
 
@@ -66,23 +66,17 @@ def vdm_elbo(
     t_key, noise_key = jr.split(key)
     t = sample_times(t_key, batch, sde.t0, sde.t1, time_sampling)
     dims = _kept_count(x0[0])
-
-    def one(t, x0, key):
-        x_t, eps = sde.perturb(key, t, x0)
-        m, s = sde.marginal(t)
-        b = sde.mean(t, jnp.zeros_like(x0))
-        eps_hat = to_epsilon(parameterisation, model(t, x_t), x_t, m, s, b)
-        diffusion = 0.5 * (sde.t1 - sde.t0) * sde.gamma_derivative(t) * _cm(sde, eps_hat - eps)
-        m1, s1 = sde.marginal(sde.t1)
-        prior = 0.5 * m1**2 * _cm(sde, x0) / s1**2
-        m0, s0 = sde.marginal(sde.t0)
-        # E||x0 - decoded||^2_C = (s0/m0)^2 * dims exactly, so the decoder term is in closed form.
-        log_det = sde.prior.log_density(jnp.zeros_like(x0))  # -1/2 sum log(2 pi N lambda_k)
-        recon = 0.5 * dims - log_det + dims * jnp.log(s0 / m0)
-        return diffusion, prior, recon
-
-    diffusion, prior, recon = jax.vmap(one)(t, x0, jr.split(noise_key, batch))
-    terms = {"diffusion": jnp.mean(diffusion), "prior": jnp.mean(prior), "reconstruction": jnp.mean(recon)}
+    x_t, eps, m, s, b = perturb_batch(sde, noise_key, t, x0)
+    eps_hat = to_epsilon(parameterisation, apply_batched(model, t, x_t), x_t, m, s, b)
+    gamma_prime = jax.vmap(sde.gamma_derivative)(t)
+    diffusion = 0.5 * (sde.t1 - sde.t0) * gamma_prime * jax.vmap(lambda v: _cm(sde, v))(eps_hat - eps)
+    m1, s1 = sde.marginal(sde.t1)
+    prior = 0.5 * m1**2 * jax.vmap(lambda x: _cm(sde, x))(x0) / s1**2
+    m0, s0 = sde.marginal(sde.t0)
+    # E||x0 - decoded||^2_C = (s0/m0)^2 * dims exactly, so the decoder term is in closed form.
+    log_det = sde.prior.log_density(jnp.zeros_like(x0[0]))  # -1/2 sum log(2 pi N lambda_k)
+    recon = 0.5 * dims - log_det + dims * jnp.log(s0 / m0)
+    terms = {"diffusion": jnp.mean(diffusion), "prior": jnp.mean(prior), "reconstruction": recon}
     return terms["diffusion"] + terms["prior"] + terms["reconstruction"], terms
 
 
