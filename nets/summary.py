@@ -1,7 +1,10 @@
 """Parameter counts and one-line summaries of the networks."""
 
+import math
+
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 
 def count_parameters(model: eqx.Module) -> int:
@@ -9,14 +12,19 @@ def count_parameters(model: eqx.Module) -> int:
 
     **Arguments:**
 
-    - `model`: any Equinox module.
+    - `model`: any Equinox module (also one built under `eqx.filter_eval_shape`, whose leaves are
+      shapes: parameters can be counted without allocating them).
 
     **Returns:**
 
     The total number of parameters, an int.
     """
-    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
-    return int(sum(leaf.size for leaf in leaves))
+    def inexact(x) -> bool:  # arrays, or their shapes under `eqx.filter_eval_shape`
+        return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(
+            x.dtype, jnp.inexact)
+
+    leaves = [leaf for leaf in jax.tree.leaves(model) if inexact(leaf)]
+    return int(sum(math.prod(leaf.shape) for leaf in leaves))
 
 
 _FIELDS = {

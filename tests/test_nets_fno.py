@@ -94,9 +94,12 @@ def test_errors(getkey):
 def test_config_instantiates_and_summary(getkey):
     cfg = OmegaConf.load("configs/model/fno.yaml")
     cfg.pop("name")
-    model = hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=getkey())
+    # shapes only: the default network is not allocated (keeps the test fast)
+    model = eqx.filter_eval_shape(
+        lambda key: hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=key),
+        getkey())
     assert isinstance(model, nets.FNO)
-    expected = sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    expected = sum(x.size for x in jax.tree.leaves(model) if isinstance(x, jax.ShapeDtypeStruct))
     spectral = model.depth * 2 * (2 * 12 + 1) * 13 * model.width**2
     assert nets.count_parameters(model) == expected > spectral
     assert nets.summary(model).startswith("FNO(") and f"{expected:,} parameters" in nets.summary(model)

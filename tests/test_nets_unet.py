@@ -1,0 +1,65 @@
+"""nets.UNet: shapes, shift equivariance on the torus, no BatchNorm, gradients, errors, config."""
+
+import equinox as eqx
+import hydra.utils
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+from omegaconf import OmegaConf
+
+import nets
+
+
+def _small(key, **kwargs):
+    return nets.UNet(1, 1, **({"channels": 4, "multipliers": (1, 2), "attention_levels": (1,),
+                                "groups": 2, "time_features": 8, "time_dim": 8} | kwargs), key=key)
+
+
+def test_shift_equivariance_on_the_torus(getkey):
+    """Circular padding and stride 2: shifting the input by 2 points shifts the output by 2."""
+    model = eqx.filter_jit(_small(getkey()))
+    u = jr.normal(getkey(), (1, 16, 16))
+    out = model(0.4, u)
+    shifted = model(0.4, jnp.roll(u, (2, -4), axis=(1, 2)))
+    assert out.shape == (1, 16, 16)
+    assert float(jnp.max(jnp.abs(shifted - jnp.roll(out, (2, -4), axis=(1, 2))))) <= 1e-5
+
+
+def test_batched_gradients_and_no_batchnorm(getkey):
+    model = _small(getkey())
+    assert not any(isinstance(x, eqx.nn.BatchNorm)
+                   for x in jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, eqx.Module)))
+    u = jr.normal(getkey(), (2, 1, 8, 8))
+    t = jnp.array([0.1, 0.9])
+    out, grads = eqx.filter_jit(lambda m: (m.batched(t, u), eqx.filter_grad(
+        lambda m: jnp.mean((m.batched(t, u) - u) ** 2))(m)))(model)
+    assert out.shape == u.shape
+    leaves = jax.tree.leaves(grads)
+    assert len(leaves) == len(jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+
+
+def test_one_dimensional_with_coordinates(getkey):
+    model = _small(getkey(), dim=1, coordinates="periodic", attention_levels=())
+    out = eqx.filter_jit(model)(0.5, jnp.ones((1, 12)))
+    assert out.shape == (1, 12)
+
+
+def test_errors(getkey):
+    model = _small(getkey())
+    with pytest.raises(ValueError, match="divisible by 2"):
+        model(0.1, jnp.zeros((1, 15, 16)))
+    with pytest.raises(ValueError, match="attention_levels"):
+        _small(getkey(), attention_levels=(3,))
+
+
+def test_config_instantiates(getkey):
+    cfg = OmegaConf.load("configs/model/unet.yaml")
+    cfg.pop("name")
+    # shapes only: the default network is not allocated (keeps the test fast)
+    model = eqx.filter_eval_shape(
+        lambda key: hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=key),
+        getkey())
+    assert isinstance(model, nets.UNet)
+    assert nets.summary(model).startswith("UNet(")

@@ -1,0 +1,80 @@
+"""nets.UNO: any grid, discretisation consistency, gradients, skips, errors, config."""
+
+import equinox as eqx
+import hydra.utils
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+from omegaconf import OmegaConf
+
+import nets
+import sdeflow
+
+
+def _small(key, **kwargs):
+    kwargs = {"width": 4, "modes": 8, "levels": (1, 0.5, 0.25, 0.5, 1),
+              "multipliers": (1, 2, 2, 2, 1), "groups": 2, "projection": 8, "time_features": 8,
+              "time_dim": 8} | kwargs
+    return eqx.filter_jit(nets.UNO)(1, 1, **kwargs, key=key)  # one compile, not many eager ops
+
+
+def test_levels_modes_and_skips(getkey):
+    model = _small(getkey())
+    assert model.block_modes == (4, 2, 2, 4)  # floor(8 * min(f_(i-1), f_i))
+    assert [model._skip(i) for i in range(1, 5)] == [None, None, None, 1]
+    assert nets.level_grid((32, 48), 0.25) == (8, 12)
+    u = jr.normal(getkey(), (3, 1, 32, 48))
+    t = jr.uniform(getkey(), (3,))
+    out = eqx.filter_jit(lambda m, t, u: m.batched(t, u))(model, t, u)
+    assert out.shape == (3, 1, 32, 48)
+    single = eqx.filter_jit(model)(t[2], u[2])
+    assert float(jnp.max(jnp.abs(single - out[2]))) <= 1e-5 * float(jnp.max(jnp.abs(out)))
+
+
+def test_discretisation_consistency(getkey):
+    """n and 2n agree after restriction up to aliasing of the nonlinearities, which decays
+    exponentially in n (see tests/test_nets_fno.py); measured relative errors 32 vs 64: 4e-4,
+    64 vs 128: 2e-6 (levels 1, 1/2, 1)."""
+    model = eqx.filter_jit(_small(getkey(), levels=(1, 0.5, 1), multipliers=(1, 2, 1), modes=8))
+    x = {n: sdeflow.coordinates((n, n)) for n in (32, 64, 128)}
+    outs = {n: model(0.3, (jnp.sin(2 * jnp.pi * (x[n][0] + 2 * x[n][1]))
+                           + 0.5 * jnp.cos(4 * jnp.pi * x[n][0]))[None]) for n in x}
+    scale = float(jnp.max(jnp.abs(outs[128])))
+    err = {n: float(jnp.max(jnp.abs(sdeflow.restrict(outs[2 * n], (n, n)) - outs[n]))) / scale
+           for n in (32, 64)}
+    assert err[64] < 0.2 * err[32]
+    assert err[32] <= 5e-3
+    assert err[64] <= 5e-5
+
+
+def test_gradients_reach_every_parameter(getkey):
+    model = _small(getkey())
+    u = jr.normal(getkey(), (2, 1, 32, 32))
+    grads = eqx.filter_jit(eqx.filter_grad(
+        lambda m: jnp.mean((m.batched(jnp.array([0.2, 0.7]), u) - u) ** 2)))(model)
+    leaves = jax.tree.leaves(grads)
+    assert len(leaves) == len(jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+
+
+def test_errors(getkey):
+    with pytest.raises(ValueError, match="levels"):
+        nets.UNO(1, 1, levels=(0.5, 1), multipliers=(1, 1), key=getkey())
+    with pytest.raises(ValueError, match="multipliers"):
+        nets.UNO(1, 1, levels=(1, 0.5, 1), multipliers=(1, 2), key=getkey())
+    model = _small(getkey())
+    with pytest.raises(ValueError, match=r"level-1 grid \(8, 8\)"):  # modes 4 need 9 points
+        model(0.1, jnp.zeros((1, 16, 16)))
+
+
+def test_config_instantiates(getkey):
+    cfg = OmegaConf.load("configs/model/uno.yaml")
+    cfg.pop("name")
+    # shapes only: the default network is not allocated (keeps the test fast)
+    model = eqx.filter_eval_shape(
+        lambda key: hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=key),
+        getkey())
+    assert isinstance(model, nets.UNO)
+    assert nets.summary(model).startswith("UNO(")
+    assert nets.count_parameters(model) > 0
