@@ -74,13 +74,23 @@ def pointwise_last(layer: Pointwise, h: Array) -> Array:
 
 
 def group_norm_last(norm: eqx.nn.GroupNorm, h: Array) -> Array:
-    """`eqx.nn.GroupNorm` per sample on spatial-major data `(*grid_rev, B, c)`."""
+    """`eqx.nn.GroupNorm` per sample on spatial-major data `(*grid_rev, B, c)`.
+
+    The grid averages are matmuls with a row of $1/N$ (XLA's CPU backend runs these 2-3x faster
+    than a reduction over the leading and trailing axes); the variance is two-pass.
+    """
     *grid_rev, b, c = h.shape
     g = norm.groups
-    y = h.reshape(-1, b, g, c // g)
-    mean = jnp.mean(y, axis=(0, 3), keepdims=True)
-    var = jnp.maximum(jnp.mean(jnp.square(y - mean), axis=(0, 3), keepdims=True), 0.0)
-    y = ((y - mean) * jax.lax.rsqrt(var + norm.eps)).reshape(h.shape)
+    flat = h.reshape(-1, b * c)
+    average = jnp.full((1, flat.shape[0]), 1.0 / flat.shape[0], h.dtype)
+
+    def group_mean(x: Array) -> Array:  # (1, B c) grid means -> (1, B c) group means
+        x = (average @ x).reshape(b, g, c // g)
+        return jnp.broadcast_to(x.mean(axis=-1, keepdims=True), x.shape).reshape(1, b * c)
+
+    centred = flat - group_mean(flat)
+    inv = jax.lax.rsqrt(group_mean(jnp.square(centred)) + norm.eps)
+    y = (centred * inv).reshape(h.shape)
     if norm.channelwise_affine:
         y = norm.weight * y + norm.bias
     return y
