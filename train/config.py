@@ -6,6 +6,7 @@ network's constructor, whose errors `train.build` reports under `model.`.
 """
 
 import math
+import pathlib
 from collections.abc import Callable
 from typing import Any
 
@@ -209,6 +210,16 @@ def _validate_train(cfg) -> list[tuple[int, int]]:
     if stop is not None and not (_is_int(stop) and stop >= 1):
         _fail("train.stop_after", "must be a positive int or null", stop)
     _bool(cfg, "train.progress_bar")
+    evaluation = _get(cfg, "train.evaluation")
+    if evaluation is not None:
+        if not isinstance(evaluation, DictConfig):
+            _fail("train.evaluation", "must be null or a mapping of configs/evaluate.yaml fields", evaluation)
+        known = OmegaConf.load(pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.yaml")
+        for field in evaluation:
+            if field not in known or field in ("defaults", "hydra", "data", "run_dir"):
+                raise ConfigError(
+                    f"train.evaluation.{field} is not a field of configs/evaluate.yaml that a run sets."
+                )
     split = _get(cfg, "data.split")
     start, stop_index = _range(cfg, "data.train_range", SPLITS[split], split) or (0, SPLITS[split])
     if batch > stop_index - start:

@@ -225,11 +225,39 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
         write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
-        # CALL POINT for issue 6: when train/evaluate.py exists, write run_dir / "evaluation.json"
-        # from the EMA model's samples against data.holdout_range here.
+        if t.get("evaluation") is not None:
+            write_evaluation(state.ema, sde, cfg, run_dir, step)
     else:
         logger.info(f"stopped at step {step} (train.stop_after); run again with the same run_dir to resume")
     return state
+
+
+def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
+    """`configs/evaluate.yaml` with the run's `train.evaluation` overrides (for the end of a run)."""
+    base = OmegaConf.load(pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.yaml")
+    for key in ("defaults", "hydra", "data"):
+        base.pop(key, None)
+    merged = OmegaConf.merge(base, cfg.train.evaluation)
+    merged.run_dir = str(run_dir)
+    return merged
+
+
+def write_evaluation(model, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
+    """Every metric of `train.evaluate` for the final EMA model, into `<run_dir>/evaluation.json`."""
+    import json
+
+    from .evaluate import evaluate
+
+    eval_cfg = evaluation_config(cfg, run_dir)
+    result = evaluate(model, sde, cfg, eval_cfg, step)
+    path = run_dir / "evaluation.json"
+    path.write_text(json.dumps(result, indent=1))
+    logger.info(
+        f"evaluation: {path} (grid {result['grid']}, {result['num_samples']} samples, Riesz MMD "
+        f"{result['riesz_mmd']:.4g} vs real {result['riesz_mmd_real']:.4g}, Frechet "
+        f"{result['frechet_distance']:.4g} vs real {result['frechet_distance_real']:.4g})"
+    )
+    return path
 
 
 def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
