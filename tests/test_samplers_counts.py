@@ -75,7 +75,7 @@ def test_noise_has_the_prior_law(getkey):
     # sqrt(N) C^{1/2} applied to unit point noise has the per-mode variances of prior.sample.
     prior = Matern(2, 2.0, 2 * np.pi)
     z = jr.normal(getkey(), (4000, 1, 12, 12))
-    noise = jax.vmap(lambda w: samplers.apply_noise_sqrt(prior, w))(z)
+    noise = jax.vmap(lambda w: prior.from_white_noise(w))(z)
     draws = jax.vmap(lambda k: prior.sample(k, (1, 12, 12)))(jr.split(getkey(), 4000))
     lam = np.asarray(prior.eigenvalues((12, 12)))
     kept = lam > 0

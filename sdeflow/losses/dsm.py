@@ -61,8 +61,7 @@ def squared_norm(sde: AbstractSDE, v: Field, norm: str) -> Float[Array, ""]:
     if norm == "l2":
         return jnp.sum(jnp.mean(v**2, axis=tuple(range(1, v.ndim))))
     if norm == "cameron_martin":
-        w = sde.prior.apply_inv_sqrt(v)
-        return jnp.sum(jnp.mean(w**2, axis=tuple(range(1, v.ndim))))
+        return sde.prior.cameron_martin_norm2(v)
     raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
 
 

@@ -11,7 +11,7 @@ from .._custom_types import Field
 from ..grid import field_grid, kept_modes
 from ..parameterisation import check_parameterisation, to_epsilon
 from ..sde import AbstractSDE
-from .dsm import apply_batched, perturb_batch, squared_norm
+from .dsm import apply_batched, perturb_batch
 from .time_sampling import sample_times
 
 
@@ -82,7 +82,6 @@ def vdm_elbo(
 
 def _cm(sde: AbstractSDE, v: Field) -> Float[Array, ""]:
     """$\\sum_k |\\hat v_k|^2 / \\lambda_k$ over all modes (each of $k$, $-k$ once), per sample."""
-    # squared_norm's Cameron–Martin norm is the grid mean of (C^{-1/2} v)^2 = sum over all modes.
-    return squared_norm(sde, v, "cameron_martin")
+    return sde.prior.cameron_martin_norm2(v)
 
 

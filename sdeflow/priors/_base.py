@@ -171,6 +171,46 @@ class AbstractPrior(eqx.Module):
         root = self.sqrt_eigenvalues(self._field_grid(u))
         return self._multiply(u, jnp.where(root > 0, 1.0 / jnp.where(root > 0, root, 1.0), 0.0))
 
+    def from_white_noise(self, w: Field) -> Field:
+        """$\\sqrt N C^{1/2} w$: unit-variance point noise $w \\sim N(0, I)$ on an $N$-point grid to a
+        draw of $N(0, C)$ (the law of `sample`).
+
+        The cylindrical Wiener process on an $N$-point grid has point variance $N t$ (DESIGN §1), so
+        this is also the map from its increments to those of $C^{1/2} W$.
+
+        **Arguments:**
+
+        - `w`: one field of shape `(c, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        A field of the same shape.
+        """
+        return math.sqrt(math.prod(self._field_grid(w, "w"))) * self.apply_sqrt(w)
+
+    def cameron_martin_norm2(self, v: Field) -> Float[Array, ""]:
+        """$\\sum_k |\\hat v_k|^2 / \\lambda_k$ over every mode the grid keeps with $\\lambda_k > 0$ (each of $k$,
+        $-k$ once), summed over channels.
+
+        It is $v^T \\Sigma^{-1} v$ for the covariance $\\Sigma$ of the point values of a sample (eigenvalues
+        $N \\lambda_k$), with the pseudo-inverse on modes the prior does not charge, so it also serves
+        degenerate priors. A sample of the prior has it close to the number of charged modes.
+
+        **Arguments:**
+
+        - `v`: one field of shape `(c, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        A scalar.
+        """
+        grid = self._field_grid(v, "v")
+        lam = self.eigenvalues(grid)
+        k_last = rfft_frequencies(grid)[-1]
+        # rfftn holds k and -k once for 0 < k_d: count those bins twice.
+        weight = jnp.where(k_last == 0, 1.0, 2.0) / jnp.where(lam > 0, lam, 1.0)
+        return jnp.sum(jnp.where(lam > 0, weight, 0.0) * jnp.abs(fourier(v)) ** 2)
+
     # -- sampling and density ------------------------------------------------------------------
 
     def sample(self, key: PRNGKeyArray, shape: Sequence[int]) -> Field:
@@ -218,14 +258,8 @@ class AbstractPrior(eqx.Module):
         """
         self._require_non_degenerate("the log-density")
         grid = self._field_grid(u)
-        lam = self.eigenvalues(grid)
         kept = kept_modes(grid)
-        # rfftn holds k and -k once for 0 < k_d: count those bins twice.
-        k_last = rfft_frequencies(grid)[-1]
-        multiplicity = jnp.where(k_last == 0, 1.0, 2.0) * kept
-        safe = jnp.where(kept, lam, 1.0)
-        u_hat = fourier(u)
-        n_points = math.prod(grid)
-        quadratic = jnp.sum(multiplicity * jnp.abs(u_hat) ** 2 / safe)
-        log_det = u.shape[0] * jnp.sum(multiplicity * jnp.log(2 * jnp.pi * n_points * safe))
-        return -0.5 * (quadratic + log_det)
+        multiplicity = jnp.where(rfft_frequencies(grid)[-1] == 0, 1.0, 2.0) * kept
+        safe = jnp.where(kept, self.eigenvalues(grid), 1.0)
+        log_det = u.shape[0] * jnp.sum(multiplicity * jnp.log(2 * jnp.pi * math.prod(grid) * safe))
+        return -0.5 * (self.cameron_martin_norm2(u) + log_det)

@@ -1,10 +1,6 @@
 """Reverse-time samplers of score-based diffusions, on diffrax, at any resolution."""
 
-from ._noise import (
-    ReverseNoiseTerm as ReverseNoiseTerm,
-    apply_noise_sqrt as apply_noise_sqrt,
-    cameron_martin_norm2 as cameron_martin_norm2,
-)
+from ._noise import ReverseNoiseTerm as ReverseNoiseTerm
 from .base import AbstractSampler as AbstractSampler, SampleResult as SampleResult, time_grid as time_grid
 from .conditional import (
     AbstractObservation as AbstractObservation,

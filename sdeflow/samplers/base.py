@@ -13,7 +13,6 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .._custom_types import Field, RealScalarLike
 from ..grid import field_grid
 from ..sde import AbstractSDE
-from ._noise import apply_noise_sqrt
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
 
@@ -126,7 +125,7 @@ def _terminal_sample(sde: AbstractSDE, key: PRNGKeyArray, shape: tuple[int, ...]
     """
     field_grid(jnp.zeros(shape), "shape")
     _, s = sde.marginal(sde.t1)
-    noise = apply_noise_sqrt(sde.prior, jr.normal(key, shape, jnp.float32))
+    noise = sde.prior.from_white_noise(jr.normal(key, shape, jnp.float32))
     return sde.mean(sde.t1, jnp.zeros(shape, jnp.float32)) + s * noise
 
 

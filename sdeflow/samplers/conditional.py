@@ -13,7 +13,6 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from .._custom_types import Field, RealScalarLike
 from ..grid import field_grid, prolong, restrict
 from ..sde import AbstractSDE
-from ._noise import apply_noise_sqrt
 
 
 class AbstractObservation(eqx.Module):
@@ -46,7 +45,7 @@ class AbstractObservation(eqx.Module):
     def insert_noisy(self, sde: AbstractSDE, key: PRNGKeyArray, t: RealScalarLike, x: Field) -> Field:
         """Insert a draw of the observation diffused to time `t` (see the class docstring)."""
         m, s = sde.marginal(t)
-        xi = apply_noise_sqrt(sde.prior, jr.normal(key, x.shape, x.dtype))
+        xi = sde.prior.from_white_noise(jr.normal(key, x.shape, x.dtype))
         diffused = sde.mean(t, self.lift()) + s * xi
         return self.insert(x, self.observe(diffused))
 

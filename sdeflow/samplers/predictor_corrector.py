@@ -10,7 +10,7 @@ import jax.random as jr
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from .._custom_types import Field
-from ._noise import ReverseNoiseTerm, apply_noise_sqrt
+from ._noise import ReverseNoiseTerm
 from .base import AbstractSampler, Stepping, check_num_steps, check_spacing, fixed_stepping, in_reverse_time
 from .conditional import _time_key
 from .reverse_sde import reverse_drift
@@ -24,7 +24,7 @@ def langevin_step(score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Fi
     preconditioned Langevin dynamics $dX = C \\nabla \\log p_t\\, dt + \\sqrt 2 C^{1/2} dW$, which leave
     $p_t$ invariant. Step size: Song et al. choose $\\delta = 2 (r \\|\\xi\\| / \\|S\\|)^2$, so that the
     drift is $r$ times the noise. Measured in the Cameron–Martin norm $\\|v\\|_C = \\|\\Sigma_C^{-1/2} v\\|$
-    (`cameron_martin_norm2`, resolution-independent), the score of the forward transition has
+    (`AbstractPrior.cameron_martin_norm2`, resolution-independent), the score of the forward transition has
     $\\|S\\|_C = \\|\\xi\\|_C / s(t)$ exactly in expectation, which gives $\\delta = 2 r^2 s(t)^2$; we use
     this deterministic rule. The per-sample ratio of norms would make $\\delta$ depend on $x$ and
     bias the invariant law (measured: per-mode variances 20-40% too large on a 16-point grid with
@@ -45,7 +45,7 @@ def langevin_step(score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Fi
     """
     _, s = score.sde.marginal(t)
     delta = 2 * (snr * s) ** 2
-    xi = apply_noise_sqrt(score.sde.prior, jr.normal(key, x.shape, x.dtype))
+    xi = score.sde.prior.from_white_noise(jr.normal(key, x.shape, x.dtype))
     return x + delta * score(t, x) + jnp.sqrt(2 * delta) * xi
 
 

@@ -1,7 +1,6 @@
 """The abstract forward SDE $dX = (f(t) X + h(t)) dt + g(t) C^{1/2} dW$ driven by a prior."""
 
 import abc
-import math
 from collections.abc import Sequence
 
 import diffrax
@@ -12,7 +11,6 @@ import lineax as lx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Field, RealScalarLike
-from ..grid import field_grid
 from ..priors import AbstractPrior
 
 
@@ -116,9 +114,9 @@ class AbstractSDE(eqx.Module):
 
         A `lineax.FunctionLinearOperator`.
         """
-        scale = self.diffusion(t) * math.sqrt(math.prod(field_grid(x)))
+        g = self.diffusion(t)
         structure = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        return lx.FunctionLinearOperator(lambda w: scale * self.prior.apply_sqrt(w), structure)
+        return lx.FunctionLinearOperator(lambda w: g * self.prior.from_white_noise(w), structure)
 
     def forward_terms(self, brownian: diffrax.AbstractBrownianPath) -> diffrax.MultiTerm:
         """The forward SDE as diffrax terms: drift `ODETerm` plus noise `ControlTerm`.
