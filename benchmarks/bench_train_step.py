@@ -2,11 +2,12 @@
 
 The step: times and prior noise (Matérn, `sdeflow.priors`), the epsilon denoising loss of a
 VP SDE, its gradient and an optax Adam update, for an FNO with 4 Fourier layers, 14 modes per
-axis, width 32, batch 128 at 32x32, float32. Each variant runs in its own process (the device
-count must be set before JAX starts), a few times; medians are reported with the machine's load
-and a calibration matmul measured alongside, since other processes may share the CPU.
+axis, width 32, batch 128 at 32x32, float32. One process per device count (which must be set
+before JAX starts) compiles every variant and times them interleaved; medians are reported with
+the machine's load, the process CPU time, and a calibration matmul measured between rounds, since
+other processes may share the CPU.
 
-Variants:
+Variants (all in one process per device count, timed interleaved):
 
 - `vmap-fft`: `sdeflow.losses.dsm_loss` (which `vmap`s the per-sample model) with the spectral
   convolution through `rfftn`/`irfftn` (the straightforward port);
@@ -32,10 +33,12 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANTS = ("vmap-fft", "vmap-dft", "batched", "batched-nonorm")
-LIMIT_MS = 100.0  # ~14 GFLOP at the ~135 GFLOP/s of a large float32 matmul on this machine (issue 5)
+LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here), as issue 5 states
 
 
-def worker(variant: str, devices: int, batch: int, grid: int, steps: int) -> dict:
+def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int) -> list[dict]:
+    """Compile every variant, then time them interleaved (A B C D A B C D ...), so that a load
+    that changes over time affects all variants alike."""
     import jax
 
     jax.config.update("jax_num_cpu_devices", devices)
@@ -52,12 +55,13 @@ def worker(variant: str, devices: int, batch: int, grid: int, steps: int) -> dic
     from sdeflow.losses import dsm_loss
     from sdeflow.losses.time_sampling import sample_times
 
-    norm = None if variant.endswith("nonorm") else "group"
-    method = "fft" if variant == "vmap-fft" else "dft"
-    model = nets.FNO(1, 1, width=32, modes=14, depth=4, norm=norm, method=method, dim=2,
-                     key=jr.key(0))
     sde = sdeflow.sde.VPSDE(sdeflow.priors.Matern(dim=2, s=2.0))
     optimiser = optax.adam(1e-4)
+    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    x0 = sdeflow.priors.Matern(dim=2, s=1.5).sample(jr.key(1), (1, grid, grid))
+    x0 = jax.device_put(jnp.broadcast_to(x0, (batch, 1, grid, grid)) * 0.5, data_sharding)
 
     def batched_loss(model, x0, key):
         # dsm_loss with parameterisation="epsilon", weighting="simple", norm="l2", evaluated
@@ -71,65 +75,70 @@ def worker(variant: str, devices: int, batch: int, grid: int, steps: int) -> dic
     def vmap_loss(model, x0, key):
         return dsm_loss(model, sde, x0, key)
 
-    loss_fn = batched_loss if variant.startswith("batched") else vmap_loss
+    def make(variant):
+        norm = None if variant.endswith("nonorm") else "group"
+        method = "fft" if variant == "vmap-fft" else "dft"
+        model = nets.FNO(1, 1, width=32, modes=14, depth=4, norm=norm, method=method, dim=2,
+                         key=jr.key(0))
+        loss_fn = batched_loss if variant.startswith("batched") else vmap_loss
 
-    def step(model, opt_state, x0, key):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x0, key)
-        updates, opt_state = optimiser.update(grads, opt_state, model)
-        return eqx.apply_updates(model, updates), opt_state, loss
+        def step(model, opt_state, x0, key):
+            loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x0, key)
+            updates, opt_state = optimiser.update(grads, opt_state, model)
+            return eqx.apply_updates(model, updates), opt_state, loss
 
-    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    data_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    model = eqx.filter_shard(model, replicated)
-    opt_state = eqx.filter_shard(optimiser.init(eqx.filter(model, eqx.is_array)), replicated)
-    x0 = jax.device_put(sdeflow.priors.Matern(dim=2, s=1.5).sample(jr.key(1), (1, grid, grid)),
-                        replicated)
-    x0 = jax.device_put(jnp.broadcast_to(x0, (batch, 1, grid, grid)) * 0.5, data_sharding)
-    flops = None
-    try:
-        cost = jax.jit(step).lower(model, opt_state, x0, jr.key(2)).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0)) or None
-    except Exception:  # cost analysis is best effort
-        pass
-    step_jit = eqx.filter_jit(step, donate="all-except-first")
+        model = eqx.filter_shard(model, replicated)
+        opt_state = eqx.filter_shard(optimiser.init(eqx.filter(model, eqx.is_array)), replicated)
+        flops = None
+        try:
+            cost = jax.jit(step).lower(model, opt_state, x0, jr.key(2)).compile().cost_analysis()
+            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+            flops = float(cost.get("flops", 0.0)) or None
+        except Exception:  # cost analysis is best effort
+            pass
+        step = eqx.filter_jit(step, donate="all-except-first")
+        t0 = time.perf_counter()
+        model, opt_state, loss = step(model, opt_state, x0, jr.key(4))
+        loss.block_until_ready()
+        return {"step": step, "state": [model, opt_state], "flops": flops,
+                "compile_s": time.perf_counter() - t0, "wall": [], "cpu": [], "loss": None}
 
+    runs = {v: make(v) for v in variants}
     a = jr.normal(jr.key(3), (2048, 2048))
     matmul = jax.jit(lambda a: a @ a)
     matmul(a).block_until_ready()
-
-    def gflops() -> float:
+    calib, loads = [], []
+    key = jr.key(5)
+    for i in range(steps):
+        for variant, run in runs.items():
+            key = jr.fold_in(key, i)
+            w0, c0 = time.perf_counter(), time.process_time()
+            model, opt_state, loss = run["step"](*run["state"], x0, key)
+            loss.block_until_ready()
+            run["wall"].append(time.perf_counter() - w0)
+            run["cpu"].append(time.process_time() - c0)
+            run["state"] = [model, opt_state]
+            run["loss"] = float(loss)
         t0 = time.perf_counter()
         matmul(a).block_until_ready()
-        return 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
-
-    key = jr.key(4)
-    t0 = time.perf_counter()
-    model, opt_state, loss = step_jit(model, opt_state, x0, key)
-    loss.block_until_ready()
-    compile_s = time.perf_counter() - t0
-    times, calib = [], []
-    for i in range(steps):
-        key = jr.fold_in(key, i)
-        t0 = time.perf_counter()
-        model, opt_state, loss = step_jit(model, opt_state, x0, key)
-        loss.block_until_ready()
-        times.append(time.perf_counter() - t0)
-        if i % 2 == 0:
-            calib.append(gflops())
-    return {
-        "variant": variant,
-        "devices": devices,
-        "median_ms": 1e3 * statistics.median(times),
-        "min_ms": 1e3 * min(times),
-        "times_ms": [round(1e3 * x, 1) for x in times],
-        "compile_s": round(compile_s, 2),
-        "loss": float(loss),
-        "xla_flops_per_step": flops,
-        "calibration_matmul_gflops_median": statistics.median(calib),
-        "loadavg_1min": os.getloadavg()[0],
-    }
+        calib.append(2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
+        loads.append(os.getloadavg()[0])
+    return [
+        {
+            "variant": variant,
+            "devices": devices,
+            "median_ms": 1e3 * statistics.median(run["wall"]),
+            "min_ms": 1e3 * min(run["wall"]),
+            "times_ms": [round(1e3 * x, 1) for x in run["wall"]],
+            "cpu_median_ms": 1e3 * statistics.median(run["cpu"]),
+            "compile_s": round(run["compile_s"], 2),
+            "loss": run["loss"],
+            "xla_flops_per_step": run["flops"],
+            "calibration_matmul_gflops_median": statistics.median(calib),
+            "loadavg_1min_median": statistics.median(loads),
+        }
+        for variant, run in runs.items()
+    ]
 
 
 def main() -> None:
@@ -140,42 +149,45 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="processes per configuration")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per process")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=None)
     args = parser.parse_args()
     batch = args.batch or (16 if args.quick else 128)
     steps = args.steps or (2 if args.quick else 10)
     if args.worker:
         devices = (args.devices or [1])[0]
-        print("RESULT " + json.dumps(worker(args.worker, devices, batch, 32, steps)), flush=True)
+        res = worker(args.variants, devices, batch, 32, steps)
+        print("RESULT " + json.dumps(res), flush=True)
         return
     devices = args.devices or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 2)
     runs = []
     for r in range(repeats):
-        for variant in args.variants:
-            for n in devices:
-                cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker", variant,
-                       "--devices", str(n), "--batch", str(batch), "--steps", str(steps)]
-                out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-                line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
-                if out.returncode or not line:
-                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-                res = json.loads(line[0][len("RESULT "):])
+        for n in devices:
+            cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker", "--variants",
+                   *args.variants, "--devices", str(n), "--batch", str(batch), "--steps", str(steps)]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
+            if out.returncode or not line:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+            for res in json.loads(line[0][len("RESULT "):]):
                 res["repeat"] = r
                 runs.append(res)
-                print(f"{variant:15s} devices={n} median {res['median_ms']:7.0f} ms "
-                      f"(min {res['min_ms']:.0f}; matmul {res['calibration_matmul_gflops_median']:.0f}"
-                      f" GFLOP/s; load {res['loadavg_1min']:.1f})", flush=True)
+                print(f"{res['variant']:15s} devices={n} median {res['median_ms']:7.0f} ms "
+                      f"(min {res['min_ms']:.0f}, cpu {res['cpu_median_ms']:.0f}; matmul "
+                      f"{res['calibration_matmul_gflops_median']:.0f} GFLOP/s; "
+                      f"load {res['loadavg_1min_median']:.1f})", flush=True)
     summary = {}
     for variant in args.variants:
         for n in devices:
             sel = [r for r in runs if r["variant"] == variant and r["devices"] == n]
             med = statistics.median(x for r in sel for x in r["times_ms"])
             gf = statistics.median(r["calibration_matmul_gflops_median"] for r in sel)
+            cpu = statistics.median(r["cpu_median_ms"] for r in sel)
             flops = sel[0]["xla_flops_per_step"]
             summary[f"{variant}/{n}dev"] = {
                 "median_ms": round(med, 1),
+                "process_cpu_median_ms": round(cpu, 1),
                 "fraction_of_100ms_limit": round(LIMIT_MS / med, 3),
                 "calibration_matmul_gflops": round(gf, 1),
                 # the time the step's FLOPs would take at the matmul rate measured alongside:
@@ -194,9 +206,10 @@ def main() -> None:
                    "steps_per_process": steps, "processes_per_config": repeats},
         "conditions": {
             "machine": platform.platform(), "cpu_count": os.cpu_count(),
-            "note": "CPU shared with other processes: the calibration matmul rate (2048^3) measured "
-                    "in the same process shows how much of the machine the benchmark had "
-                    "(~135 GFLOP/s when idle).",
+            "note": "CPU shared with other processes. The variants run interleaved in one process "
+                    "per device count, so a changing load affects them alike; the calibration "
+                    "matmul rate (2048^3, ~135 GFLOP/s when idle) measured between rounds shows "
+                    "how much of the machine the benchmark had.",
         },
         "targets_ms": {"reference_pytorch_median": 850, "straightforward_equinox_port": "1200-1450",
                        "target": 425, "limit_at_135_gflops": LIMIT_MS},

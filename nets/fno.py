@@ -99,11 +99,12 @@ def group_norm_last(norm: eqx.nn.GroupNorm, h: Array) -> Array:
 class FNO(eqx.Module):
     """A Fourier neural operator $(t, u) \\mapsto v$ for score-based diffusion in function space.
 
-    Coordinate channels (`nets.coordinate_features`, periodic by default) are appended to `u`; a pointwise lifting
-    maps to `width` channels; `depth` Fourier blocks (spectral convolution + pointwise linear + time
-    embedding, optional GroupNorm, GELU) follow; a pointwise two-layer projection (GELU) returns
-    `out_channels`. Every block keeps the same physical frequencies $|k_i| \\le m_i$, so the same
-    weights act on every grid on which the modes fit ($n_i \\ge 2 m_i + 1$).
+    Coordinate channels (`nets.coordinate_features`, periodic by default) are appended to `u`; a
+    pointwise lifting maps to `width` channels; `depth` Fourier blocks (spectral convolution +
+    pointwise linear + time embedding, optional GroupNorm, GELU) follow; a pointwise two-layer
+    projection (GELU) returns `out_channels`. Every block keeps the same physical frequencies
+    $|k_i| \\le m_i$, so the same weights act on every grid on which the modes fit
+    ($n_i \\ge 2 m_i + 1$).
 
     `model(t, u)` acts on one sample and composes with every JAX transformation. For training,
     `model.batched(t, u)` computes `jax.vmap(model)(t, u)` (equal to float32 round-off) 2-3x faster
@@ -202,8 +203,8 @@ class FNO(eqx.Module):
         """
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
-                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; vmap "
-                f"over batches), got {tuple(u.shape)}."
+                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
+                f"vmap over batches), got {tuple(u.shape)}."
             )
         grid = tuple(u.shape[1:])
         check_modes_fit(self.modes, grid, "input grid")
@@ -214,7 +215,9 @@ class FNO(eqx.Module):
             h = block(h, emb)
         return self.project2(jax.nn.gelu(self.project1(h)))
 
-    def batched(self, t: Float[Array, " b"] | RealScalarLike, u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
+    def batched(
+        self, t: Float[Array, " b"] | RealScalarLike, u: Float[Array, "b c *grid"]
+    ) -> Float[Array, "b o *grid"]:
         """The same network on a batch, computed spatial-major: equals `jax.vmap(self.single)`.
 
         **Arguments:**

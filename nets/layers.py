@@ -32,7 +32,8 @@ class Pointwise(eqx.Module):
                  key: PRNGKeyArray):
         if in_channels < 1 or out_channels < 1:
             raise ValueError(
-                f"`in_channels` and `out_channels` must be positive, got {in_channels}, {out_channels}."
+                f"`in_channels` and `out_channels` must be positive, got {in_channels}, "
+                f"{out_channels}."
             )
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         lim = 1.0 / math.sqrt(in_channels)
@@ -82,7 +83,8 @@ def sinusoidal_embedding(
 
 
 class TimeEmbedding(eqx.Module):
-    """Sinusoidal features of $t$ followed by a two-layer MLP (SiLU): $t \\mapsto e(t) \\in \\mathbb{R}^h$.
+    """Sinusoidal features of $t$, then a two-layer MLP (SiLU): $t \\mapsto e(t) \\in \\mathbb{R}^h$
+    (injected in every block of the networks).
 
     **Arguments:**
 
@@ -111,7 +113,9 @@ class TimeEmbedding(eqx.Module):
         """The embedding of one scalar time."""
         t = jnp.asarray(t)
         if t.ndim != 0:
-            raise ValueError(f"`t` must be a scalar (one sample; vmap over batches), got {t.shape}.")
+            raise ValueError(
+                f"`t` must be a scalar (one sample; vmap over batches), got shape {t.shape}."
+            )
         e = sinusoidal_embedding(t, self.features, self.scale)
         return self.linear2(jax.nn.silu(self.linear1(e)))
 

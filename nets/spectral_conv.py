@@ -43,16 +43,16 @@ def check_modes_fit(modes: Sequence[int], grid: Sequence[int], name: str = "grid
     grid = tuple(int(n) for n in grid)
     if len(grid) != len(modes):
         raise ValueError(
-            f"`{name}` {grid} has {len(grid)} spatial axes but the spectral convolution keeps modes "
-            f"{tuple(modes)} on {len(modes)} axes."
+            f"`{name}` {grid} has {len(grid)} spatial axes but the spectral convolution keeps "
+            f"modes {tuple(modes)} on {len(modes)} axes."
         )
     bad = [i for i, (m, n) in enumerate(zip(modes, grid)) if 2 * m + 1 > n]
     if bad:
         need = tuple(2 * m + 1 for m in modes)
         raise ValueError(
             f"modes {tuple(modes)} do not fit the {name} {grid}: keeping |k_i| <= m_i needs "
-            f"n_i >= 2 m_i + 1 = {need} on every axis (axes {bad} are too small; the Nyquist bin of "
-            "an even grid is never used). Use fewer modes or a finer grid."
+            f"n_i >= 2 m_i + 1 = {need} on every axis (axes {bad} are too small; the Nyquist bin "
+            "of an even grid is never used). Use fewer modes or a finer grid."
         )
 
 
@@ -80,7 +80,7 @@ def _analysis(n: int, m: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def _synthesis(n: int, m: int) -> np.ndarray:
-    """(2(2m+1), 2n): [Re, Im] of coefficients at $k = -m..m$ -> [Re, Im] of $\\sum_k c_k e^{ikx}$."""
+    """(2(2m+1), 2n): [Re, Im] of $c_k$, $k = -m..m$ -> [Re, Im] of $\\sum_k c_k e^{ikx}$."""
     theta = 2 * np.pi * np.outer(_frequencies(m, False), np.arange(n)) / n
     c, s = np.cos(theta), np.sin(theta)
     return np.block([[c, s], [-s, c]])
@@ -88,8 +88,8 @@ def _synthesis(n: int, m: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def _synthesis_last(n: int, m: int) -> np.ndarray:
-    """(2(m+1), n): [Re, Im] of $c_k$, $k = 0..m$ -> $\\sum_k w_k \\mathrm{Re}(c_k e^{ikx})$, $w_0 = 1$,
-    $w_k = 2$ otherwise (the Hermitian completion of `irfft`)."""
+    """(2(m+1), n): [Re, Im] of $c_k$, $k = 0..m$ -> $\\sum_k w_k \\mathrm{Re}(c_k e^{ikx})$,
+    $w_0 = 1$, $w_k = 2$ otherwise (the Hermitian completion of `irfft`)."""
     k = _frequencies(m, True)
     theta = 2 * np.pi * np.outer(k, np.arange(n)) / n
     w = np.where(k == 0, 1.0, 2.0)[:, None]
@@ -101,7 +101,8 @@ def _const(matrix: np.ndarray, dtype) -> Array:
 
 
 def _mixing_matrix(weight_real: Array, weight_imag: Array) -> Array:
-    """Per mode the real (2 in, 2 out) matrix of $x \\mapsto x W$ on $[\\mathrm{Re}\\,x, \\mathrm{Im}\\,x]$."""
+    """Per mode the real (2 in, 2 out) matrix of $x \\mapsto x W$ on $[\\mathrm{Re}\\, x,
+    \\mathrm{Im}\\, x]$."""
     top = jnp.concatenate([weight_real, weight_imag], axis=-1)
     bottom = jnp.concatenate([-weight_imag, weight_real], axis=-1)
     return jnp.concatenate([top, bottom], axis=-2)
@@ -136,7 +137,8 @@ def _dft_inverse(a: Array, modes: tuple, grid: tuple) -> Array:
         rest = list(range(ax + 2, a.ndim))
         a = a.transpose(*range(ax), *rest, ax, ax + 1)
         lead = a.shape[:-2]
-        a = a.reshape(*lead, 2 * (2 * modes[i] + 1)) @ _const(_synthesis(grid[i], modes[i]), a.dtype)
+        synthesis = _const(_synthesis(grid[i], modes[i]), a.dtype)
+        a = a.reshape(*lead, 2 * (2 * modes[i] + 1)) @ synthesis
         a = a.reshape(*lead, 2, grid[i])
         nr = len(rest)
         a = a.transpose(*range(ax), ax + nr + 1, ax + nr, *range(ax, ax + nr))
@@ -169,7 +171,8 @@ def _fft_inverse(a: Array, modes: tuple, grid: tuple) -> Array:
         c_hat = jnp.concatenate([pos, jnp.zeros(pad_shape, c_hat.dtype), neg], axis=ax)
     pad = [(0, 0)] * d + [(0, grid[-1] // 2 + 1 - (modes[-1] + 1))]
     c_hat = jnp.pad(c_hat, pad)
-    return jnp.fft.irfftn(c_hat, s=grid, axes=tuple(range(1, d + 1)), norm="forward").astype(a.dtype)
+    out = jnp.fft.irfftn(c_hat, s=grid, axes=tuple(range(1, d + 1)), norm="forward")
+    return out.astype(a.dtype)
 
 
 def _mix(a: Array, mixing: Array) -> Array:
@@ -233,7 +236,7 @@ def _batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
 
 
 def _sm_forward(h: Array, modes: tuple) -> Array:
-    """(n_d, ..., n_1, B, c) -> (M, B, 2c), modes ordered (k_d, ..., k_1), [Re over c, Im over c]."""
+    """(n_d, ..., n_1, B, c) -> (M, B, 2c): modes ordered (k_d, ..., k_1), [Re, Im] over c."""
     d = len(modes)
     grid_rev = h.shape[:d]
     b, c = h.shape[d:]
@@ -264,7 +267,7 @@ def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
 
 
 class SpectralConv(eqx.Module):
-    """Spectral convolution $v = \\mathcal{F}^{-1}(W \\cdot \\mathcal{F} u)$ on the low modes, output on any grid.
+    """Spectral convolution $v = \\mathcal{F}^{-1}(W \\cdot \\mathcal{F} u)$ on low modes, any grid.
 
     With $K = \\{k : |k_i| \\le m_i \\text{ for } i < d,\\ 0 \\le k_d \\le m_d\\}$ (half of the
     symmetric box, as `rfftn` stores it) and complex weights $W_k \\in \\mathbb{C}^{c_{in} \\times
@@ -295,7 +298,9 @@ class SpectralConv(eqx.Module):
 
     Weights are stored as real arrays `weight_real`, `weight_imag` of shape
     `(K_1, ..., K_d, in_channels, out_channels)` with $K_i = 2 m_i + 1$ (frequencies $-m_i..m_i$ in
-    order) for $i < d$ and $K_d = m_d + 1$ (frequencies $0..m_d$).
+    order) for $i < d$ and $K_d = m_d + 1$ (frequencies $0..m_d$). As in every `rfftn`-based FNO,
+    the imaginary weight of $k = 0$ never reaches the (real) output, and on the plane $k_d = 0$ the
+    weights of $k$ and $-k$ act through $W_k + \\overline{W_{-k}}$ only.
     """
 
     weight_real: Float[Array, "..."]
@@ -317,7 +322,8 @@ class SpectralConv(eqx.Module):
     ):
         if in_channels < 1 or out_channels < 1:
             raise ValueError(
-                f"`in_channels` and `out_channels` must be positive, got {in_channels}, {out_channels}."
+                f"`in_channels` and `out_channels` must be positive, got {in_channels}, "
+                f"{out_channels}."
             )
         if method not in ("auto", "dft", "fft"):
             raise ValueError(f"`method` must be 'auto', 'dft' or 'fft', got {method!r}.")
@@ -380,7 +386,8 @@ class SpectralConv(eqx.Module):
         **Arguments:**
 
         - `h`: a batch of shape `(n_d, ..., n_1, B, in_channels)` (grid axes reversed).
-        - `out_grid`: the output grid `(n'_1, ..., n'_d)` (natural order); defaults to the input grid.
+        - `out_grid`: the output grid `(n'_1, ..., n'_d)` (natural order); defaults to the input
+          grid.
 
         **Returns:**
 

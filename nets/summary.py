@@ -48,5 +48,6 @@ def summary(model: eqx.Module) -> str:
     1,234,567 parameters"`.
     """
     name = type(model).__name__
-    fields = ", ".join(f"{f}={getattr(model, f)}" for f in _FIELDS.get(name, ()) if hasattr(model, f))
+    names = [f for f in _FIELDS.get(name, ()) if hasattr(model, f)]
+    fields = ", ".join(f"{f}={getattr(model, f)}" for f in names)
     return f"{name}({fields}): {count_parameters(model):,} parameters"

@@ -39,7 +39,9 @@ class ResBlock(eqx.Module):
         self.conv2 = _conv(dim, c_out, c_out, 3, k3)
         self.skip = _conv(dim, c_in, c_out, 1, k4) if c_in != c_out else None
 
-    def __call__(self, h: Float[Array, "c *grid"], emb: Float[Array, " e"]) -> Float[Array, "o *grid"]:
+    def __call__(
+        self, h: Float[Array, "c *grid"], emb: Float[Array, " e"]
+    ) -> Float[Array, "o *grid"]:
         y = self.conv1(jax.nn.silu(self.norm1(h)))
         y = y + self.time(emb).reshape(-1, *([1] * (h.ndim - 1)))
         y = self.conv2(jax.nn.silu(self.norm2(y)))
@@ -130,7 +132,9 @@ class UNet(eqx.Module):
             raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
         multipliers = tuple(int(m) for m in multipliers)
         if not multipliers or min(multipliers) < 1:
-            raise ValueError(f"`multipliers` must be a non-empty list of positive ints, got {multipliers}.")
+            raise ValueError(
+                f"`multipliers` must be a non-empty list of positive ints, got {multipliers}."
+            )
         if int(blocks) < 1 or int(channels) < 1:
             raise ValueError(f"`blocks` and `channels` must be positive, got {blocks}, {channels}.")
         attention_levels = tuple(sorted(int(a) for a in attention_levels))
@@ -154,7 +158,8 @@ class UNet(eqx.Module):
         for level, mult in enumerate(multipliers):
             layers = []
             for _ in range(self.blocks):
-                layers.append(ResBlock(dim, c, self.channels * mult, time_dim, groups, key=next(keys)))
+                c_out = self.channels * mult
+                layers.append(ResBlock(dim, c, c_out, time_dim, groups, key=next(keys)))
                 c = self.channels * mult
                 if level in attention_levels:
                     layers.append(Attention(c, heads, groups, key=next(keys)))
@@ -174,7 +179,8 @@ class UNet(eqx.Module):
             layers = []
             for _ in range(self.blocks + 1):
                 c_out = self.channels * multipliers[level]
-                layers.append(ResBlock(dim, c + skips.pop(), c_out, time_dim, groups, key=next(keys)))
+                c_in = c + skips.pop()
+                layers.append(ResBlock(dim, c_in, c_out, time_dim, groups, key=next(keys)))
                 c = c_out
                 if level in attention_levels:
                     layers.append(Attention(c, heads, groups, key=next(keys)))
@@ -189,14 +195,14 @@ class UNet(eqx.Module):
         """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
-                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; vmap "
-                f"over batches), got {tuple(u.shape)}."
+                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
+                f"vmap over batches), got {tuple(u.shape)}."
             )
         factor = 2 ** (len(self.multipliers) - 1)
         if any(n % factor for n in u.shape[1:]):
             raise ValueError(
-                f"the UNet with {len(self.multipliers)} levels needs grid sizes divisible by {factor}, "
-                f"got grid {tuple(u.shape[1:])}."
+                f"the UNet with {len(self.multipliers)} levels needs grid sizes divisible by "
+                f"{factor}, got grid {tuple(u.shape[1:])}."
             )
         emb = self.embedding(t)
         if self.coordinates is not None:

@@ -16,13 +16,13 @@ from .layers import coordinate_channels, coordinate_features, Pointwise, TimeEmb
 from .spectral_conv import check_modes_fit, Method
 
 
-def level_grid(grid: Sequence[int], fraction: float) -> tuple[int, ...]:
+def level_grid(grid: Sequence[int], fraction: float | int) -> tuple[int, ...]:
     """The grid of a level: `max(1, round(fraction * n_i))` on every axis."""
     return tuple(max(1, int(round(fraction * n))) for n in grid)
 
 
 class UNO(eqx.Module):
-    """A U-shaped neural operator $(t, u) \\mapsto v$ with levels given as fractions of the input grid.
+    """A U-shaped neural operator $(t, u) \\mapsto v$, levels given as fractions of the input grid.
 
     With levels $f_0 = 1, f_1, \\ldots, f_{L-1} = 1$ (for example `(1, 1/2, 1/4, 1/2, 1)`) and
     channel multipliers $c_i$: the input with coordinate channels is lifted pointwise to
@@ -72,7 +72,7 @@ class UNO(eqx.Module):
         out_channels: int,
         *,
         width: int = 32,
-        levels: Sequence[float] = (1.0, 0.5, 0.25, 0.5, 1.0),
+        levels: Sequence[float | int] = (1.0, 0.5, 0.25, 0.5, 1.0),
         multipliers: Sequence[int] = (1, 2, 4, 2, 1),
         modes: int | Sequence[int] = 12,
         time_features: int = 32,
@@ -92,8 +92,8 @@ class UNO(eqx.Module):
         multipliers = tuple(int(c) for c in multipliers)
         if len(levels) < 2 or levels[0] != 1.0 or levels[-1] != 1.0 or min(levels) <= 0:
             raise ValueError(
-                f"`levels` must hold at least two positive grid fractions starting and ending at 1, "
-                f"got {levels}."
+                f"`levels` must hold at least two positive grid fractions starting and ending "
+                f"at 1, got {levels}."
             )
         if len(multipliers) != len(levels) or min(multipliers) < 1:
             raise ValueError(
@@ -149,8 +149,8 @@ class UNO(eqx.Module):
         """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
-                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; vmap "
-                f"over batches), got {tuple(u.shape)}."
+                f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
+                f"vmap over batches), got {tuple(u.shape)}."
             )
         grid = tuple(u.shape[1:])
         self.check_grid(grid)

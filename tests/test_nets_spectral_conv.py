@@ -13,16 +13,19 @@ import sdeflow
 
 
 def reference(conv, u, out_grid):
-    """$v_o(y) = \\sum_{k \\in K} w_k \\mathrm{Re}(\\sum_i \\hat u_{i,k} W_{k,io} e^{2\\pi i k y})$ in float64."""
+    """$v_o(y) = \\sum_{k \\in K} w_k \\mathrm{Re}(\\sum_i \\hat u_{i,k} W_{k,io} e^{2\\pi i k y})$,
+    float64."""
     u = np.asarray(u, np.float64)
     c, *grid = u.shape
     d = len(grid)
-    weight = np.asarray(conv.weight_real, np.float64) + 1j * np.asarray(conv.weight_imag, np.float64)
+    weight = np.asarray(conv.weight_real, np.float64)
+    weight = weight + 1j * np.asarray(conv.weight_imag, np.float64)
     x = np.meshgrid(*[np.arange(n) / n for n in grid], indexing="ij")
     y = np.meshgrid(*[np.arange(n) / n for n in out_grid], indexing="ij")
     ranges = [range(-m, m + 1) for m in conv.modes[:-1]] + [range(conv.modes[-1] + 1)]
     out = np.zeros((conv.out_channels, *out_grid))
-    for index, k in zip(itertools.product(*[range(len(r)) for r in ranges]), itertools.product(*ranges)):
+    indices = itertools.product(*[range(len(r)) for r in ranges])
+    for index, k in zip(indices, itertools.product(*ranges)):
         phase_in = sum(ki * xi for ki, xi in zip(k, x))
         u_hat = (u * np.exp(-2j * np.pi * phase_in)).reshape(c, -1).mean(axis=1)
         v_hat = u_hat @ weight[index]
