@@ -12,6 +12,7 @@ Variants (all in one process per device count, timed interleaved):
 - `vmap-fft`: `sdeflow.losses.dsm_loss` (which `vmap`s the per-sample model) with the spectral
   convolution through `rfftn`/`irfftn` (the straightforward port);
 - `vmap-dft`: the same with truncated DFTs as matmuls (`method="dft"`);
+- `vmap-dft-nonorm`: the same without GroupNorm;
 - `batched`: the same loss computed with `model.batched` (spatial-major layout, canonical
   matmuls), GroupNorm in every block;
 - `batched-nonorm`: the same without GroupNorm.
@@ -32,7 +33,7 @@ import time
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VARIANTS = ("vmap-fft", "vmap-dft", "batched", "batched-nonorm")
+VARIANTS = ("vmap-fft", "vmap-dft", "vmap-dft-nonorm", "batched", "batched-nonorm")
 LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here), as issue 5 states
 
 
@@ -164,8 +165,9 @@ def main() -> None:
     runs = []
     for r in range(repeats):
         for n in devices:
-            cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker", "--variants",
-                   *args.variants, "--devices", str(n), "--batch", str(batch), "--steps", str(steps)]
+            cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker",
+                   "--variants", *args.variants, "--devices", str(n), "--batch", str(batch),
+                   "--steps", str(steps)]
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
             if out.returncode or not line:
