@@ -9,11 +9,11 @@ other processes may share the CPU.
 
 Variants (all in one process per device count, timed interleaved):
 
-- `vmap-fft`: `sdeflow.losses.dsm_loss` (which `vmap`s the per-sample model) with the spectral
-  convolution through `rfftn`/`irfftn` (the straightforward port);
+- `vmap-fft`: `sdeflow.losses.dsm_loss` on the per-sample model (`vmap`; the `batched` method
+  hidden), spectral convolutions through `rfftn`/`irfftn` (the straightforward port);
 - `vmap-dft`: the same with truncated DFTs as matmuls (`method="dft"`);
 - `vmap-dft-nonorm`: the same without GroupNorm;
-- `batched`: the same loss computed with `model.batched` (spatial-major layout, canonical
+- `batched`: `dsm_loss` as it is, which calls `model.batched` (spatial-major layout, canonical
   matmuls), GroupNorm in every block;
 - `batched-nonorm`: the same without GroupNorm.
 
@@ -54,7 +54,6 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
     import nets
     import sdeflow
     from sdeflow.losses import dsm_loss
-    from sdeflow.losses.time_sampling import sample_times
 
     sde = sdeflow.sde.VPSDE(sdeflow.priors.Matern(dim=2, s=2.0))
     optimiser = optax.adam(1e-4)
@@ -64,17 +63,19 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
     x0 = sdeflow.priors.Matern(dim=2, s=1.5).sample(jr.key(1), (1, grid, grid))
     x0 = jax.device_put(jnp.broadcast_to(x0, (batch, 1, grid, grid)) * 0.5, data_sharding)
 
-    def batched_loss(model, x0, key):
-        # dsm_loss with parameterisation="epsilon", weighting="simple", norm="l2", evaluated
-        # with the batched network instead of vmap.
-        t_key, noise_key = jr.split(key)
-        t = sample_times(t_key, x0.shape[0], sde.t0, sde.t1, "stratified")
-        x_t, eps = jax.vmap(sde.perturb)(jr.split(noise_key, x0.shape[0]), t, x0)
-        err = model.batched(t, x_t) - eps
-        return jnp.mean(jnp.sum(jnp.mean(err**2, axis=(2, 3)), axis=1))
+    class PerSample(eqx.Module):
+        """The network without its `batched` method, so that `dsm_loss` falls back to vmap."""
+
+        net: eqx.Module
+
+        def __call__(self, t, x):
+            return self.net(t, x)
+
+    def batched_loss(model, x0, key):  # dsm_loss calls model.batched when it exists
+        return dsm_loss(model, sde, x0, key)
 
     def vmap_loss(model, x0, key):
-        return dsm_loss(model, sde, x0, key)
+        return dsm_loss(PerSample(model), sde, x0, key)
 
     def make(variant):
         norm = None if variant.endswith("nonorm") else "group"
