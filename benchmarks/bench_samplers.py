@@ -91,6 +91,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--denoise", choices=("yes", "no"), default="yes", help="Tweedie step at t0")
     parser.add_argument("--spacing", choices=("uniform", "log_snr"), default="uniform", help="fixed-step grid")
     parser.add_argument("--only", default=None, help="comma-separated sampler names to run (default: all)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="skip fixed-step configurations with more steps (bounds the CPU time)")
     parser.add_argument("--output", default="benchmarks/results/bench_samplers.json", help="the JSON file")
     args = parser.parse_args(argv)
 
@@ -126,6 +128,8 @@ def main(argv=None) -> dict:
     for spec in CONFIGS:
         if only is not None and spec["name"] not in only:
             continue
+        if args.max_steps is not None and (spec.get("steps") or 0) > args.max_steps:
+            continue
         spec = dict(spec, denoise=args.denoise == "yes", spacing=args.spacing)
         seeds = range(args.repeats) if (spec["name"] == "euler_maruyama" and spec["steps"] == 200) else [0]
         for seed in seeds:
@@ -158,6 +162,7 @@ def main(argv=None) -> dict:
         "grid": args.grid,
         "num_samples": args.num_samples,
         "num_reference": int(len(reference)),
+        "max_steps": args.max_steps,
         "riesz_mmd_real": float(metrics.riesz_mmd(jnp.asarray(other), reference_j)),
         "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(other), reference_j)),
         "device": str(jax.devices()[0]),

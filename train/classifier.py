@@ -215,9 +215,9 @@ def default_folder(data_cfg) -> pathlib.Path:
 
 
 def _main(cfg) -> None:
-    logging.basicConfig(level=logging.INFO)
-    for name in ("absl", "jax"):  # orbax reports every file it reads at INFO
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from .progress import configure_logging
+
+    configure_logging()
     folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else default_folder(cfg.data)
     train_and_save(cfg.data, folder, steps=int(cfg.classifier.steps), seed=int(cfg.classifier.seed))
 

@@ -212,9 +212,9 @@ def main(cfg: DictConfig) -> pathlib.Path:
 
 
 def _main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("absl", "jax"):  # orbax reports every file it reads at INFO
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from .progress import configure_logging
+
+    configure_logging()
     main(cfg)
 
 

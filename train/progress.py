@@ -4,6 +4,7 @@
 """
 
 import json
+import logging
 import math
 import pathlib
 import time
@@ -18,6 +19,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+def configure_logging(basic: bool = True) -> None:
+    """INFO logging for a program's own messages; absl and jax only from WARNING up (orbax reports every
+    file it reads or writes at INFO, jax its backends). `basic=False` leaves the handlers to hydra."""
+    if basic:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("absl", "jax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class MetricsLog:

@@ -32,7 +32,7 @@ from . import build, devices as devices_lib
 from .checkpoint import Checkpointer
 from .config import level_at, total_steps, validate
 from .data import batches, load_mnist, make_dataset
-from .progress import MetricsLog, ProgressBar, plot_loss, save_grid
+from .progress import configure_logging, MetricsLog, ProgressBar, plot_loss, save_grid
 from .step import TrainState, init_state, make_mesh, make_optimiser, make_train_step, shard_batch
 
 
@@ -273,8 +273,7 @@ def _main(cfg: DictConfig) -> None:
     import absl.flags
 
     absl.flags.FLAGS.mark_as_parsed()
-    for name in ("absl", "jax"):  # orbax reports every file it writes at INFO, jax its backends
-        logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging(basic=False)  # hydra configures the handlers
     validate(cfg)  # before JAX starts: a wrong field fails at once
     devices_lib.request_cpu_devices()
     run(cfg)

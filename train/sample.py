@@ -208,9 +208,9 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
 
 
 def _main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("absl", "jax"):  # orbax reports every file it reads at INFO
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from .progress import configure_logging
+
+    configure_logging()
     main(cfg)
 
 

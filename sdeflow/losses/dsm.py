@@ -44,7 +44,7 @@ def apply_batched(
 def perturb_batch(
     sde: AbstractSDE, key: PRNGKeyArray, t: Float[Array, " batch"], x0: Float[Array, "batch c *grid"]
 ) -> tuple[Array, Array, Array, Array, Array]:
-    """Noisy inputs of a batch: `(x_t, eps, m, s, b)` with $x_t = m x_0 + b + s \epsilon$ per sample
+    """Noisy inputs of a batch: `(x_t, eps, m, s, b)` with $x_t = m x_0 + b + s \\epsilon$ per sample
     ($m$, $s$ broadcastable against the fields)."""
     x_t, eps = jax.vmap(sde.perturb)(jr.split(key, x0.shape[0]), t, x0)
     m, s = jax.vmap(sde.marginal)(t)
