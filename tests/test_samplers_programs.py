@@ -40,6 +40,12 @@ def test_make_sampler_from_config_fields():
         make_sampler({"name": "langevin", "steps": 10})
     with pytest.raises(ValueError, match="sampler.steps"):
         make_sampler({"name": "ddim", "steps": None})
+    log = make_sampler({"name": "ode", "steps": None, "variables": "log_sigma"})
+    assert log.variables == "log_sigma"
+    assert (sampler_tag({"name": "ode", "steps": None, "rtol": 0.06, "variables": "sigma", "t_end": 0.01})
+            == "ode_tsit5_adaptive_tol0.06_sigma_tend0.01")
+    with pytest.raises(ValueError, match="sampler.variables"):
+        make_sampler({"name": "ode", "steps": None, "variables": "x"})
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +101,5 @@ def test_draw_pads_the_last_batch():
     x, n = draw(lambda t, u: jnp.zeros_like(u), sde, "epsilon", samplers.DDIM(3), __import__("jax").random.key(0),
                 12, 5, 2)
     assert x.shape == (5, 1, 12, 12) and np.all(n == 3)
+    with pytest.raises(ValueError, match="sampler.t_end"):
+        draw(lambda t, u: u, sde, "epsilon", samplers.DDIM(3), __import__("jax").random.key(0), 12, 5, 2, t_end=2.0)

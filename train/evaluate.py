@@ -136,7 +136,8 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     sampler = make_sampler(cfg.sampler)
     parameterisation = run_cfg.loss.parameterisation
     samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(cfg.seed), grid,
-                                int(cfg.num_samples), min(int(cfg.batch_size), int(cfg.num_samples)))
+                                int(cfg.num_samples), min(int(cfg.batch_size), int(cfg.num_samples)),
+                                t_end=cfg.sampler.get("t_end"))
     sampling_seconds = time.perf_counter() - started
     reference, _, other, _ = reference_fields(run_cfg, grid)
     classifier, info = classifier_for(run_cfg, cfg)

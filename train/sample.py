@@ -38,7 +38,10 @@ def make_sampler(spec: Any):
     - `name`: `euler_maruyama` (reverse SDE, Euler–Maruyama), `shark` (reverse SDE, ShARK; adaptive
       when `steps` is null), `ode` (probability flow with `solver` tsit5 | heun | euler; adaptive
       Tsit5 when `steps` is null), `ddim`, `pc` (predictor–corrector);
-    - `steps`, `rtol`, `atol`, `spacing` (`uniform` | `log_snr`), `corrector_steps`, `snr`, `denoise`.
+    - `steps`, `rtol`, `atol`, `spacing` (`uniform` | `log_snr`), `corrector_steps`, `snr`, `denoise`;
+    - `variables` (`ode` only): `t` (x against t) | `sigma` | `log_sigma` ((x - b)/m against the
+      noise level s/m or its log);
+    - `t_end` is not the sampler's but `draw`'s (the time the solve stops at).
 
     Raises `ValueError` naming the field for a wrong value.
     """
@@ -75,9 +78,12 @@ def make_sampler(spec: Any):
     solver = s.get("solver", "tsit5")
     if solver not in solvers:
         raise ValueError(f"sampler.solver must be one of {', '.join(solvers)}, got {solver!r}.")
+    variables = s.get("variables", "t")
+    if variables not in ("t", "sigma", "log_sigma"):
+        raise ValueError(f"sampler.variables must be t, sigma or log_sigma, got {variables!r}.")
     return samplers.ProbabilityFlow(
         solvers[solver](), steps, rtol=float(s.get("rtol", 1e-3)), atol=float(s.get("atol", 1e-3)),
-        spacing=spacing, **common,
+        spacing=spacing, variables=variables, **common,
     )
 
 
@@ -92,6 +98,10 @@ def sampler_tag(spec: Any) -> str:
         parts.append(f"tol{float(s.get('rtol', 1e-3)):g}")
     if s.get("spacing", "uniform") != "uniform":
         parts.append(s["spacing"])
+    if s["name"] == "ode" and s.get("variables", "t") != "t":
+        parts.append(s["variables"])
+    if s.get("t_end") is not None:
+        parts.append(f"tend{float(s['t_end']):g}")
     return "_".join(parts)
 
 
@@ -132,8 +142,10 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None):
 
 
 def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int, batch_size: int,
-         consistent_noise: bool = False):
-    """`count` samples on the `grid` x `grid` grid, `batch_size` at a time (vmapped and jitted).
+         consistent_noise: bool = False, t_end: float | None = None):
+    """`count` samples on the `grid` x `grid` grid, `batch_size` at a time (vmapped and jitted),
+    integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's `denoise` step
+    then acts at `t_end`).
 
     **Returns:**
 
@@ -142,14 +154,16 @@ def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int,
     from sdeflow import samplers
 
     score = samplers.PreconditionedScore(model, sde, parameterisation)
+    if t_end is not None and not (isinstance(t_end, (int, float)) and 0 < t_end < sde.t1):
+        raise ValueError(f"sampler.t_end must be null or a number in (0, {sde.t1}), got {t_end!r}.")
 
     @eqx.filter_jit
     def run(score, keys):
         def one(k):
             if consistent_noise:
                 x1 = sde.terminal_sample(jr.fold_in(k, 1), (1, grid, grid))
-                return sampler.sample(score, k, x_start=x1)
-            return sampler.sample(score, k, (1, grid, grid))
+                return sampler.sample(score, k, x_start=x1, t_end=t_end)
+            return sampler.sample(score, k, (1, grid, grid), t_end=t_end)
 
         result = jax.vmap(one)(keys)
         return result.samples, result.num_evaluations
@@ -190,6 +204,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
         samples, evaluations = draw(
             model, sde, run_cfg.loss.parameterisation, sampler, jr.key(cfg.seed), n, cfg.num_samples,
             min(cfg.batch_size, cfg.num_samples), bool(cfg.sampler.get("resolution_consistent_noise", False)),
+            cfg.sampler.get("t_end"),
         )
         seconds = time.perf_counter() - started
         npz = out / f"grid{n}.npz"

@@ -19,3 +19,8 @@ from .predictor_corrector import (
 from .probability_flow import ProbabilityFlow as ProbabilityFlow, probability_flow as probability_flow
 from .reverse_sde import EulerMaruyama as EulerMaruyama, ReverseSDE as ReverseSDE, reverse_drift as reverse_drift
 from .score import PreconditionedScore as PreconditionedScore
+from .variables import (
+    AbstractVariables as AbstractVariables,
+    NoiseLevel as NoiseLevel,
+    ReversedTime as ReversedTime,
+)

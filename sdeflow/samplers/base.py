@@ -15,6 +15,7 @@ from ..grid import field_grid
 from ..sde import AbstractSDE
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
+from .variables import AbstractVariables, ReversedTime
 
 
 class SampleResult(eqx.Module):
@@ -39,14 +40,16 @@ class SampleResult(eqx.Module):
 
 
 class Stepping(eqx.Module):
-    """How a sampler steps through time: the diffrax step-size controller, `dt0`, `max_steps`, and
-    the adjoint (`diffrax.ForwardMode()` with `UnsafeBrownianPath`, which reverse mode rejects)."""
+    """How a sampler steps through time: the diffrax step-size controller, `dt0`, `max_steps`, the
+    adjoint (`diffrax.ForwardMode()` with `UnsafeBrownianPath`, which reverse mode rejects), and the
+    variables diffrax integrates in (`controller`, `dt0` and the terms are in those variables)."""
 
     controller: diffrax.AbstractStepSizeController
     dt0: Float[Array, ""] | None
     max_steps: int = eqx.field(static=True)
     fixed: bool = eqx.field(static=True)
     adjoint: diffrax.AbstractAdjoint = diffrax.RecursiveCheckpointAdjoint()
+    variables: AbstractVariables = ReversedTime()
 
 
 SPACINGS = ("uniform", "log_snr")
@@ -100,11 +103,18 @@ def time_grid(
 
 
 def fixed_stepping(
-    score: PreconditionedScore, num_steps: int, tau_start: Array, tau_end: Array, spacing: str
+    score: PreconditionedScore,
+    num_steps: int,
+    tau_start: Array,
+    tau_end: Array,
+    spacing: str,
+    variables: AbstractVariables = ReversedTime(),
 ) -> Stepping:
-    """`num_steps` steps from `tau_start` to `tau_end` on `time_grid` (`diffrax.StepTo`)."""
-    ts = -time_grid(score.sde, num_steps, -tau_start, -tau_end, spacing)
-    return Stepping(diffrax.StepTo(ts), None, int(num_steps), True)
+    """`num_steps` steps from `tau_start` to `tau_end` on `time_grid` (`diffrax.StepTo`), the
+    times mapped to the solver time of `variables`."""
+    ts = time_grid(score.sde, num_steps, -tau_start, -tau_end, spacing)
+    ts = jax.vmap(variables.time)(ts)
+    return Stepping(diffrax.StepTo(ts), None, int(num_steps), True, variables=variables)
 
 
 def check_num_steps(num_steps: int | None, name: str = "num_steps", *, optional: bool = False):
@@ -204,10 +214,16 @@ class AbstractSampler(eqx.Module):
             x = jnp.asarray(x_start, jnp.float32)
         tau_start, tau_end = -t_start, -t_end
         terms, solver, stepping = self.build(score, key_path, x, tau_start, tau_end)
+        variables = stepping.variables
         if observation is not None:
             if not stepping.fixed:
                 raise ValueError(
                     "conditional sampling by replacement needs a fixed-step sampler (`num_steps`)."
+                )
+            if not isinstance(variables, ReversedTime):
+                raise ValueError(
+                    "conditional sampling by replacement needs the variables (t, x) "
+                    f"(`variables='t'`), not {type(variables).__name__}."
                 )
             observation.check(x)
             if getattr(solver, "scan_kind", "") is None:
@@ -216,7 +232,7 @@ class AbstractSampler(eqx.Module):
             solver = ReplacementSolver(solver, observation, sde, key_obs)
             x = observation.insert_noisy(sde, key_first, t_start, x)
         if save_ts is not None:
-            saveat = diffrax.SaveAt(ts=-jnp.asarray(save_ts, jnp.float32), t1=True)
+            saveat = diffrax.SaveAt(ts=jax.vmap(variables.time)(jnp.asarray(save_ts, jnp.float32)), t1=True)
         elif chain:
             saveat = diffrax.SaveAt(steps=True)
         else:
@@ -224,10 +240,10 @@ class AbstractSampler(eqx.Module):
         solution = diffrax.diffeqsolve(
             terms,
             solver,
-            tau_start,
-            tau_end,
+            variables.time(t_start),
+            variables.time(t_end),
             stepping.dt0,
-            x,
+            variables.to_state(t_start, x),
             saveat=saveat,
             stepsize_controller=stepping.controller,
             max_steps=stepping.max_steps,
@@ -236,14 +252,21 @@ class AbstractSampler(eqx.Module):
         num_steps = jnp.asarray(solution.stats["num_steps"], jnp.int32)
         evaluations = self.evaluations(solver, num_steps)
         if save_ts is not None:
-            out, ts, states = solution.ys[-1], -solution.ts[:-1], solution.ys[:-1]
+            out, ts, states = solution.ys[-1], jnp.asarray(save_ts, jnp.float32), solution.ys[:-1]
         elif chain:
             # With steps=True, unused slots are inf; the last finite entry is the final state.
             accepted = jnp.asarray(solution.stats["num_accepted_steps"], jnp.int32)
             out = solution.ys[-1] if stepping.fixed else solution.ys[jnp.maximum(accepted - 1, 0)]
-            ts, states = -solution.ts, solution.ys
+            finite = jnp.isfinite(solution.ts)
+            ts = jnp.where(finite, jax.vmap(variables.inverse_time)(jnp.where(finite, solution.ts, -1.0)),
+                           -solution.ts)
+            states = solution.ys
         else:
             out, ts, states = solution.ys[-1], None, None
+        out = variables.from_state(t_end, out)
+        if states is not None and not isinstance(variables, ReversedTime):
+            back = jax.vmap(variables.from_state)(ts, states)
+            states = jnp.where(jnp.isfinite(states), back, states)
         if self.denoise:
             out = score.denoise(t_end, out)
             evaluations = evaluations + 1
