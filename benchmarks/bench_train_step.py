@@ -15,7 +15,9 @@ Variants (all in one process per device count, timed interleaved):
 - `vmap-dft-nonorm`: the same without GroupNorm;
 - `batched`: `dsm_loss` as it is, which calls `model.batched` (spatial-major layout, canonical
   matmuls), GroupNorm in every block;
-- `batched-nonorm`: the same without GroupNorm.
+- `batched-nonorm`: the same without GroupNorm;
+- `shardmap`, `shardmap-nonorm`: `batched` with the network under `jax.shard_map` over the
+  devices (`train.step.DataParallel`, what the training program runs), with and without GroupNorm.
 
 Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run); JSON goes to
 `benchmarks/results/train_step.json`.
@@ -33,7 +35,8 @@ import time
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VARIANTS = ("vmap-fft", "vmap-dft", "vmap-dft-nonorm", "batched", "batched-nonorm")
+VARIANTS = ("vmap-fft", "vmap-dft", "vmap-dft-nonorm", "batched", "batched-nonorm", "shardmap",
+            "shardmap-nonorm")
 LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here), as issue 5 states
 
 
@@ -54,6 +57,7 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
     import nets
     import sdeflow
     from sdeflow.losses import dsm_loss
+    from train.step import DataParallel
 
     sde = sdeflow.sde.VPSDE(sdeflow.priors.Matern(dim=2, s=2.0))
     optimiser = optax.adam(1e-4)
@@ -77,12 +81,15 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
     def vmap_loss(model, x0, key):
         return dsm_loss(PerSample(model), sde, x0, key)
 
+    def shardmap_loss(model, x0, key):
+        return dsm_loss(DataParallel(model, mesh), sde, x0, key)
+
     def make(variant):
         norm = None if variant.endswith("nonorm") else "group"
         method = "fft" if variant == "vmap-fft" else "dft"
         model = nets.FNO(1, 1, width=32, modes=14, depth=4, norm=norm, method=method, dim=2,
                          key=jr.key(0))
-        loss_fn = batched_loss if variant.startswith("batched") else vmap_loss
+        loss_fn = {"batched": batched_loss, "vmap": vmap_loss, "shardmap": shardmap_loss}[variant.split("-")[0]]
 
         def step(model, opt_state, x0, key):
             loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x0, key)

@@ -4,6 +4,11 @@ The batch is sharded along `data`; the model, its EMA and the optimiser state ar
 state and the batch are donated, so XLA updates the weights in place. The same code runs on one
 device and on many: the loss is a mean over the batch, which XLA computes with an all-reduce when
 the batch is sharded, and the random numbers of `jax.random` do not depend on the sharding.
+
+The network itself runs under `jax.shard_map` (`DataParallel`): each device evaluates it on its
+own part of the batch, and the gradient's sum over devices is the transpose of the replicated
+weights. Left to XLA's partitioner, the networks' spatial-major layout `(n_d, ..., n_1, B, c)`,
+whose reshapes merge the sharded batch axis with others, made two devices slower than one.
 """
 
 from collections.abc import Callable, Sequence
@@ -83,6 +88,38 @@ def make_optimiser(
     )
     adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
     return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+class DataParallel(eqx.Module):
+    """A network whose batched evaluation runs under `jax.shard_map` over the `data` axis of a mesh.
+
+    `batched(t, x)` splits `t` and `x` along their first axis over the devices, evaluates the
+    wrapped network's own `batched` on each part with the weights replicated, and returns the
+    outputs sharded the same way; `__call__` (one sample) is the wrapped network's. Differentiable:
+    the weights' gradient is summed over devices by `shard_map`'s transpose.
+
+    **Arguments:**
+
+    - `model`: a network with a `batched(t, x)` method (every network of `nets`).
+    - `mesh`: a mesh with a `data` axis; the batch must be a multiple of its size.
+    """
+
+    model: PyTree
+    mesh: Mesh = eqx.field(static=True)
+
+    def __call__(self, t: Any, x: Array) -> Array:
+        return self.model(t, x)
+
+    def batched(self, t: Float[Array, " batch"], x: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
+        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
+        params, static = eqx.partition(self.model, eqx.is_array)
+
+        def local(params, t, x):
+            return eqx.combine(params, static).batched(t, x)
+
+        spec = PartitionSpec("data")
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(PartitionSpec(), spec, spec),
+                             out_specs=spec)(params, t, x)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -168,7 +205,13 @@ def make_train_step(
         state = eqx.filter_shard(state, replicated)
         batch = eqx.filter_shard(batch, batch_sharding)
         key, step_key = jr.split(state.key)
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(state.model, batch, step_key)
+
+        def loss_of(model):
+            if mesh.size > 1 and callable(getattr(model, "batched", None)):
+                model = DataParallel(model, mesh)
+            return loss_fn(model, batch, step_key)
+
+        loss, grads = eqx.filter_value_and_grad(loss_of)(state.model)
         params = eqx.filter(state.model, eqx.is_inexact_array)
         updates, opt_state = optimiser.update(grads, state.opt_state, params)
         model = eqx.apply_updates(state.model, updates)
