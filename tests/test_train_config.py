@@ -60,6 +60,8 @@ def test_curriculum_bookkeeping():
         ("train.batch_size=0", "train.batch_size must be a positive int, got 0"),
         ("train.sample_grids=[32,-1]", "train.sample_grids must be a list of positive ints"),
         ("sampler.steps=null", "sampler.steps must be a positive int, got None"),
+        ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1), got 2.0"),
+        ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1), got 0"),
         ("train.progress_bar=2", "train.progress_bar must be true or false, got 2"),
     ],
 )
@@ -104,3 +106,10 @@ def test_command_line_fails_before_compiling():
     )
     assert result.returncode != 0
     assert "train.levels[1].grid must be a positive int, got -3" in result.stderr
+
+
+def test_ode_sampler_fields_are_validated():
+    cfg = compose("+exp=smoke", "sampler=ode", "sampler.variables=log_sigma", "sampler.t_end=0.01")
+    validate(cfg)
+    with pytest.raises(ConfigError, match=re.escape("sampler.variables must be one of t, sigma, log_sigma, got 'x'")):
+        validate(compose("+exp=smoke", "sampler=ode", "sampler.variables=x"))

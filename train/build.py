@@ -119,7 +119,7 @@ def build_sampler(cfg: DictConfig):
     solver = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}[s.solver]()
     return _wrapped(
         "sampler", samplers.ProbabilityFlow, solver=solver, num_steps=s.steps, rtol=s.rtol, atol=s.atol,
-        denoise=s.denoise,
+        denoise=s.denoise, variables=s.get("variables", "t"),
     )
 
 

@@ -246,6 +246,8 @@ def _validate_optim(cfg, total_steps: int):
 def _validate_sampler(cfg):
     name = _choice(cfg, "sampler.name", SAMPLERS)
     _bool(cfg, "sampler.denoise")
+    if cfg.sampler.get("t_end") is not None:
+        _number(cfg, "sampler.t_end", lambda v: 0 < v < _get(cfg, "sde.t1"), "null or a number in (0, sde.t1)")
     if name == "euler_maruyama":
         _int(cfg, "sampler.steps", 1)
         return
@@ -259,6 +261,8 @@ def _validate_sampler(cfg):
         _number(cfg, "sampler.atol", lambda v: v > 0, "a number > 0")
     else:
         _int(cfg, "sampler.steps", 1, what="a positive int or null")
+    if "variables" in cfg.sampler:
+        _choice(cfg, "sampler.variables", ("t", "sigma", "log_sigma"))
 
 
 def total_steps(cfg: DictConfig) -> int:

@@ -90,6 +90,7 @@ def write_samples(
     from sdeflow import samplers
 
     sampler = build.build_sampler(cfg)
+    t_end = cfg.sampler.get("t_end")  # None: the SDE's t0
     model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
     score = samplers.PreconditionedScore(model, sde, cfg.loss.parameterisation)
     keys = jr.split(key, cfg.train.num_samples)
@@ -99,7 +100,7 @@ def write_samples(
 
         @eqx.filter_jit
         def draw(score, keys, n=n):
-            result = jax.vmap(lambda k: sampler.sample(score, k, (1, n, n)))(keys)
+            result = jax.vmap(lambda k: sampler.sample(score, k, (1, n, n), t_end=t_end))(keys)
             return result.samples, result.num_evaluations
 
         samples, evaluations = draw(score, keys)
