@@ -90,10 +90,10 @@ def test_noise_level_variables():
     def solve(sampler, t_end=None):
         return compiled(lambda x: sampler.sample(score, jr.key(1), x_start=x, t_end=t_end).samples, x1)(x1)
 
-    for steps in (10, 40):
+    for steps in (10,):
         euler = solve(samplers.ProbabilityFlow(diffrax.Euler(), steps, spacing="log_snr", variables="sigma"))
         ddim = solve(samplers.DDIM(steps, spacing="log_snr"))
-        assert float(jnp.max(jnp.abs(euler - ddim))) < 2e-5  # measured 1.8e-6 and 8e-7 (|x| ~ 1.6)
+        assert float(jnp.max(jnp.abs(euler - ddim))) < 2e-5  # measured 1.8e-6 (|x| ~ 1.6)
         # In log sigma, Euler is a different first-order method: not DDIM.
         log_euler = solve(samplers.ProbabilityFlow(diffrax.Euler(), steps, spacing="log_snr", variables="log_sigma"))
         assert float(jnp.max(jnp.abs(log_euler - ddim))) > 1e-2

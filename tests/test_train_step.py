@@ -141,7 +141,7 @@ def test_data_parallel_network_equals_one_device():
     sde = sdeflow.sde.VPSDE(sdeflow.priors.Matern(dim=2, s=2.0))
     # No GroupNorm: with one channel per group the biases before it get zero gradient, which Adam
     # turns into round-off-sized noise of size lr, different on every device count.
-    net = nets.FNO(1, 1, width=8, modes=3, depth=2, projection=16, norm=None, key=jr.key(0))
+    net = nets.FNO(1, 1, width=8, modes=3, depth=1, projection=8, norm=None, key=jr.key(0))
     x = np.asarray(jax.vmap(lambda k: sdeflow.priors.Matern(dim=2, s=1.5).sample(k, (1, 8, 8)))(jr.split(jr.key(1), 8)))
     mesh = make_mesh(jax.devices()[:4])
     t = jnp.linspace(0.1, 0.9, 8)
