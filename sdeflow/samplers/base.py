@@ -15,7 +15,7 @@ from ..grid import field_grid
 from ..sde import AbstractSDE
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
-from .variables import AbstractVariables, ReversedTime
+from .variables import AbstractVariables, inverse_gamma, ReversedTime
 
 
 class SampleResult(eqx.Module):
@@ -88,17 +88,7 @@ def time_grid(
     else:
         g_start, g_end = sde.gamma(t_start), sde.gamma(t_end)
         targets = g_start + (g_end - g_start) * u
-
-        def bisect(_, bounds):
-            lo, hi = bounds
-            mid = (lo + hi) / 2
-            below = jax.vmap(sde.gamma)(mid) < targets
-            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-
-        lo = jnp.full_like(u, t_end)
-        hi = jnp.full_like(u, t_start)
-        lo, hi = jax.lax.fori_loop(0, 40, bisect, (lo, hi))
-        ts = (lo + hi) / 2
+        ts = jax.vmap(lambda g: inverse_gamma(sde, g, t_end, t_start))(targets)
     return ts.at[0].set(t_start).at[-1].set(t_end)
 
 

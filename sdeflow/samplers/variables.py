@@ -18,6 +18,23 @@ from .._custom_types import Field, RealScalarLike
 from ..sde import AbstractSDE
 
 
+def inverse_gamma(
+    sde: AbstractSDE, target: RealScalarLike, t_lo: RealScalarLike, t_hi: RealScalarLike
+) -> Float[Array, ""]:
+    """The time $t \\in$ `[t_lo, t_hi]` with $\\gamma(t) = \\log(s^2/m^2)$ equal to `target`, by 40
+    halvings of the interval ($\\gamma$ is increasing; 40 is below float32 resolution)."""
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) / 2
+        below = sde.gamma(mid) < target
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+    bounds = (jnp.asarray(t_lo, jnp.float32), jnp.asarray(t_hi, jnp.float32))
+    lo, hi = jax.lax.fori_loop(0, 40, halve, bounds)
+    return (lo + hi) / 2
+
+
 class AbstractVariables(eqx.Module):
     """A change of variables $(t, x) \\mapsto (u, y)$ with $u$ decreasing in $t$."""
 
@@ -59,7 +76,7 @@ class NoiseLevel(AbstractVariables):
 
     For every forward SDE of `sdeflow.sde` the probability-flow ODE in these variables is
     $dy / d\\sigma = \\hat\\epsilon(t(\\sigma), m y + b)$ (see `DDIMSolver`). $t(\\sigma)$ inverts the
-    increasing $\\gamma(t)$ by bisection on `[t_lo, t_hi]` (40 halvings: below float32 resolution).
+    increasing $\\gamma(t)$ on `[t_lo, t_hi]` (`inverse_gamma`).
 
     **Arguments:**
 
@@ -85,16 +102,7 @@ class NoiseLevel(AbstractVariables):
     def inverse_time(self, u: RealScalarLike) -> Float[Array, ""]:
         u = jnp.asarray(u, jnp.float32)
         target = -2 * u if self.log else 2 * jnp.log(-u)
-
-        def halve(_, bounds):
-            lo, hi = bounds
-            mid = (lo + hi) / 2
-            below = self.sde.gamma(mid) < target
-            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-
-        lo, hi = jax.lax.fori_loop(0, 40, halve, (jnp.asarray(self.t_lo, jnp.float32),
-                                                  jnp.asarray(self.t_hi, jnp.float32)))
-        return (lo + hi) / 2
+        return inverse_gamma(self.sde, target, self.t_lo, self.t_hi)
 
     def to_state(self, t: RealScalarLike, x: Field) -> Field:
         m, _ = self.sde.marginal(t)
