@@ -108,19 +108,10 @@ def build_model(cfg: DictConfig, key: PRNGKeyArray):
 
 
 def build_sampler(cfg: DictConfig):
-    """The sampler of `cfg.sampler` (`sdeflow.samplers`)."""
-    import diffrax
+    """The sampler of `cfg.sampler` (`sdeflow.samplers`), as `train.sample.make_sampler` builds it."""
+    from .sample import make_sampler
 
-    from sdeflow import samplers
-
-    s = cfg.sampler
-    if s.name == "euler_maruyama":
-        return _wrapped("sampler", samplers.EulerMaruyama, s.steps, denoise=s.denoise)
-    solver = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}[s.solver]()
-    return _wrapped(
-        "sampler", samplers.ProbabilityFlow, solver=solver, num_steps=s.steps, rtol=s.rtol, atol=s.atol,
-        denoise=s.denoise, variables=s.get("variables", "t"),
-    )
+    return _wrapped("sampler", make_sampler, cfg.sampler)
 
 
 def split_keys(seed: int) -> tuple[PRNGKeyArray, PRNGKeyArray, PRNGKeyArray]:

@@ -24,7 +24,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -80,37 +79,30 @@ def write_samples(
 ) -> list[pathlib.Path]:
     """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution, as PNGs.
 
-    Every grid uses the same keys, so the samples at different resolutions start from the same
-    prior noise (whose Fourier coefficients do not depend on the grid) and can be compared.
+    Every grid uses the same keys; the starting noise is drawn per grid point, so it is not the
+    same function on every grid (`python -m train.sample ... sampler.resolution_consistent_noise=true`
+    starts every grid from the same prior function).
 
     **Returns:**
 
     The paths of the PNGs, `samples/step<step>_grid<n>.png` in the run folder.
     """
-    from sdeflow import samplers
+    from .sample import draw
 
     sampler = build.build_sampler(cfg)
-    t_end = cfg.sampler.get("t_end")  # None: the SDE's t0
     model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
-    score = samplers.PreconditionedScore(model, sde, cfg.loss.parameterisation)
-    keys = jr.split(key, cfg.train.num_samples)
+    count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids:
         started = time.perf_counter()
-
-        @eqx.filter_jit
-        def draw(score, keys, n=n):
-            result = jax.vmap(lambda k: sampler.sample(score, k, (1, n, n), t_end=t_end))(keys)
-            return result.samples, result.num_evaluations
-
-        samples, evaluations = draw(score, keys)
+        samples, evaluations = draw(model, sde, cfg.loss.parameterisation, sampler, key, n, count, count,
+                                    t_end=cfg.sampler.get("t_end"))
         path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
-        save_grid(np.asarray(samples), path)
+        save_grid(samples, path)
         paths.append(path)
         logger.info(
-            f"samples: {path} ({cfg.train.num_samples} at {n}x{n}, "
-            f"{int(np.max(np.asarray(evaluations)))} network evaluations each, "
-            f"{time.perf_counter() - started:.1f} s)"
+            f"samples: {path} ({count} at {n}x{n}, {np.mean(evaluations):.1f} network evaluations "
+            f"each on average, {time.perf_counter() - started:.1f} s)"
         )
     return paths
 
