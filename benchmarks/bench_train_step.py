@@ -24,10 +24,12 @@ Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run)
 """
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,14 +37,21 @@ import time
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+ALLOCATORS = ("default", "retain")
 VARIANTS = ("vmap-fft", "vmap-dft", "vmap-dft-nonorm", "batched", "batched-nonorm", "shardmap",
             "shardmap-nonorm")
 LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here), as issue 5 states
 
 
-def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int) -> list[dict]:
+def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
+           allocator: str) -> list[dict]:
     """Compile every variant, then time them interleaved (A B C D A B C D ...), so that a load
     that changes over time affects all variants alike."""
+    sys.path.insert(0, str(ROOT))
+    if allocator == "retain":
+        from train.memory import retain_freed_memory
+
+        retain_freed_memory()
     import jax
 
     jax.config.update("jax_num_cpu_devices", devices)
@@ -53,7 +62,6 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
     import optax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    sys.path.insert(0, str(ROOT))
     import nets
     import sdeflow
     from sdeflow.losses import dsm_loss
@@ -110,7 +118,8 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
         model, opt_state, loss = step(model, opt_state, x0, jr.key(4))
         loss.block_until_ready()
         return {"step": step, "state": [model, opt_state], "flops": flops,
-                "compile_s": time.perf_counter() - t0, "wall": [], "cpu": [], "loss": None}
+                "compile_s": time.perf_counter() - t0, "wall": [], "cpu": [], "faults": [],
+                "loss": None}
 
     runs = {v: make(v) for v in variants}
     a = jr.normal(jr.key(3), (2048, 2048))
@@ -121,11 +130,13 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
     for i in range(steps):
         for variant, run in runs.items():
             key = jr.fold_in(key, i)
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             w0, c0 = time.perf_counter(), time.process_time()
             model, opt_state, loss = run["step"](*run["state"], x0, key)
             loss.block_until_ready()
             run["wall"].append(time.perf_counter() - w0)
             run["cpu"].append(time.process_time() - c0)
+            run["faults"].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             run["state"] = [model, opt_state]
             run["loss"] = float(loss)
         t0 = time.perf_counter()
@@ -136,10 +147,12 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int)
         {
             "variant": variant,
             "devices": devices,
+            "allocator": allocator,
             "median_ms": 1e3 * statistics.median(run["wall"]),
             "min_ms": 1e3 * min(run["wall"]),
             "times_ms": [round(1e3 * x, 1) for x in run["wall"]],
             "cpu_median_ms": 1e3 * statistics.median(run["cpu"]),
+            "page_faults_median": statistics.median(run["faults"]),
             "compile_s": round(run["compile_s"], 2),
             "loss": run["loss"],
             "xla_flops_per_step": run["flops"],
@@ -160,50 +173,55 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--allocators", nargs="*", default=list(ALLOCATORS), choices=ALLOCATORS,
+                        help="glibc malloc as it comes (default) or keeping freed memory "
+                             "(retain: train.memory.retain_freed_memory, what the program runs)")
     args = parser.parse_args()
     batch = args.batch or (16 if args.quick else 128)
     steps = args.steps or (2 if args.quick else 10)
     if args.worker:
         devices = (args.devices or [1])[0]
-        res = worker(args.variants, devices, batch, 32, steps)
+        res = worker(args.variants, devices, batch, 32, steps, args.allocators[0])
         print("RESULT " + json.dumps(res), flush=True)
         return
     devices = args.devices or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 2)
     runs = []
-    for r in range(repeats):
-        for n in devices:
-            cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker",
-                   "--variants", *args.variants, "--devices", str(n), "--batch", str(batch),
-                   "--steps", str(steps)]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
-            if out.returncode or not line:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-            for res in json.loads(line[0][len("RESULT "):]):
-                res["repeat"] = r
-                runs.append(res)
-                print(f"{res['variant']:15s} devices={n} median {res['median_ms']:7.0f} ms "
-                      f"(min {res['min_ms']:.0f}, cpu {res['cpu_median_ms']:.0f}; matmul "
-                      f"{res['calibration_matmul_gflops_median']:.0f} GFLOP/s; "
-                      f"load {res['loadavg_1min_median']:.1f})", flush=True)
+    for r, allocator, n in itertools.product(range(repeats), args.allocators, devices):
+        cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker",
+               "--variants", *args.variants, "--devices", str(n), "--batch", str(batch),
+               "--steps", str(steps), "--allocators", allocator]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
+        if out.returncode or not line:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+        for res in json.loads(line[0][len("RESULT "):]):
+            res["repeat"] = r
+            runs.append(res)
+            print(f"{res['variant']:15s} {allocator:7s} devices={n} median {res['median_ms']:7.0f} ms "
+                  f"(min {res['min_ms']:.0f}, cpu {res['cpu_median_ms']:.0f}, page faults "
+                  f"{res['page_faults_median']:.0f}; matmul "
+                  f"{res['calibration_matmul_gflops_median']:.0f} GFLOP/s; "
+                  f"load {res['loadavg_1min_median']:.1f})", flush=True)
     summary = {}
-    for variant in args.variants:
-        for n in devices:
-            sel = [r for r in runs if r["variant"] == variant and r["devices"] == n]
-            med = statistics.median(x for r in sel for x in r["times_ms"])
-            gf = statistics.median(r["calibration_matmul_gflops_median"] for r in sel)
-            cpu = statistics.median(r["cpu_median_ms"] for r in sel)
-            flops = sel[0]["xla_flops_per_step"]
-            summary[f"{variant}/{n}dev"] = {
-                "median_ms": round(med, 1),
-                "process_cpu_median_ms": round(cpu, 1),
-                "fraction_of_100ms_limit": round(LIMIT_MS / med, 3),
-                "calibration_matmul_gflops": round(gf, 1),
-                # the time the step's FLOPs would take at the matmul rate measured alongside:
-                "fraction_of_calibrated_limit": (
-                    round(flops / (gf * 1e9) * 1e3 / med, 3) if flops else None),
-            }
+    for variant, allocator, n in itertools.product(args.variants, args.allocators, devices):
+        sel = [r for r in runs
+               if r["variant"] == variant and r["devices"] == n and r["allocator"] == allocator]
+        med = statistics.median(x for r in sel for x in r["times_ms"])
+        gf = statistics.median(r["calibration_matmul_gflops_median"] for r in sel)
+        cpu = statistics.median(r["cpu_median_ms"] for r in sel)
+        flops = sel[0]["xla_flops_per_step"]
+        name = variant if allocator == "default" else f"{variant}+{allocator}"
+        summary[f"{name}/{n}dev"] = {
+            "page_faults_per_step": statistics.median(r["page_faults_median"] for r in sel),
+            "median_ms": round(med, 1),
+            "process_cpu_median_ms": round(cpu, 1),
+            "fraction_of_100ms_limit": round(LIMIT_MS / med, 3),
+            "calibration_matmul_gflops": round(gf, 1),
+            # the time the step's FLOPs would take at the matmul rate measured alongside:
+            "fraction_of_calibrated_limit": (
+                round(flops / (gf * 1e9) * 1e3 / med, 3) if flops else None),
+        }
     best = min(summary, key=lambda k: summary[k]["median_ms"])
     by_devices = {}
     for n in devices:

@@ -215,9 +215,11 @@ def default_folder(data_cfg) -> pathlib.Path:
 
 
 def _main(cfg) -> None:
+    from .memory import retain_freed_memory
     from .progress import configure_logging
 
     configure_logging()
+    retain_freed_memory()  # before JAX allocates: no page faults in every step
     folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else default_folder(cfg.data)
     train_and_save(cfg.data, folder, steps=int(cfg.classifier.steps), seed=int(cfg.classifier.seed))
 

@@ -31,6 +31,7 @@ from . import build, devices as devices_lib
 from .checkpoint import Checkpointer
 from .config import level_at, total_steps, validate
 from .data import batches, load_mnist, make_dataset
+from .memory import retain_freed_memory
 from .progress import configure_logging, MetricsLog, ProgressBar, plot_loss, save_grid
 from .step import TrainState, init_state, make_mesh, make_optimiser, make_train_step, shard_batch
 
@@ -268,6 +269,7 @@ def _main(cfg: DictConfig) -> None:
     absl.flags.FLAGS.mark_as_parsed()
     configure_logging(basic=False)  # hydra configures the handlers
     validate(cfg)  # before JAX starts: a wrong field fails at once
+    retain_freed_memory()  # before JAX allocates: no page faults in every step
     devices_lib.request_cpu_devices()
     run(cfg)
 

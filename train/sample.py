@@ -223,9 +223,11 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
 
 
 def _main(cfg: DictConfig) -> None:
+    from .memory import retain_freed_memory
     from .progress import configure_logging
 
     configure_logging()
+    retain_freed_memory()  # before JAX allocates: no page faults in every step
     main(cfg)
 
 
