@@ -19,6 +19,11 @@ Variants (all in one process per device count, timed interleaved):
 - `shardmap`, `shardmap-nonorm`: `batched` with the network under `jax.shard_map` over the
   devices (`train.step.DataParallel`, what the training program runs), with and without GroupNorm.
 
+Each configuration runs twice, in separate processes: with glibc's `malloc` as it comes
+(`default`) and keeping the memory XLA frees between steps (`retain`, `train.memory`; what the
+training program does). Default glibc maps every step's temporaries afresh, and the page faults
+(counted per step in the JSON) cost a quarter or more of the step on a VM.
+
 Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run); JSON goes to
 `benchmarks/results/train_step.json`.
 """
