@@ -2,12 +2,12 @@
 
 The step: times and prior noise (Matérn, `sdeflow.priors`), the epsilon denoising loss of a
 VP SDE, its gradient and an optax Adam update, for an FNO with 4 Fourier layers, 14 modes per
-axis, width 32, batch 128 at 32x32, float32. One process per device count (which must be set
-before JAX starts) compiles every variant and times them interleaved; medians are reported with
-the machine's load, the process CPU time, and a calibration matmul measured between rounds, since
-other processes may share the CPU.
+axis, width 32, batch 128 at 32x32, float32. One process per device count and allocator (both
+must be set before JAX starts) compiles every variant and times them interleaved; medians are
+reported with the machine's load, the process CPU time, and a calibration matmul measured between
+rounds, since other processes may share the CPU.
 
-Variants (all in one process per device count, timed interleaved):
+Variants (all in one process per device count and allocator, timed interleaved):
 
 - `vmap-fft`: `sdeflow.losses.dsm_loss` on the per-sample model (`vmap`; the `batched` method
   hidden), spectral convolutions through `rfftn`/`irfftn` (the straightforward port);
@@ -19,10 +19,11 @@ Variants (all in one process per device count, timed interleaved):
 - `shardmap`, `shardmap-nonorm`: `batched` with the network under `jax.shard_map` over the
   devices (`train.step.DataParallel`, what the training program runs), with and without GroupNorm.
 
-Each configuration runs twice, in separate processes: with glibc's `malloc` as it comes
-(`default`) and keeping the memory XLA frees between steps (`retain`, `train.memory`; what the
-training program does). Default glibc maps every step's temporaries afresh, and the page faults
-(counted per step in the JSON) cost a quarter or more of the step on a VM.
+Allocators (`--allocators`, separate processes): glibc's `malloc` as it comes (`default`) and
+keeping the memory XLA frees between steps (`retain`, `train.memory`; what the programs do).
+Default glibc maps every step's temporaries afresh, and the page faults (counted per step in the
+JSON) cost about a quarter of the step on a VM. `fastest` compares all variants, allocators and
+device counts.
 
 Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run); JSON goes to
 `benchmarks/results/train_step.json`.
@@ -56,7 +57,8 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
     if allocator == "retain":
         from train.memory import retain_freed_memory
 
-        retain_freed_memory()
+        if not retain_freed_memory():
+            raise RuntimeError("--allocators retain needs glibc's malloc (train.memory).")
     import jax
 
     jax.config.update("jax_num_cpu_devices", devices)
@@ -178,7 +180,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--allocators", nargs="*", default=list(ALLOCATORS), choices=ALLOCATORS,
+    parser.add_argument("--allocators", nargs="+", default=list(ALLOCATORS), choices=ALLOCATORS,
                         help="glibc malloc as it comes (default) or keeping freed memory "
                              "(retain: train.memory.retain_freed_memory, what the program runs)")
     args = parser.parse_args()
@@ -203,7 +205,8 @@ def main() -> None:
         for res in json.loads(line[0][len("RESULT "):]):
             res["repeat"] = r
             runs.append(res)
-            print(f"{res['variant']:15s} {allocator:7s} devices={n} median {res['median_ms']:7.0f} ms "
+            print(f"{res['variant']:15s} {allocator:7s} devices={n} "
+                  f"median {res['median_ms']:7.0f} ms "
                   f"(min {res['min_ms']:.0f}, cpu {res['cpu_median_ms']:.0f}, page faults "
                   f"{res['page_faults_median']:.0f}; matmul "
                   f"{res['calibration_matmul_gflops_median']:.0f} GFLOP/s; "
@@ -236,12 +239,13 @@ def main() -> None:
         "benchmark": "FNO training step (prior noise, epsilon DSM loss, gradient, Adam update)",
         "config": {"depth": 4, "modes": 14, "width": 32, "projection": 128, "batch": batch,
                    "grid": [32, 32], "dtype": "float32", "quick": args.quick,
+                   "allocators": args.allocators,
                    "steps_per_process": steps, "processes_per_config": repeats},
         "conditions": {
             "machine": platform.platform(), "cpu_count": os.cpu_count(),
             "note": "CPU shared with other processes. The variants run interleaved in one process "
-                    "per device count, so a changing load affects them alike; the calibration "
-                    "matmul rate (2048^3, ~135 GFLOP/s when idle) measured between rounds shows "
+                    "per device count and allocator, so a changing load affects them alike; the "
+                    "calibration matmul rate (2048^3, ~135 GFLOP/s when idle) measured between rounds shows "
                     "how much of the machine the benchmark had.",
         },
         "targets_ms": {"reference_pytorch_median": 850, "straightforward_equinox_port": "1200-1450",

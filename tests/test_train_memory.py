@@ -1,6 +1,7 @@
-"""train.memory: with glibc keeping freed memory, a repeated XLA computation stops faulting pages in."""
+"""train.memory: with glibc keeping freed memory, repeated XLA calls stop faulting pages in."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from train.memory import glibc_version
 SCRIPT = """
 import resource, sys
 if sys.argv[1] == "retain":
-    from train.memory import glibc_version
+    from train.memory import retain_freed_memory
     assert retain_freed_memory()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: x * 2 + 1)
@@ -22,16 +23,23 @@ def calls(n):
         y = f(x)
         y.block_until_ready()
         del y
-calls(12)  # the heap grows to its working size (about 9 calls here)
+calls(12)  # the heap first grows to its working size (9 calls on the development machine)
 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 calls(5)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 5)
 """
 
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# what would change the default allocator of the subprocess
+ALLOCATOR_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
+                 "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
 def _faults_per_call(mode: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
-                         check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                         check=True, cwd=REPO, timeout=120, env={**env, "JAX_PLATFORMS": "cpu"})
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -39,7 +47,9 @@ def test_retained_memory_is_not_faulted_in_again():
     if glibc_version() is None:
         pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
     default, retain = _faults_per_call("default"), _faults_per_call("retain")
-    # A fresh 64 MB output is 16,384 pages of 4 KB (32 with transparent huge pages); kept
-    # memory needs none. Bound: under 1,000 faults (4 MB) per call.
+    # Kept memory needs no new page: under 1,000 faults (4 MB) per call.
     assert retain < 1000, (retain, default)
-    assert retain < default, (retain, default)
+    # A fresh 64 MB output is 16,384 pages of 4 KB as glibc comes (only 32 where the kernel
+    # gives transparent huge pages to every mapping, and then there is little to gain).
+    if default > 4000:
+        assert retain < default / 10, (retain, default)
