@@ -22,7 +22,7 @@ Variants (all in one process per device count and allocator, timed interleaved):
 Allocators (`--allocators`, separate processes): glibc's `malloc` as it comes (`default`) and
 keeping the memory XLA frees between steps (`retain`, `train.memory`; what the programs do).
 Default glibc maps every step's temporaries afresh, and the page faults (counted per step in the
-JSON) cost about a quarter of the step on a VM. `fastest` compares all variants, allocators and
+JSON) cost a quarter to two fifths of the step on a VM. `fastest` compares all variants, allocators and
 device counts.
 
 Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run); JSON goes to
