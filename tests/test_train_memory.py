@@ -18,15 +18,16 @@ if sys.argv[1] == "retain":
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: x * 2 + 1)
 x = jnp.ones((16 * 1024 * 1024,), jnp.float32)  # 64 MB in, 64 MB out per call
-def calls(n):
-    for _ in range(n):
-        y = f(x)
-        y.block_until_ready()
-        del y
-calls(12)  # the heap first grows to its working size (9 calls on the development machine)
-r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-calls(5)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 5)
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+counts = []
+for _ in range(25):
+    r0 = faults()
+    y = f(x)
+    y.block_until_ready()
+    del y
+    counts.append(faults() - r0)
+print(sorted(counts[5:])[10])  # the median call after 5 warm-up calls
 """
 
 
@@ -47,7 +48,9 @@ def test_retained_memory_is_not_faulted_in_again():
     if glibc_version() is None:
         pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
     default, retain = _faults_per_call("default"), _faults_per_call("retain")
-    # Kept memory needs no new page: under 1,000 faults (4 MB) per call.
+    # Kept memory needs no new page once the heap has grown to its working size (the first calls
+    # still grow it, more of them when frees lag under load: hence the median call), under 1,000
+    # faults (4 MB) per call.
     assert retain < 1000, (retain, default)
     # A fresh 64 MB output is 16,384 pages of 4 KB as glibc comes (only 32 where the kernel
     # gives transparent huge pages to every mapping, and then there is little to gain).
