@@ -9,8 +9,8 @@ of its time (751 -> 541 ms on 1 device, 824 -> 500 ms on 2; the U-NO of `multile
 522 -> 392 ms per step at 32², 2007 -> 1501 ms at 64²).
 `retain_freed_memory` tells glibc to serve large blocks from one heap and keep freed pages
 (`mallopt`), after which a step faults almost nothing. The price: the resident size stays at its
-peak, which a training process reaches anyway, and XLA's threads share one arena's lock (no
-slowdown measured on 2 cores).
+peak, which a training process reaches anyway, and XLA's threads share one arena's lock (the
+step times above include that; compilation was not timed separately).
 """
 
 import ctypes
