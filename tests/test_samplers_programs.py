@@ -48,6 +48,31 @@ def test_make_sampler_from_config_fields():
         make_sampler({"name": "ode", "steps": None, "variables": "x"})
 
 
+def test_make_sampler_coarse_to_fine():
+    spec = {"name": "euler_maruyama", "steps": 100, "denoise": True, "coarse_grid": 32, "switch_time": 0.1}
+    ml = make_sampler(spec)
+    assert isinstance(ml, samplers.MultilevelSampler) and ml.coarse_grid == (32, 32) and ml.switch_time == 0.1
+    assert (ml.coarse.num_steps, ml.fine.num_steps) == (90, 10)
+    assert not ml.coarse.denoise and ml.fine.denoise and ml.denoise
+    assert sampler_tag(spec) == "euler_maruyama_100_from32at0.1"
+    ode = make_sampler({"name": "ode", "steps": None, "coarse_grid": 16, "switch_time": 0.3})
+    assert ode.coarse.num_steps is None and ode.fine.num_steps is None
+    with pytest.raises(ValueError, match="sampler.switch_time"):
+        make_sampler(dict(spec, switch_time=1.0))
+    with pytest.raises(ValueError, match="sampler.coarse_grid"):
+        make_sampler(dict(spec, coarse_grid=2))
+    with pytest.raises(ValueError, match="sampler.steps"):
+        make_sampler(dict(spec, steps=1))
+
+
+def test_draw_coarse_to_fine_counts_both_phases():
+    sde = VPSDE(Matern(2, 2.0, 2 * math.pi))
+    sampler = make_sampler({"name": "euler_maruyama", "steps": 10, "denoise": True, "coarse_grid": 8,
+                            "switch_time": 0.3})
+    x, n = draw(lambda t, u: jnp.zeros_like(u), sde, "epsilon", sampler, __import__("jax").random.key(0), 16, 3, 3)
+    assert x.shape == (3, 1, 16, 16) and np.all(n == 11) and np.all(np.isfinite(x))
+
+
 @pytest.fixture(scope="module")
 def trained_classifier(tmp_path_factory):
     data = OmegaConf.create(

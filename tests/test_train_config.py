@@ -58,6 +58,8 @@ def test_curriculum_bookkeeping():
         ("train.devices=0", "train.devices must be auto or a positive int, got 0"),
         ("train.devices=3", "train.batch_size 16 must be a multiple of train.devices 3"),
         ("train.batch_size=0", "train.batch_size must be a positive int, got 0"),
+        ("sampler.coarse_grid=64", "sampler.coarse_grid 64 must not exceed any of train.sample_grids [16, 32]"),
+        ("sampler.coarse_grid=2", "sampler.coarse_grid must be null or an int >= 4, got 2"),
         ("train.sample_grids=[32,-1]", "train.sample_grids must be a list of positive ints"),
         ("sampler.steps=null", "sampler.steps must be a positive int, got None"),
         ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1), got 2.0"),

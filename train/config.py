@@ -248,6 +248,20 @@ def _validate_sampler(cfg):
     _bool(cfg, "sampler.denoise")
     if cfg.sampler.get("t_end") is not None:
         _number(cfg, "sampler.t_end", lambda v: 0 < v < _get(cfg, "sde.t1"), "null or a number in (0, sde.t1)")
+    if cfg.sampler.get("coarse_grid") is not None:
+        coarse = _int(cfg, "sampler.coarse_grid", 4, what="null or an int >= 4")
+        t0, t1 = _get(cfg, "sde.t0"), _get(cfg, "sde.t1")
+        switch = _number(cfg, "sampler.switch_time", lambda v: t0 < v < t1, "a number in (sde.t0, sde.t1)")
+        t_end = cfg.sampler.get("t_end")
+        if t_end is not None and not t_end < switch:
+            raise ConfigError(f"sampler.t_end {t_end} must be below sampler.switch_time {switch}.")
+        if any(g < coarse for g in _get(cfg, "train.sample_grids")):
+            raise ConfigError(
+                f"sampler.coarse_grid {coarse} must not exceed any of train.sample_grids "
+                f"{list(_get(cfg, 'train.sample_grids'))}."
+            )
+        if _get(cfg, "sampler.steps") is not None:
+            _int(cfg, "sampler.steps", 2, what="an int >= 2 (split between the two grids) or null")
     if name == "euler_maruyama":
         _int(cfg, "sampler.steps", 1)
         return

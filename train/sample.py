@@ -41,7 +41,10 @@ def make_sampler(spec: Any):
     - `steps`, `rtol`, `atol`, `spacing` (`uniform` | `log_snr`), `corrector_steps`, `snr`, `denoise`;
     - `variables` (`ode` only): `t` (x against t) | `sigma` | `log_sigma` ((x - b)/m against the
       noise level s/m or its log);
-    - `t_end` is not the sampler's but `draw`'s (the time the solve stops at).
+    - `t_end` is not the sampler's but `draw`'s (the time the solve stops at);
+    - `coarse_grid` (null: off) and `switch_time`: sample coarse-to-fine
+      (`sdeflow.samplers.MultilevelSampler`): on the `coarse_grid` square grid down to `switch_time`,
+      then on the target grid.
 
     Raises `ValueError` naming the field for a wrong value.
     """
@@ -50,6 +53,8 @@ def make_sampler(spec: Any):
     from sdeflow import samplers
 
     s = dict(spec)
+    if s.get("coarse_grid") is not None:
+        return _multilevel(s)
     name = s.get("name")
     if name not in SAMPLER_NAMES:
         raise ValueError(f"sampler.name must be one of {', '.join(SAMPLER_NAMES)}, got {name!r}.")
@@ -87,6 +92,34 @@ def make_sampler(spec: Any):
     )
 
 
+def _multilevel(s: dict):
+    """`sdeflow.samplers.MultilevelSampler` of the fields (`coarse_grid`, `switch_time` and the
+    sampler's own): fixed `steps` are split between the phases in proportion to their time spans
+    ($1 - t_s$ and $t_s$, for $t_1 = 1$), adaptive steps stay adaptive in both."""
+    from sdeflow import samplers
+
+    coarse = s["coarse_grid"]
+    if not isinstance(coarse, int) or isinstance(coarse, bool) or coarse < 4:
+        raise ValueError(f"sampler.coarse_grid must be null or an int >= 4, got {coarse!r}.")
+    switch = s.get("switch_time")
+    if not isinstance(switch, (int, float)) or isinstance(switch, bool) or not 0 < switch < 1:
+        raise ValueError(f"sampler.switch_time must be a number in (0, 1), got {switch!r}.")
+    steps = s.get("steps")
+    first, second = steps, steps
+    if steps is not None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+            raise ValueError(f"sampler.steps must be an int >= 2 or null with coarse_grid, got {steps!r}.")
+        first = min(steps - 1, max(1, round(steps * (1 - switch))))
+        second = steps - first
+    phase = dict(s, coarse_grid=None)
+    return samplers.MultilevelSampler(
+        make_sampler(dict(phase, steps=first, denoise=False)),
+        make_sampler(dict(phase, steps=second)),
+        (coarse, coarse),
+        float(switch),
+    )
+
+
 def sampler_tag(spec: Any) -> str:
     """A short folder name for a sampler's fields, e.g. `euler_maruyama_200`, `ode_tsit5_adaptive`."""
     s = dict(spec)
@@ -102,6 +135,8 @@ def sampler_tag(spec: Any) -> str:
         parts.append(s["variables"])
     if s.get("t_end") is not None:
         parts.append(f"tend{float(s['t_end']):g}")
+    if s.get("coarse_grid") is not None:
+        parts.append(f"from{s['coarse_grid']}at{float(s['switch_time']):g}")
     return "_".join(parts)
 
 
