@@ -125,16 +125,25 @@ def squared_wavenumber(grid: Sequence[int]) -> Float[Array, "*rfft"]:
     return sum(k.astype(jnp.float32) ** 2 for k in ks) * jnp.ones(rfft_shape(grid))
 
 
-def kept_modes(grid: Sequence[int]) -> Bool[Array, "*rfft"]:
+def kept_modes(grid: Sequence[int], band: Sequence[int] | None = None) -> Bool[Array, "*rfft"]:
     """Mask of the modes a grid represents unambiguously: $|k_i| < n_i / 2$ on every axis.
 
     On an even axis this drops the Nyquist bin, which is where a grid's meaning is ambiguous.
     Samples of the priors live on these modes (DESIGN §2).
+
+    **Arguments:**
+
+    - `grid`: the grid whose `rfftn` layout the mask is on.
+    - `band`: another grid $m$ (same number of axes), to mark on `grid`'s layout the modes that `band`
+        keeps, $|k_i| < m_i / 2$; default `grid` itself.
     """
     grid = _as_grid(grid, "grid")
+    band = grid if band is None else _as_grid(band, "band")
+    if len(band) != len(grid):
+        raise ValueError(f"`band` {band} must have as many axes as `grid` {grid}.")
     ks = rfft_frequencies(grid)
     mask = jnp.ones(rfft_shape(grid), dtype=bool)
-    for k, n in zip(ks, grid):
+    for k, n in zip(ks, band):
         mask = mask & (2 * jnp.abs(k) < n)
     return mask
 

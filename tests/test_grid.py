@@ -134,3 +134,17 @@ def test_bad_input_errors():
         sdeflow.resample(u, (2, 4, 4))
     with pytest.raises(ValueError, match="positive"):
         sdeflow.coordinates((0, 3))
+
+
+def test_kept_modes_of_a_coarser_band_is_the_projection_onto_that_grid():
+    """Masking with `kept_modes(grid, band)` equals restricting to the (odd) `band` grid and
+    interpolating back; with `band = grid` the mask is the grid's own."""
+    grid, band = (16, 12), (7, 5)
+    u = jax.random.normal(jax.random.key(0), (2, *grid))
+    masked = sdeflow.inverse_fourier(sdeflow.fourier(u) * sdeflow.kept_modes(grid, band), grid)
+    projected = sdeflow.prolong(sdeflow.restrict(u, band), grid)
+    assert jnp.allclose(masked, projected, atol=1e-5)
+    assert int(sdeflow.kept_modes(grid, band).sum()) == 7 * 3
+    assert jnp.array_equal(sdeflow.kept_modes(grid, grid), sdeflow.kept_modes(grid))
+    with pytest.raises(ValueError, match="as many axes"):
+        sdeflow.kept_modes(grid, (7,))

@@ -10,7 +10,7 @@ from .conditional import (
     edit as edit,
 )
 from .ddim import DDIM as DDIM, DDIMSolver as DDIMSolver
-from .multilevel import coarse_modes as coarse_modes, MultilevelSampler as MultilevelSampler
+from .multilevel import MultilevelSampler as MultilevelSampler
 from .oracle import GaussianOracle as GaussianOracle
 from .predictor_corrector import (
     PredictorCorrector as PredictorCorrector,

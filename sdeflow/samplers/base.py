@@ -129,6 +129,18 @@ def _terminal_sample(sde: AbstractSDE, key: PRNGKeyArray, shape: tuple[int, ...]
     return sde.mean(sde.t1, jnp.zeros(shape, jnp.float32)) + s * noise
 
 
+def start_shape(shape: Sequence[int] | None, x_start: Field | None) -> tuple[int, ...]:
+    """The shape `(c, *grid)` a sample is drawn on: `shape`, or that of `x_start` (they must agree)."""
+    if x_start is None:
+        if shape is None:
+            raise ValueError("give either `shape` or `x_start`.")
+        return tuple(int(n) for n in shape)
+    field_grid(x_start, "x_start")
+    if shape is not None and tuple(shape) != tuple(x_start.shape):
+        raise ValueError(f"`shape` {tuple(shape)} differs from `x_start`'s {x_start.shape}.")
+    return tuple(x_start.shape)
+
+
 class AbstractSampler(eqx.Module):
     """A reverse-time sampler of a score-based diffusion, solved with diffrax.
 
@@ -193,14 +205,10 @@ class AbstractSampler(eqx.Module):
         t_start = jnp.asarray(sde.t1 if t_start is None else t_start, jnp.float32)
         t_end = jnp.asarray(sde.t0 if t_end is None else t_end, jnp.float32)
         key_init, key_path, key_obs, key_first = jr.split(key, 4)
+        shape = start_shape(shape, x_start)
         if x_start is None:
-            if shape is None:
-                raise ValueError("give either `shape` or `x_start`.")
-            x = _terminal_sample(sde, key_init, tuple(shape))
+            x = _terminal_sample(sde, key_init, shape)
         else:
-            field_grid(x_start, "x_start")
-            if shape is not None and tuple(shape) != tuple(x_start.shape):
-                raise ValueError(f"`shape` {tuple(shape)} differs from `x_start`'s {x_start.shape}.")
             x = jnp.asarray(x_start, jnp.float32)
         tau_start, tau_end = -t_start, -t_end
         terms, solver, stepping = self.build(score, key_path, x, tau_start, tau_end)

@@ -5,21 +5,12 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Bool, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 from .._custom_types import Field, Grid, RealScalarLike
-from ..grid import field_grid, fourier, inverse_fourier, kept_modes, rfft_frequencies, resample
-from .base import AbstractSampler, SampleResult
+from ..grid import fourier, inverse_fourier, kept_modes, resample
+from .base import AbstractSampler, SampleResult, start_shape
 from .score import PreconditionedScore
-
-
-def coarse_modes(grid: Sequence[int], coarse_grid: Sequence[int]) -> Bool[Array, "*rfft"]:
-    """On the `rfftn` layout of `grid`: the modes a field on `coarse_grid` carries, $|k_i| < m_i / 2$."""
-    k = rfft_frequencies(tuple(grid))
-    mask = jnp.ones((), bool)
-    for k_i, m_i in zip(k, coarse_grid):
-        mask = mask & (2 * jnp.abs(k_i) < m_i)
-    return mask
 
 
 class MultilevelSampler(eqx.Module):
@@ -90,14 +81,7 @@ class MultilevelSampler(eqx.Module):
         A `SampleResult` (no chain) whose counts add up both phases.
         """
         sde = score.sde
-        if x_start is not None:
-            field_grid(x_start, "x_start")
-            if shape is not None and tuple(shape) != tuple(x_start.shape):
-                raise ValueError(f"`shape` {tuple(shape)} differs from `x_start`'s {x_start.shape}.")
-            shape = x_start.shape
-        if shape is None:
-            raise ValueError("give either `shape` or `x_start`.")
-        shape = tuple(int(n) for n in shape)
+        shape = start_shape(shape, x_start)
         grid = shape[1:]
         if len(grid) != len(self.coarse_grid) or any(n < m for n, m in zip(grid, self.coarse_grid)):
             raise ValueError(
@@ -134,5 +118,5 @@ class MultilevelSampler(eqx.Module):
         _, s = sde.marginal(self.switch_time)
         noise = sde.prior.from_white_noise(jr.normal(key, shape, jnp.float32))
         y = sde.mean(self.switch_time, jnp.zeros(shape, jnp.float32)) + s * noise
-        mask = kept_modes(grid) & ~coarse_modes(grid, self.coarse_grid)
+        mask = kept_modes(grid) & ~kept_modes(grid, self.coarse_grid)
         return inverse_fourier(fourier(y) * mask, grid)
