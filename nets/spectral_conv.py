@@ -235,29 +235,90 @@ def _batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
     return jnp.einsum("kij,kjd->kid", mat, a)
 
 
+@functools.lru_cache(maxsize=256)
+def _sm_paired_analysis(n: int, m: int) -> np.ndarray:
+    """(2m+1, n): values along an axis -> rows $C_0..C_m, S_1..S_m$ with
+    $C_j = \\frac1n \\sum_x a(x) \\cos\\theta_j(x)$, $S_j = \\frac1n \\sum_x a(x) \\sin\\theta_j(x)$,
+    $\\theta_j(x) = 2\\pi j x / n$; the DFT at $\\pm j$ is $C_j \\mp i S_j$ (see `_pairs_to_modes`)."""
+    theta = 2 * np.pi * np.outer(np.arange(m + 1), np.arange(n)) / n
+    return np.concatenate([np.cos(theta), np.sin(theta[1:])], axis=0) / n
+
+
+@functools.lru_cache(maxsize=256)
+def _sm_paired_synthesis(n: int, m: int) -> np.ndarray:
+    """(n, 2m+1): columns $Y_0, P_1..P_m, Q_1..Q_m$ -> $Y_0 + \\sum_j P_j \\cos\\theta_j(x) +
+    Q_j \\sin\\theta_j(x)$, which is $\\sum_{|k| \\le m} Y_k e^{2\\pi i k x / n}$ for
+    $P_j = Y_j + Y_{-j}$, $Q_j = i (Y_j - Y_{-j})$ (see `_modes_to_pairs`)."""
+    theta = 2 * np.pi * np.outer(np.arange(n), np.arange(m + 1)) / n
+    return np.concatenate([np.cos(theta), np.sin(theta[:, 1:])], axis=1)
+
+
+def _paired_order(m: int) -> np.ndarray:
+    """Indices into frequencies $-m..m$ giving the order $0, 1..m, -1..-m$ of the paired axis."""
+    return np.concatenate([np.arange(m, 2 * m + 1), np.arange(m - 1, -1, -1)])
+
+
+def _pairs_to_modes(a: Array, m: int) -> Array:
+    """(kb, 2, 2m+1, B, c): [Re, Im] of rows $C_0..C_m, S_1..S_m$ -> (kb, 2m+1, B, 2, c): [Re, Im]
+    of the DFT $C_j \\mp i S_j$ at $k = 0, 1..m, -1..-m$ (one elementwise pass, fused by XLA with
+    the transpose that the mixing's layout needs anyway)."""
+    c_re, c_im = a[:, 0, : m + 1], a[:, 1, : m + 1]
+    s_re, s_im = a[:, 0, m + 1 :], a[:, 1, m + 1 :]
+    re = jnp.concatenate([c_re[:, :1], c_re[:, 1:] + s_im, c_re[:, 1:] - s_im], axis=1)
+    im = jnp.concatenate([c_im[:, :1], c_im[:, 1:] - s_re, c_im[:, 1:] + s_re], axis=1)
+    return jnp.stack([re, im], axis=-2)
+
+
+def _modes_to_pairs(y: Array, m: int) -> Array:
+    """(kb, 2m+1, B, 2, o): [Re, Im] of $Y_k$ at $k = 0, 1..m, -1..-m$ -> (kb, 2, 2m+1, B, o): [Re,
+    Im] of rows $Y_0$, $P_j = Y_j + Y_{-j}$, $Q_j = i (Y_j - Y_{-j})$."""
+    re, im = y[..., 0, :], y[..., 1, :]
+    re_pos, re_neg, im_pos, im_neg = re[:, 1 : m + 1], re[:, m + 1 :], im[:, 1 : m + 1], im[:, m + 1 :]
+    z_re = jnp.concatenate([re[:, :1], re_pos + re_neg, im_neg - im_pos], axis=1)
+    z_im = jnp.concatenate([im[:, :1], im_pos + im_neg, re_pos - re_neg], axis=1)
+    return jnp.stack([z_re, z_im], axis=1)
+
+
 def _sm_forward(h: Array, modes: tuple) -> Array:
-    """(n_d, ..., n_1, B, c) -> (M, B, 2c): modes ordered (k_d, ..., k_1), [Re, Im] over c."""
+    """(n_d, ..., n_1, B, c) -> (M, B, 2c): modes ordered (k_d, ..., k_1), [Re, Im] over c.
+
+    The $k_d \\ge 0$ axis is a real DFT; the middle axes are complex DFTs in the order $-m..m$;
+    the $k_1$ axis (for $d \\ge 2$) is a cosine and a sine transform, half the multiplications of
+    a complex DFT, recombined into the order $0, 1..m, -1..-m$ (`_paired_order`).
+    """
     d = len(modes)
     grid_rev = h.shape[:d]
     b, c = h.shape[d:]
     a = _const(_sm_analysis_last(grid_rev[0], modes[-1]), h.dtype) @ h.reshape(grid_rev[0], -1)
     kb = modes[-1] + 1
-    for j in range(1, d):
+    if d == 1:
+        return a.reshape(kb, 2, b, c).transpose(0, 2, 1, 3).reshape(kb, b, 2 * c)
+    for j in range(1, d - 1):
         i = d - 1 - j  # the spatial axis handled now, of size grid_rev[j]
         a = a.reshape(kb, 2 * grid_rev[j], -1)
         a = _batched_matmul(_sm_analysis(grid_rev[j], modes[i]), a, kb)
         kb *= 2 * modes[i] + 1
-    return a.reshape(kb, 2, b, c).transpose(0, 2, 1, 3).reshape(kb, b, 2 * c)
+    n, m = grid_rev[-1], modes[0]
+    a = _batched_matmul(_sm_paired_analysis(n, m), a.reshape(2 * kb, n, -1), 2 * kb)
+    a = _pairs_to_modes(a.reshape(kb, 2, 2 * m + 1, b, c), m)
+    return a.reshape(kb * (2 * m + 1), b, 2 * c)
 
 
 def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
-    """(M, B, 2o) -> (n'_d, ..., n'_1, B, o) on the output grid `grid` = (n'_1, ..., n'_d)."""
+    """(M, B, 2o) -> (n'_d, ..., n'_1, B, o) on the output grid `grid` = (n'_1, ..., n'_d); the
+    mode order of `_sm_forward`."""
     d = len(modes)
     m_total, b, two_o = y.shape
     o = two_o // 2
-    a = y.reshape(m_total, b, 2, o).transpose(0, 2, 1, 3)
-    kb = m_total
-    for i in range(d - 1):
+    if d == 1:
+        a = y.reshape(m_total, b, 2, o).transpose(0, 2, 1, 3)
+    else:
+        m = modes[0]
+        kb = m_total // (2 * m + 1)
+        z = _modes_to_pairs(y.reshape(kb, 2 * m + 1, b, 2, o), m).reshape(2 * kb, 2 * m + 1, -1)
+        a = _batched_matmul(_sm_paired_synthesis(grid[0], m), z, 2 * kb)
+    kb = m_total // (2 * modes[0] + 1) if d > 1 else m_total
+    for i in range(1, d - 1):
         k = 2 * modes[i] + 1
         kb //= k
         a = _batched_matmul(_sm_synthesis(grid[i], modes[i]), a.reshape(kb, 2 * k, -1), kb)
@@ -406,6 +467,9 @@ class SpectralConv(eqx.Module):
         rev = tuple(range(d))[::-1]
         w_re = self.weight_real.transpose(*rev, d, d + 1)
         w_im = self.weight_imag.transpose(*rev, d, d + 1)
+        if d > 1:  # the k_1 axis in the order of the paired transform
+            order = _paired_order(self.modes[0])
+            w_re, w_im = w_re[..., order, :, :], w_im[..., order, :, :]
         mixing = _mixing_matrix(w_re, w_im).astype(h.dtype)
         mixing = mixing.reshape(-1, 2 * self.in_channels, 2 * self.out_channels)
         a = _sm_forward(h, self.modes)
