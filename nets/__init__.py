@@ -2,7 +2,8 @@
 
 Every network acts on one sample, `model(t, u)` with `t` a scalar and `u` of shape
 `(channels, *grid)`, composes with `jax.vmap`/`jit`/`grad`, and offers `model.batched(t, u)` for a
-batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; faster for `FNO`).
+batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; computed spatial-major, and faster,
+for `FNO` and `UNO`).
 """
 
 from .fno import FNO as FNO, FourierBlock as FourierBlock

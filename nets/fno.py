@@ -1,5 +1,6 @@
 """The Fourier neural operator as a score network: same weights on every grid."""
 
+import math
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -55,14 +56,59 @@ class FourierBlock(eqx.Module):
             y = self.norm(y)
         return jax.nn.gelu(y)
 
-    def spatial_major(self, h: Float[Array, "*grid_rev b c"], emb: Float[Array, "b e"]
-                      ) -> Float[Array, "*grid_rev b o"]:
-        """The same block on a batch stored as `(n_d, ..., n_1, B, c)` (see `FNO`)."""
-        y = self.spectral.spatial_major(h) + pointwise_last(self.pointwise, h)
+    def spatial_major(self, h: Float[Array, "*grid_rev b c"], emb: Float[Array, "b e"],
+                      out_grid: Sequence[int] | None = None) -> Float[Array, "*out_rev b o"]:
+        """The same block on a batch stored as `(n_d, ..., n_1, B, c)` (see `FNO`); `out_grid`
+        (natural order) changes the resolution as in `__call__`."""
+        d = len(self.spectral.modes)
+        grid = tuple(h.shape[:d])[::-1]
+        out = grid if out_grid is None else tuple(int(n) for n in out_grid)
+        skip = pointwise_last(self.pointwise, h)
+        if out != grid:
+            skip = resample_spatial_major(skip, out)
+        y = self.spectral.spatial_major(h, out) + skip
         y = y + (emb @ self.time.weight.T + self.time.bias)
         if self.norm is not None:
             y = group_norm_last(self.norm, y)
         return jax.nn.gelu(y)
+
+
+def resample_spatial_major(h: Array, out_grid: Sequence[int]) -> Array:
+    """`sdeflow.resample` of every sample of a spatial-major batch `(n_d, ..., n_1, B, c)` to
+    `out_grid` (natural order), one axis at a time as a canonical (batched) matmul."""
+    d = len(out_grid)
+    grid = tuple(h.shape[:d])[::-1]
+    for i, (n, m) in enumerate(zip(grid, out_grid)):
+        if n == m:
+            continue
+        axis = d - 1 - i  # the array axis of n_i
+        shape = h.shape
+        lead = math.prod(shape[:axis])
+        matrix = jnp.asarray(sdeflow.resample_matrix(n, m), h.dtype)
+        if lead == 1:
+            h = (matrix @ h.reshape(n, -1)).reshape(m, *shape[1:])
+        else:
+            matrix = jnp.broadcast_to(matrix, (lead, m, n))
+            h = jnp.einsum("kmn,knr->kmr", matrix, h.reshape(lead, n, -1))
+            h = h.reshape(*shape[:axis], m, *shape[axis + 1:])
+    return h
+
+
+def spatial_major_input(u: Array, coordinates: str | None) -> Array:
+    """A batch `(B, c, n_1, ..., n_d)` as `(n_d, ..., n_1, B, c + k)` with the `k` coordinate
+    channels of `coordinate_features` appended (the input of the networks' batched paths)."""
+    b, _, *grid = u.shape
+    d = len(grid)
+    coords = coordinate_features(coordinates, grid).astype(u.dtype)
+    coords = coords.transpose(*range(d, 0, -1), 0)
+    coords = jnp.broadcast_to(coords[..., None, :], (*grid[::-1], b, coords.shape[-1]))
+    return jnp.concatenate([u.transpose(*range(d + 1, 1, -1), 0, 1), coords], axis=-1)
+
+
+def spatial_major_output(h: Array) -> Array:
+    """`(n_d, ..., n_1, B, o)` back to `(B, o, n_1, ..., n_d)`."""
+    d = h.ndim - 2
+    return h.transpose(d, d + 1, *range(d - 1, -1, -1))
 
 
 def pointwise_last(layer: Pointwise, h: Array) -> Array:
@@ -235,17 +281,11 @@ class FNO(eqx.Module):
                 f"{tuple(u.shape)}."
             )
         t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
-        b, c, *grid = u.shape
-        check_modes_fit(self.modes, grid, "input grid")
-        d = len(grid)
-        to_sm = (*range(d + 1, 1, -1), 0, 1)  # (B, c, n_1..n_d) -> (n_d..n_1, B, c)
+        check_modes_fit(self.modes, u.shape[2:], "input grid")
         emb = jax.vmap(self.embedding)(t)
-        coords = coordinate_features(self.coordinates, grid).astype(u.dtype)
-        coords = coords.transpose(*range(d, 0, -1), 0)
-        coords = jnp.broadcast_to(coords[..., None, :], (*grid[::-1], b, coords.shape[-1]))
-        h = jnp.concatenate([u.transpose(to_sm), coords], axis=-1)
+        h = spatial_major_input(u, self.coordinates)
         h = pointwise_last(self.lift, h)
         for block in self.blocks:
             h = block.spatial_major(h, emb)
         h = pointwise_last(self.project2, jax.nn.gelu(pointwise_last(self.project1, h)))
-        return h.transpose(d, d + 1, *range(d - 1, -1, -1))
+        return spatial_major_output(h)

@@ -11,7 +11,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
-from .fno import FourierBlock
+from .fno import (
+    FourierBlock,
+    pointwise_last,
+    resample_spatial_major,
+    spatial_major_input,
+    spatial_major_output,
+)
 from .layers import coordinate_channels, coordinate_features, Pointwise, TimeEmbedding
 from .spectral_conv import check_modes_fit, Method
 
@@ -169,6 +175,36 @@ class UNO(eqx.Module):
 
     def batched(self, t: Float[Array, " b"] | RealScalarLike,
                 u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
-        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`)."""
+        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`), computed spatial-major
+        as in `FNO.batched`: the batch is stored `(n_d, ..., n_1, B, c)` throughout, so that every
+        transform, resampling included, is a matmul in XLA's canonical form.
+
+        **Arguments:**
+
+        - `t`: times of shape `(B,)` (or one scalar for all).
+        - `u`: a batch of shape `(B, in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(B, out_channels, n_1, ..., n_d)`.
+        """
+        if u.ndim != self.dim + 2 or u.shape[1] != self.in_channels:
+            raise ValueError(
+                f"`u` must have shape (batch, {self.in_channels}, n_1, ..., n_{self.dim}), got "
+                f"{tuple(u.shape)}."
+            )
         t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
-        return jax.vmap(self)(t, u)
+        grid = tuple(u.shape[2:])
+        self.check_grid(grid)
+        emb = jax.vmap(self.embedding)(t)
+        outs = [pointwise_last(self.lift, spatial_major_input(u, self.coordinates))]
+        for i, block in enumerate(self.blocks, start=1):
+            x = outs[-1]
+            skip = self._skip(i)
+            if skip is not None:
+                here = tuple(x.shape[: self.dim])[::-1]
+                x = jnp.concatenate([x, resample_spatial_major(outs[skip], here)], axis=-1)
+            outs.append(block.spatial_major(x, emb, level_grid(grid, self.levels[i])))
+        h = jnp.concatenate([outs[-1], outs[0]], axis=-1)
+        h = pointwise_last(self.project2, jax.nn.gelu(pointwise_last(self.project1, h)))
+        return spatial_major_output(h)

@@ -24,12 +24,35 @@ def test_levels_modes_and_skips(getkey):
     assert model.block_modes == (4, 2, 2, 4)  # floor(8 * min(f_(i-1), f_i))
     assert [model._skip(i) for i in range(1, 5)] == [None, None, None, 1]
     assert nets.level_grid((32, 48), 0.25) == (8, 12)
-    u = jr.normal(getkey(), (3, 1, 32, 48))
+    assert [b.spectral.modes for b in model.blocks] == [(4, 4), (2, 2), (2, 2), (4, 4)]
+    assert [b.spectral.in_channels for b in model.blocks] == [4, 8, 8, 8 + 8]  # + level 1 output
+
+
+@pytest.mark.parametrize("dim,grid,norm,levels", [
+    (2, (32, 24), "group", (1, 0.5, 0.25, 0.5, 1)),
+    (3, (8, 10, 7), None, (1, 0.5, 1)),
+])
+def test_batched_spatial_major_equals_vmap(dim, grid, norm, levels, getkey):
+    """`batched` (spatial-major layout, resampling as matmuls) is `vmap` of the one-sample
+    network: outputs and weight gradients, on rectangular grids, with and without GroupNorm."""
+    multipliers = (1, 2, 2, 2, 1)[: len(levels)]
+    model = _small(getkey(), modes=6 if dim < 3 else 2, norm=norm, dim=dim, levels=levels,
+                   multipliers=multipliers)
+    u = jr.normal(getkey(), (3, 1, *grid))
     t = jr.uniform(getkey(), (3,))
-    out = eqx.filter_jit(lambda m, t, u: m.batched(t, u))(model, t, u)
-    assert out.shape == (3, 1, 32, 48)
-    single = eqx.filter_jit(model)(t[2], u[2])
-    assert float(jnp.max(jnp.abs(single - out[2]))) <= 1e-5 * float(jnp.max(jnp.abs(out)))
+    target = jr.normal(getkey(), (3, 1, *grid))
+
+    def loss(m, batched):
+        out = m.batched(t, u) if batched else jax.vmap(m)(t, u)
+        return jnp.mean((out - target) ** 2), out
+
+    (_, expected), g_vmap = eqx.filter_jit(eqx.filter_value_and_grad(
+        lambda m: loss(m, False), has_aux=True))(model)
+    (_, got), g_batched = eqx.filter_jit(eqx.filter_value_and_grad(
+        lambda m: loss(m, True), has_aux=True))(model)
+    assert float(jnp.max(jnp.abs(got - expected))) <= 1e-5 * float(jnp.max(jnp.abs(expected)))
+    for a, b in zip(jax.tree.leaves(g_vmap), jax.tree.leaves(g_batched)):
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-4 * float(jnp.max(jnp.abs(a))) + 1e-7
 
 
 def test_discretisation_consistency(getkey):
