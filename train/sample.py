@@ -188,7 +188,8 @@ def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int,
     """
     from sdeflow import samplers
 
-    score = samplers.PreconditionedScore(model, sde, parameterisation)
+    # the network inside the vmapped solver runs its own batched layout (samplers.VmapAsBatched)
+    score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation)
     if t_end is not None and not (isinstance(t_end, (int, float)) and 0 < t_end < sde.t1):
         raise ValueError(f"sampler.t_end must be null or a number in (0, {sde.t1}), got {t_end!r}.")
 

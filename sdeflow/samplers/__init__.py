@@ -2,6 +2,7 @@
 
 from ._noise import ReverseNoiseTerm as ReverseNoiseTerm
 from .base import AbstractSampler as AbstractSampler, SampleResult as SampleResult, time_grid as time_grid
+from .batching import VmapAsBatched as VmapAsBatched
 from .conditional import (
     AbstractObservation as AbstractObservation,
     Inpainting as Inpainting,
