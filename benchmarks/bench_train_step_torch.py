@@ -108,7 +108,7 @@ def run(steps: int, batch: int, grid: int) -> dict:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        return float(loss)
+        return float(loss.detach())
 
     for _ in range(2):
         step()

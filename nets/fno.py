@@ -94,6 +94,15 @@ def resample_spatial_major(h: Array, out_grid: Sequence[int]) -> Array:
     return h
 
 
+def batch_times(t: Array | RealScalarLike, u: Array, in_channels: int, dim: int) -> Array:
+    """Check that `u` is a batch `(B, in_channels, n_1, ..., n_dim)`; return `t` as `(B,)` times."""
+    if u.ndim != dim + 2 or u.shape[1] != in_channels:
+        raise ValueError(
+            f"`u` must have shape (batch, {in_channels}, n_1, ..., n_{dim}), got {tuple(u.shape)}."
+        )
+    return jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
+
+
 def spatial_major_input(u: Array, coordinates: str | None) -> Array:
     """A batch `(B, c, n_1, ..., n_d)` as `(n_d, ..., n_1, B, c + k)` with the `k` coordinate
     channels of `coordinate_features` appended (the input of the networks' batched paths)."""
@@ -275,12 +284,7 @@ class FNO(eqx.Module):
 
         An array of shape `(B, out_channels, n_1, ..., n_d)`.
         """
-        if u.ndim != self.dim + 2 or u.shape[1] != self.in_channels:
-            raise ValueError(
-                f"`u` must have shape (batch, {self.in_channels}, n_1, ..., n_{self.dim}), got "
-                f"{tuple(u.shape)}."
-            )
-        t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
+        t = batch_times(t, u, self.in_channels, self.dim)
         check_modes_fit(self.modes, u.shape[2:], "input grid")
         emb = jax.vmap(self.embedding)(t)
         h = spatial_major_input(u, self.coordinates)

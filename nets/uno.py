@@ -12,6 +12,7 @@ import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
 from .fno import (
+    batch_times,
     FourierBlock,
     pointwise_last,
     resample_spatial_major,
@@ -175,25 +176,11 @@ class UNO(eqx.Module):
 
     def batched(self, t: Float[Array, " b"] | RealScalarLike,
                 u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
-        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`), computed spatial-major
-        as in `FNO.batched`: the batch is stored `(n_d, ..., n_1, B, c)` throughout, so that every
-        transform, resampling included, is a matmul in XLA's canonical form.
-
-        **Arguments:**
-
-        - `t`: times of shape `(B,)` (or one scalar for all).
-        - `u`: a batch of shape `(B, in_channels, n_1, ..., n_d)`.
-
-        **Returns:**
-
-        An array of shape `(B, out_channels, n_1, ..., n_d)`.
+        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`; arguments and result as
+        in `FNO.batched`), computed spatial-major like it: the batch is stored `(n_d, ..., n_1, B, c)`
+        throughout, so that every transform, resampling included, is a matmul in XLA's canonical form.
         """
-        if u.ndim != self.dim + 2 or u.shape[1] != self.in_channels:
-            raise ValueError(
-                f"`u` must have shape (batch, {self.in_channels}, n_1, ..., n_{self.dim}), got "
-                f"{tuple(u.shape)}."
-            )
-        t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
+        t = batch_times(t, u, self.in_channels, self.dim)
         grid = tuple(u.shape[2:])
         self.check_grid(grid)
         emb = jax.vmap(self.embedding)(t)
