@@ -312,12 +312,11 @@ def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
     o = two_o // 2
     if d == 1:
         a = y.reshape(m_total, b, 2, o).transpose(0, 2, 1, 3)
-    else:
+    else:  # the paired k_1 axis first (see `_sm_forward`)
         m = modes[0]
         kb = m_total // (2 * m + 1)
         z = _modes_to_pairs(y.reshape(kb, 2 * m + 1, b, 2, o), m).reshape(2 * kb, 2 * m + 1, -1)
         a = _batched_matmul(_sm_paired_synthesis(grid[0], m), z, 2 * kb)
-    kb = m_total // (2 * modes[0] + 1) if d > 1 else m_total
     for i in range(1, d - 1):
         k = 2 * modes[i] + 1
         kb //= k
