@@ -13,7 +13,13 @@ import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
 from .layers import coordinate_channels, coordinate_features, make_norm, Pointwise, TimeEmbedding
-from .spectral_conv import check_modes_fit, Method, normalise_modes, SpectralConv
+from .spectral_conv import (
+    batched_matmul,
+    check_modes_fit,
+    Method,
+    normalise_modes,
+    SpectralConv,
+)
 
 
 class FourierBlock(eqx.Module):
@@ -84,13 +90,8 @@ def resample_spatial_major(h: Array, out_grid: Sequence[int]) -> Array:
         axis = d - 1 - i  # the array axis of n_i
         shape = h.shape
         lead = math.prod(shape[:axis])
-        matrix = jnp.asarray(sdeflow.resample_matrix(n, m), h.dtype)
-        if lead == 1:
-            h = (matrix @ h.reshape(n, -1)).reshape(m, *shape[1:])
-        else:
-            matrix = jnp.broadcast_to(matrix, (lead, m, n))
-            h = jnp.einsum("kmn,knr->kmr", matrix, h.reshape(lead, n, -1))
-            h = h.reshape(*shape[:axis], m, *shape[axis + 1:])
+        h = batched_matmul(sdeflow.resample_matrix(n, m), h.reshape(lead, n, -1), lead)
+        h = h.reshape(*shape[:axis], m, *shape[axis + 1:])
     return h
 
 

@@ -229,7 +229,7 @@ def _sm_synthesis_last(n: int, m: int) -> np.ndarray:
     return np.stack([w * np.cos(theta), -w * np.sin(theta)], axis=2).reshape(n, -1)
 
 
-def _batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
+def batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
     """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast)."""
     mat = jnp.broadcast_to(_const(matrix, a.dtype), (batch,) + matrix.shape)
     return jnp.einsum("kij,kjd->kid", mat, a)
@@ -296,10 +296,10 @@ def _sm_forward(h: Array, modes: tuple) -> Array:
     for j in range(1, d - 1):
         i = d - 1 - j  # the spatial axis handled now, of size grid_rev[j]
         a = a.reshape(kb, 2 * grid_rev[j], -1)
-        a = _batched_matmul(_sm_analysis(grid_rev[j], modes[i]), a, kb)
+        a = batched_matmul(_sm_analysis(grid_rev[j], modes[i]), a, kb)
         kb *= 2 * modes[i] + 1
     n, m = grid_rev[-1], modes[0]
-    a = _batched_matmul(_sm_paired_analysis(n, m), a.reshape(2 * kb, n, -1), 2 * kb)
+    a = batched_matmul(_sm_paired_analysis(n, m), a.reshape(2 * kb, n, -1), 2 * kb)
     a = _pairs_to_modes(a.reshape(kb, 2, 2 * m + 1, b, c), m)
     return a.reshape(kb * (2 * m + 1), b, 2 * c)
 
@@ -316,11 +316,11 @@ def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
         m = modes[0]
         kb = m_total // (2 * m + 1)
         z = _modes_to_pairs(y.reshape(kb, 2 * m + 1, b, 2, o), m).reshape(2 * kb, 2 * m + 1, -1)
-        a = _batched_matmul(_sm_paired_synthesis(grid[0], m), z, 2 * kb)
+        a = batched_matmul(_sm_paired_synthesis(grid[0], m), z, 2 * kb)
     for i in range(1, d - 1):
         k = 2 * modes[i] + 1
         kb //= k
-        a = _batched_matmul(_sm_synthesis(grid[i], modes[i]), a.reshape(kb, 2 * k, -1), kb)
+        a = batched_matmul(_sm_synthesis(grid[i], modes[i]), a.reshape(kb, 2 * k, -1), kb)
     a = a.reshape(2 * (modes[-1] + 1), -1)
     out = _const(_sm_synthesis_last(grid[-1], modes[-1]), y.dtype) @ a
     return out.reshape(*grid[::-1], b, o)
