@@ -80,19 +80,26 @@ def to_native_grid(x: Float[Array, "1 *grid"]) -> Float[Array, "1 32 32"]:
     return x if tuple(x.shape[1:]) == (GRID, GRID) else sdeflow.resample(x, (GRID, GRID))
 
 
-def features(model: Classifier, fields: np.ndarray | jax.Array, batch_size: int = 500) -> np.ndarray:
-    """Penultimate features of a set of fields on any grid, batch by batch (NumPy `(n, width)`)."""
-    fn = eqx.filter_jit(jax.vmap(lambda u: model.features(to_native_grid(u))))
+def _in_batches(fn, fields: np.ndarray | jax.Array, batch_size: int) -> np.ndarray:
+    """`fn` (vmapped over fields, jitted) applied batch by batch, as one NumPy array."""
+    fn = eqx.filter_jit(jax.vmap(fn))
     return np.concatenate([np.asarray(fn(jnp.asarray(fields[i : i + batch_size])))
                            for i in range(0, len(fields), batch_size)])
 
 
+def features(model: Classifier, fields: np.ndarray | jax.Array, batch_size: int = 500) -> np.ndarray:
+    """Penultimate features of a set of fields on any grid, batch by batch (NumPy `(n, width)`)."""
+    return _in_batches(lambda u: model.features(to_native_grid(u)), fields, batch_size)
+
+
+def probabilities(model: Classifier, fields: np.ndarray | jax.Array, batch_size: int = 500) -> np.ndarray:
+    """Softmax class probabilities of a set of fields on any grid, batch by batch (NumPy `(n, 10)`)."""
+    return _in_batches(lambda u: jax.nn.softmax(model(to_native_grid(u))), fields, batch_size)
+
+
 def accuracy(model: Classifier, fields: np.ndarray, labels: np.ndarray) -> float:
     """The fraction of correctly classified fields."""
-    fn = eqx.filter_jit(jax.vmap(lambda u: jnp.argmax(model(to_native_grid(u)))))
-    predictions = np.concatenate([np.asarray(fn(jnp.asarray(fields[i : i + 500])))
-                                  for i in range(0, len(fields), 500)])
-    return float(np.mean(predictions == labels))
+    return float(np.mean(probabilities(model, fields).argmax(1) == labels))
 
 
 def classifier_split(holdout_range) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -249,7 +249,9 @@ def write_evaluation(model, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     logger.info(
         f"evaluation: {path} (grid {result['grid']}, {result['num_samples']} samples, Riesz MMD "
         f"{result['riesz_mmd']:.4g} vs real {result['riesz_mmd_real']:.4g}, Frechet "
-        f"{result['frechet_distance']:.4g} vs real {result['frechet_distance_real']:.4g})"
+        f"{result['frechet_distance']:.4g} vs real {result['frechet_distance_real']:.4g}, confidently "
+        f"classified {result['classifier_confident_fraction']:.0%} vs real "
+        f"{result['classifier_confident_fraction_real']:.0%})"
     )
     return path
 
