@@ -5,6 +5,7 @@ import math
 import pathlib
 
 import hydra
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sdeflow.priors import Matern
 from sdeflow.sde import VPSDE
 from train import classifier as clf
 from train.data import images_to_functions, load_mnist
-from train.evaluate import evaluate
+from train.evaluate import evaluate, reference_fields
 from train.sample import draw, make_sampler, sampler_tag
 
 
@@ -99,7 +100,7 @@ def test_classifier_learns_held_out_digits_and_round_trips(trained_classifier):
 
 
 def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
-    data, folder, _, _ = trained_classifier
+    data, folder, model, _ = trained_classifier
     run_cfg = OmegaConf.create({"data": OmegaConf.to_container(data), "loss": {"parameterisation": "epsilon"}})
     cfg = compose(
         "evaluate", "run_dir=none", "grid=16", "num_samples=24", "batch_size=12", f"classifier.dir={folder}",
@@ -117,8 +118,14 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     for suffix in ("", "_real"):
         f, c = result["classifier_confident_fraction" + suffix], result["classifier_confidence" + suffix]
         assert 0 <= f <= 1 and 0.9 * f - 1e-6 <= c <= f + 0.9 * (1 - f) + 1e-6, suffix
-    # The small classifier (0.87 accurate) is confident on about half of the real digits (measured 0.53).
+    # The real fraction is that of the reference digits, computed here from the logits in one vmap.
+    logits = jax.vmap(lambda u: model(clf.to_native_grid(u)))(jnp.asarray(reference_fields(run_cfg, 16)[0]))
+    top = np.asarray(jax.nn.softmax(logits)).max(1)
+    assert result["classifier_confident_fraction_real"] == pytest.approx(np.mean(top > 0.9))
+    # The small classifier (0.87 accurate) is confident on about half of the real digits (measured
+    # 0.53) and fooled by the zero model's fields (measured 1.0): the two fractions are not swapped.
     assert result["classifier_confident_fraction_real"] > 0.3
+    assert result["classifier_confident_fraction"] > result["classifier_confident_fraction_real"] + 0.2
     # An untrained (zero-noise) model is far from the digits; two halves of real digits are close.
     assert result["riesz_mmd"] > 5 * abs(result["riesz_mmd_real"])
     assert result["mean_network_evaluations"] == 9  # 8 steps + the denoising step
