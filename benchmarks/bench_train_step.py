@@ -17,7 +17,11 @@ Variants (all in one process per device count and allocator, timed interleaved):
   matmuls), GroupNorm in every block;
 - `batched-nonorm`: the same without GroupNorm;
 - `shardmap`, `shardmap-nonorm`: `batched` with the network under `jax.shard_map` over the
-  devices (`train.step.DataParallel`, what the training program runs), with and without GroupNorm.
+  devices (`train.step.DataParallel`, what the training program runs), with and without GroupNorm;
+- `microbatch-nonorm`: `batched-nonorm` on four micro-batches of 32 in a `jax.lax.map`, a tried
+  alternative: its activations of 4 MB stay in the 32 MB L3 cache where the full batch's 16 MB
+  ones do not, but the loop runs each op on a quarter of the batch at a lower rate than the cache
+  gains (865 against 527 ms per step here).
 
 Allocators (`--allocators`, separate processes): glibc's `malloc` as it comes (`default`) and
 keeping the memory XLA frees between steps (`retain`, `train.memory`; what the programs do).
@@ -45,7 +49,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALLOCATORS = ("default", "retain")
 VARIANTS = ("vmap-fft", "vmap-dft", "vmap-dft-nonorm", "batched", "batched-nonorm", "shardmap",
-            "shardmap-nonorm")
+            "shardmap-nonorm", "microbatch-nonorm")
+MICRO_BATCHES = 4
 LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here), as issue 5 states
 
 
@@ -96,6 +101,23 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
     def vmap_loss(model, x0, key):
         return dsm_loss(PerSample(model), sde, x0, key)
 
+    class MicroBatched(eqx.Module):
+        """`net.batched` on `MICRO_BATCHES` equal parts of the batch, one after another."""
+
+        net: eqx.Module
+
+        def __call__(self, t, x):
+            return self.net(t, x)
+
+        def batched(self, t, x):
+            k = MICRO_BATCHES
+            t = jnp.broadcast_to(t, x.shape[:1]).reshape(k, -1)
+            y = jax.lax.map(lambda a: self.net.batched(*a), (t, x.reshape(k, -1, *x.shape[1:])))
+            return y.reshape(x.shape[0], *y.shape[2:])
+
+    def microbatch_loss(model, x0, key):
+        return dsm_loss(MicroBatched(model), sde, x0, key)
+
     def shardmap_loss(model, x0, key):
         return dsm_loss(DataParallel(model, mesh), sde, x0, key)
 
@@ -104,7 +126,8 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
         method = "fft" if variant == "vmap-fft" else "dft"
         model = nets.FNO(1, 1, width=32, modes=14, depth=4, norm=norm, method=method, dim=2,
                          key=jr.key(0))
-        loss_fn = {"batched": batched_loss, "vmap": vmap_loss, "shardmap": shardmap_loss}[variant.split("-")[0]]
+        loss_fn = {"batched": batched_loss, "vmap": vmap_loss, "shardmap": shardmap_loss,
+                   "microbatch": microbatch_loss}[variant.split("-")[0]]
 
         def step(model, opt_state, x0, key):
             loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x0, key)
