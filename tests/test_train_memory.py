@@ -56,3 +56,47 @@ def test_retained_memory_is_not_faulted_in_again():
     # gives transparent huge pages to every mapping, and then there is little to gain).
     if default > 4000:
         assert retain < default / 10, (retain, default)
+
+
+TRIM_SCRIPT = """
+import sys
+from train.memory import ResidentGuard, release_free_memory, resident_bytes, retain_freed_memory
+assert retain_freed_memory()
+import numpy as np
+x = np.ones(64 * 1024 * 1024 // 8)  # 64 MB from the kept heap (mmap is off), touched
+held = resident_bytes()
+del x  # freed into the heap, which keeps it
+kept = resident_bytes()
+guard = ResidentGuard(growth=1.5)
+guard.settled = kept // 2  # as if the heap had grown to twice its settled size
+assert guard.check() and guard.trims == 1
+print(held, kept, resident_bytes())
+"""
+
+
+def test_guard_hands_back_what_the_kept_heap_holds():
+    if glibc_version() is None:
+        pytest.skip("not glibc: release_free_memory is a documented no-op there")
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    out = subprocess.run([sys.executable, "-c", TRIM_SCRIPT], capture_output=True, text=True,
+                         check=True, cwd=REPO, timeout=120, env=env)
+    held, kept, trimmed = map(int, out.stdout.split())
+    mb = 1024 * 1024
+    assert kept > held - 4 * mb  # freeing alone gives nothing back under retain_freed_memory
+    assert trimmed < kept - 56 * mb  # the guard's trim returns the freed 64 MB
+
+
+def test_guard_trims_only_past_its_growth_factor(monkeypatch):
+    import train.memory as memory
+
+    sizes, trims = iter([100, 140, 160, 90]), []
+    monkeypatch.setattr(memory, "resident_bytes", lambda: next(sizes))
+    monkeypatch.setattr(memory, "release_free_memory", lambda: trims.append(1) or True)
+    guard = memory.ResidentGuard(growth=1.5)
+    assert not guard.check() and guard.settled == 100  # the first check records the settled size
+    assert not guard.check()  # 140 <= 150
+    assert guard.check() and trims == [1]  # 160 > 150; the log line reads the size again (90)
+    guard.reset()
+    assert guard.settled is None and trims == [1, 1]  # a new working set: trim, forget
+    with pytest.raises(ValueError, match="growth"):
+        memory.ResidentGuard(growth=1.0)

@@ -31,7 +31,7 @@ from . import build, devices as devices_lib
 from .checkpoint import Checkpointer
 from .config import level_at, total_steps, validate
 from .data import batches, load_mnist, make_dataset
-from .memory import retain_freed_memory
+from .memory import ResidentGuard, retain_freed_memory
 from .progress import configure_logging, MetricsLog, ProgressBar, plot_loss, save_grid
 from .step import TrainState, init_state, make_mesh, make_optimiser, make_train_step, shard_batch
 
@@ -182,6 +182,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     step = start
     level_end = 0
     iterator = None
+    guard = ResidentGuard()  # bounds the kept heap's growth on several devices (train.memory)
     try:
         for index, level in enumerate(t.levels):
             level_start, level_end = level_end, level_end + level.steps
@@ -192,6 +193,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                 metrics.write(event="level", step=step, level=index, grid=level.grid)
             logger.info(f"level {index}: grid {level.grid}, steps {max(step, level_start)}..{level_end}")
             losses, window_start = [], time.perf_counter()
+            guard.reset()
             while step < min(level_end, stop):
                 state, loss = step_fn(state, shard_batch(next(iterator), mesh))
                 losses.append(loss)
@@ -205,6 +207,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     bar.update(len(losses), loss=mean, grid=level.grid)
                     if not np.isfinite(mean):
                         raise FloatingPointError(f"the loss is {mean} at step {step}; lower optim.lr?")
+                    guard.check()
                     losses, window_start = [], time.perf_counter()
                 if step % t.ckpt_every == 0:
                     checkpoint(step, iterator)
