@@ -15,6 +15,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .linear_map import linear_map
 
 Method = str  # "auto", "dft" or "fft" (checked with a ValueError naming the argument)
 
@@ -229,10 +230,24 @@ def _sm_synthesis_last(n: int, m: int) -> np.ndarray:
     return np.stack([w * np.cos(theta), -w * np.sin(theta)], axis=2).reshape(n, -1)
 
 
-def batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
-    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast)."""
+def _broadcast_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
     mat = jnp.broadcast_to(_const(matrix, a.dtype), (batch,) + matrix.shape)
     return jnp.einsum("kij,kjd->kid", mat, a)
+
+
+def batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
+    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast); its
+    transpose is the same with `matrix.T` (`nets.linear_map`)."""
+    matrix_t = np.ascontiguousarray(matrix.T)
+    return linear_map(lambda a: _broadcast_matmul(matrix, a, batch),
+                      lambda g: _broadcast_matmul(matrix_t, g, batch), a)
+
+
+def const_matmul(matrix: np.ndarray, a: Array) -> Array:
+    """`matrix @ a` for a 2-d `a`; its transpose is the product with `matrix.T`."""
+    matrix_t = np.ascontiguousarray(matrix.T)
+    return linear_map(lambda a: _const(matrix, a.dtype) @ a,
+                      lambda g: _const(matrix_t, g.dtype) @ g, a)
 
 
 @functools.lru_cache(maxsize=256)
@@ -261,7 +276,23 @@ def _paired_order(m: int) -> np.ndarray:
 def _pairs_to_modes(a: Array, m: int) -> Array:
     """(kb, 2, 2m+1, B, c): [Re, Im] of rows $C_0..C_m, S_1..S_m$ -> (kb, 2m+1, B, 2, c): [Re, Im]
     of the DFT $C_j \\mp i S_j$ at $k = 0, 1..m, -1..-m$ (one elementwise pass, fused by XLA with
-    the transpose that the mixing's layout needs anyway)."""
+    the transpose that the mixing's layout needs anyway).
+
+    Its transpose is `_modes_to_pairs` (the same sums and differences read the other way), which
+    reverse mode runs in place of XLA's pads and accumulations (`nets.linear_map`)."""
+    return linear_map(lambda a: _pairs_to_modes_raw(a, m),
+                      lambda g: _modes_to_pairs_raw(g, m), a)
+
+
+def _modes_to_pairs(y: Array, m: int) -> Array:
+    """(kb, 2m+1, B, 2, o): [Re, Im] of $Y_k$ at $k = 0, 1..m, -1..-m$ -> (kb, 2, 2m+1, B, o): [Re,
+    Im] of rows $Y_0$, $P_j = Y_j + Y_{-j}$, $Q_j = i (Y_j - Y_{-j})$; the transpose of
+    `_pairs_to_modes`, and the other way round."""
+    return linear_map(lambda y: _modes_to_pairs_raw(y, m),
+                      lambda g: _pairs_to_modes_raw(g, m), y)
+
+
+def _pairs_to_modes_raw(a: Array, m: int) -> Array:
     c_re, c_im = a[:, 0, : m + 1], a[:, 1, : m + 1]
     s_re, s_im = a[:, 0, m + 1 :], a[:, 1, m + 1 :]
     re = jnp.concatenate([c_re[:, :1], c_re[:, 1:] + s_im, c_re[:, 1:] - s_im], axis=1)
@@ -269,9 +300,7 @@ def _pairs_to_modes(a: Array, m: int) -> Array:
     return jnp.stack([re, im], axis=-2)
 
 
-def _modes_to_pairs(y: Array, m: int) -> Array:
-    """(kb, 2m+1, B, 2, o): [Re, Im] of $Y_k$ at $k = 0, 1..m, -1..-m$ -> (kb, 2, 2m+1, B, o): [Re,
-    Im] of rows $Y_0$, $P_j = Y_j + Y_{-j}$, $Q_j = i (Y_j - Y_{-j})$."""
+def _modes_to_pairs_raw(y: Array, m: int) -> Array:
     re, im = y[..., 0, :], y[..., 1, :]
     re_pos, re_neg, im_pos, im_neg = re[:, 1 : m + 1], re[:, m + 1 :], im[:, 1 : m + 1], im[:, m + 1 :]
     z_re = jnp.concatenate([re[:, :1], re_pos + re_neg, im_neg - im_pos], axis=1)
@@ -289,7 +318,7 @@ def _sm_forward(h: Array, modes: tuple) -> Array:
     d = len(modes)
     grid_rev = h.shape[:d]
     b, c = h.shape[d:]
-    a = _const(_sm_analysis_last(grid_rev[0], modes[-1]), h.dtype) @ h.reshape(grid_rev[0], -1)
+    a = const_matmul(_sm_analysis_last(grid_rev[0], modes[-1]), h.reshape(grid_rev[0], -1))
     kb = modes[-1] + 1
     if d == 1:
         return a.reshape(kb, 2, b, c).transpose(0, 2, 1, 3).reshape(kb, b, 2 * c)
@@ -322,7 +351,7 @@ def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
         kb //= k
         a = batched_matmul(_sm_synthesis(grid[i], modes[i]), a.reshape(kb, 2 * k, -1), kb)
     a = a.reshape(2 * (modes[-1] + 1), -1)
-    out = _const(_sm_synthesis_last(grid[-1], modes[-1]), y.dtype) @ a
+    out = const_matmul(_sm_synthesis_last(grid[-1], modes[-1]), a)
     return out.reshape(*grid[::-1], b, o)
 
 
