@@ -140,7 +140,9 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
         try:
             cost = jax.jit(step).lower(model, opt_state, x0, jr.key(2)).compile().cost_analysis()
             cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-            flops = float(cost.get("flops", 0.0)) or None
+            # XLA reports the program of one device; with the batch split over `devices` the
+            # step does `devices` times that.
+            flops = float(cost.get("flops", 0.0)) * devices or None
         except Exception:  # cost analysis is best effort
             pass
         step = eqx.filter_jit(step, donate="all-except-first")
