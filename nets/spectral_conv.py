@@ -235,19 +235,21 @@ def _broadcast_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
     return jnp.einsum("kij,kjd->kid", mat, a)
 
 
-def batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
-    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast); its
-    transpose is the same with `matrix.T` (`nets.linear_map`)."""
+def _constant_product(product, matrix: np.ndarray, a: Array) -> Array:
+    """`product(matrix, a)`, linear in `a`, with `product(matrix.T, g)` as its transpose
+    (`nets.linear_map`): a canonical dot both ways."""
     matrix_t = np.ascontiguousarray(matrix.T)
-    return linear_map(lambda a: _broadcast_matmul(matrix, a, batch),
-                      lambda g: _broadcast_matmul(matrix_t, g, batch), a)
+    return linear_map(lambda a: product(matrix, a), lambda g: product(matrix_t, g), a)
+
+
+def batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
+    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast)."""
+    return _constant_product(lambda m, a: _broadcast_matmul(m, a, batch), matrix, a)
 
 
 def const_matmul(matrix: np.ndarray, a: Array) -> Array:
-    """`matrix @ a` for a 2-d `a`; its transpose is the product with `matrix.T`."""
-    matrix_t = np.ascontiguousarray(matrix.T)
-    return linear_map(lambda a: _const(matrix, a.dtype) @ a,
-                      lambda g: _const(matrix_t, g.dtype) @ g, a)
+    """`matrix @ a` for a 2-d `a`."""
+    return _constant_product(lambda m, a: _const(m, a.dtype) @ a, matrix, a)
 
 
 @functools.lru_cache(maxsize=256)
