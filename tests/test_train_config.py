@@ -65,6 +65,7 @@ def test_curriculum_bookkeeping():
         ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1), got 2.0"),
         ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1), got 0"),
         ("train.progress_bar=2", "train.progress_bar must be true or false, got 2"),
+        ("loss.self_conditioning=0.5", "loss.self_conditioning must be null (the samplers do not support"),
     ],
 )
 def test_wrong_values_name_their_field(override, message):
