@@ -6,6 +6,7 @@ batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; computed spatial
 for `FNO` and `UNO`).
 """
 
+from .difference import DifferenceKernel as DifferenceKernel
 from .fno import FNO as FNO, FourierBlock as FourierBlock
 from .layers import (
     coordinate_features as coordinate_features,

@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import sdeflow
 from sdeflow._custom_types import RealScalarLike
 
+from .difference import DifferenceKernel
 from .layers import coordinate_channels, coordinate_features, make_norm, Pointwise, TimeEmbedding
 from .spectral_conv import (
     batched_matmul,
@@ -33,6 +34,9 @@ class FourierBlock(eqx.Module):
     - `time_dim`: the size of the time embedding $e(t)$.
     - `norm`: `"group"` or `None`; `groups`: GroupNorm groups.
     - `method`: the spectral convolution's implementation.
+    - `local`: whether to add the local path $W_D D h$, a pointwise map of a depthwise
+      finite-difference stencil (`nets.DifferenceKernel`), to $W h$: $K$ keeps few modes, and
+      this path sees each point's neighbours on every grid.
     - `key`: a JAX random key.
     """
 
@@ -40,20 +44,31 @@ class FourierBlock(eqx.Module):
     pointwise: Pointwise
     time: eqx.nn.Linear
     norm: eqx.nn.GroupNorm | None
+    difference: DifferenceKernel | None
+    difference_mix: Pointwise | None
 
     def __init__(self, in_channels: int, out_channels: int, modes: Sequence[int], time_dim: int,
-                 *, norm: str | None, groups: int, method: Method, key: PRNGKeyArray):
+                 *, norm: str | None, groups: int, method: Method, local: bool = False,
+                 key: PRNGKeyArray):
         k1, k2, k3 = jr.split(key, 3)
         self.spectral = SpectralConv(in_channels, out_channels, modes, method=method, key=k1)
         self.pointwise = Pointwise(in_channels, out_channels, key=k2)
         self.time = eqx.nn.Linear(time_dim, out_channels, key=k3)
         self.norm = make_norm(norm, out_channels, groups)
+        if local:  # keys of their own: the other weights are those of a block without this path
+            k4, k5 = jr.split(jr.fold_in(key, 1))
+            self.difference = DifferenceKernel(in_channels, dim=len(modes), key=k4)
+            self.difference_mix = Pointwise(in_channels, out_channels, use_bias=False, key=k5)
+        else:
+            self.difference = self.difference_mix = None
 
     def __call__(self, h: Float[Array, "c *grid"], emb: Float[Array, " e"],
                  out_grid: Sequence[int] | None = None) -> Float[Array, "o *out"]:
         """Apply to one sample; `out_grid` changes the resolution (pointwise path resampled)."""
         out = tuple(h.shape[1:]) if out_grid is None else tuple(out_grid)
         skip = self.pointwise(h)
+        if self.difference is not None:
+            skip = skip + self.difference_mix(self.difference(h))
         if out != tuple(h.shape[1:]):
             skip = sdeflow.resample(skip, out)
         y = self.spectral(h, out) + skip
@@ -70,6 +85,8 @@ class FourierBlock(eqx.Module):
         grid = tuple(h.shape[:d])[::-1]
         out = grid if out_grid is None else tuple(int(n) for n in out_grid)
         skip = pointwise_last(self.pointwise, h)
+        if self.difference is not None:
+            skip = skip + pointwise_last(self.difference_mix, self.difference.spatial_major(h))
         if out != grid:
             skip = resample_spatial_major(skip, out)
         y = self.spectral.spatial_major(h, out) + skip
@@ -181,6 +198,8 @@ class FNO(eqx.Module):
     - `projection`: hidden channels of the projection.
     - `norm`: `"group"` or `None` (never BatchNorm); `groups`: GroupNorm groups.
     - `method`: spectral convolution implementation, `"auto"`, `"dft"` or `"fft"`.
+    - `local`: whether every block adds a local path, a finite-difference stencil on the grid
+      (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None` (see
       `nets.coordinate_features`).
     - `dim`: the dimension $d$ of the torus.
@@ -215,6 +234,7 @@ class FNO(eqx.Module):
         norm: str | None = "group",
         groups: int = 8,
         method: Method = "auto",
+        local: bool = False,
         coordinates: str | None = "periodic",
         dim: int = 2,
         key: PRNGKeyArray,
@@ -239,7 +259,7 @@ class FNO(eqx.Module):
         self.lift = Pointwise(in_channels + n_coords, width, key=keys[1])
         self.blocks = tuple(
             FourierBlock(width, width, self.modes, time_dim, norm=norm, groups=groups,
-                         method=method, key=k)
+                         method=method, local=local, key=k)
             for k in keys[2:depth + 2]
         )
         self.project1 = Pointwise(width, projection, key=keys[-2])

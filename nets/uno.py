@@ -55,6 +55,8 @@ class UNO(eqx.Module):
     - `projection`: hidden channels of the projection.
     - `norm`, `groups`: `"group"` or `None`, and the GroupNorm groups.
     - `method`: the spectral convolution's implementation.
+    - `local`: whether every block adds a local path, a finite-difference stencil on the grid
+      (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None`.
     - `dim`: the dimension of the torus.
     - `key`: a JAX random key.
@@ -89,6 +91,7 @@ class UNO(eqx.Module):
         norm: str | None = "group",
         groups: int = 8,
         method: Method = "auto",
+        local: bool = False,
         coordinates: str | None = "periodic",
         dim: int = 2,
         key: PRNGKeyArray,
@@ -134,7 +137,7 @@ class UNO(eqx.Module):
             c_in = channels[i - 1] + (channels[skip] if skip is not None else 0)
             blocks.append(
                 FourierBlock(c_in, channels[i], (block_modes[i - 1],) * dim, time_dim, norm=norm,
-                             groups=groups, method=method, key=keys[i + 1])
+                             groups=groups, method=method, local=local, key=keys[i + 1])
             )
         self.blocks = tuple(blocks)
         self.project1 = Pointwise(channels[-1] + channels[0], projection, key=keys[-2])

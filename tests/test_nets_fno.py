@@ -22,11 +22,12 @@ def band_limited(key, grid, kmax=2):
     return u[None]
 
 
-@pytest.mark.parametrize("dim,grid,norm", [(1, (17,), "group"), (2, (16, 15), None),
-                                           (3, (8, 9, 7), "group")])
-def test_batched_equals_vmap_and_jit(dim, grid, norm, getkey):
+@pytest.mark.parametrize("dim,grid,norm,local", [(1, (17,), "group", False),
+                                                 (2, (16, 15), None, True),
+                                                 (3, (8, 9, 7), "group", False)])
+def test_batched_equals_vmap_and_jit(dim, grid, norm, local, getkey):
     model = nets.FNO(2, 3, width=8, modes=2, depth=1, norm=norm, groups=4, projection=16,
-                     time_features=8, time_dim=16, dim=dim, key=getkey())
+                     time_features=8, time_dim=16, local=local, dim=dim, key=getkey())
     u = jr.normal(getkey(), (3, 2, *grid))
     t = jr.uniform(getkey(), (3,))
     expected = eqx.filter_jit(lambda m, t, u: jax.vmap(m)(t, u))(model, t, u)

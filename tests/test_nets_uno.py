@@ -28,16 +28,17 @@ def test_levels_modes_and_skips(getkey):
     assert [b.spectral.in_channels for b in model.blocks] == [4, 8, 8, 8 + 8]  # + level 1 output
 
 
-@pytest.mark.parametrize("dim,grid,norm,levels", [
-    (2, (32, 24), "group", (1, 0.5, 0.25, 0.5, 1)),
-    (3, (8, 10, 7), None, (1, 0.5, 1)),
+@pytest.mark.parametrize("dim,grid,norm,levels,local", [
+    (2, (32, 24), "group", (1, 0.5, 0.25, 0.5, 1), False),
+    (3, (8, 10, 7), None, (1, 0.5, 1), True),
 ])
-def test_batched_spatial_major_equals_vmap(dim, grid, norm, levels, getkey):
+def test_batched_spatial_major_equals_vmap(dim, grid, norm, levels, local, getkey):
     """`batched` (spatial-major layout, resampling as matmuls) is `vmap` of the one-sample
-    network: outputs and weight gradients, on rectangular grids, with and without GroupNorm."""
+    network: outputs and weight gradients, on rectangular grids, with and without GroupNorm and
+    the local path."""
     multipliers = (1, 2, 2, 2, 1)[: len(levels)]
     model = _small(getkey(), modes=6 if dim < 3 else 2, norm=norm, dim=dim, levels=levels,
-                   multipliers=multipliers)
+                   multipliers=multipliers, local=local)
     u = jr.normal(getkey(), (3, 1, *grid))
     t = jr.uniform(getkey(), (3,))
     target = jr.normal(getkey(), (3, 1, *grid))
@@ -72,7 +73,7 @@ def test_discretisation_consistency(getkey):
 
 
 def test_gradients_reach_every_parameter(getkey):
-    model = _small(getkey())
+    model = _small(getkey(), local=True)
     u = jr.normal(getkey(), (2, 1, 32, 32))
     grads = eqx.filter_jit(eqx.filter_grad(
         lambda m: jnp.mean((m.batched(jnp.array([0.2, 0.7]), u) - u) ** 2)))(model)
