@@ -86,6 +86,15 @@ def test_drift_and_diffusion_agree_with_marginal(name):
         np.testing.assert_allclose(ds2, 2 * f * s**2 + g**2, rtol=2e-3, atol=1e-5)
 
 
+def test_cosine_schedule_rate_is_finite_and_non_negative_up_to_one():
+    """beta of the cosine schedule falls to 0 at t = 1 (not below: g = sqrt(beta) there)."""
+    sde = VPSDE(PRIOR, CosineSchedule())
+    ts = jnp.concatenate([jnp.linspace(0.0, 1.0, 101), jnp.array([0.9999, 0.99999])])
+    beta = jax.vmap(sde.schedule.beta)(ts)
+    assert bool(jnp.all(beta >= 0)) and bool(jnp.all(jnp.isfinite(jax.vmap(sde.diffusion)(ts))))
+    assert float(sde.schedule.beta(1.0)) == 0.0
+
+
 def test_vp_preserves_variance_and_schedules():
     for schedule in (LinearSchedule(), CosineSchedule(), LearnedSchedule(key=jr.key(0))):
         sde = VPSDE(PRIOR, schedule)

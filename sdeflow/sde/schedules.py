@@ -86,7 +86,9 @@ class CosineSchedule(AbstractSchedule):
         t = jnp.asarray(t, dtype=jnp.float32)
         s = self.offset
         base = math.cos(0.5 * math.pi * s / (1 + s)) ** 2
-        alpha_bar = jnp.cos(0.5 * jnp.pi * (t + s) / (1 + s)) ** 2 / base
+        # cos(pi/2 (t + s)/(1 + s)) as sin(pi/2 (1 - t)/(1 + s)): equal, but exactly 0 at t = 1, where
+        # float32's cos(pi/2) is -4e-8 and gave beta(1) < 0, so g(1) = sqrt(beta(1)) was NaN
+        alpha_bar = jnp.sin(0.5 * jnp.pi * (1 - t) / (1 + s)) ** 2 / base
         alpha_bar = self.min_alpha_bar + (1 - self.min_alpha_bar) * alpha_bar
         return jnp.log1p(-alpha_bar) - jnp.log(alpha_bar)
 
