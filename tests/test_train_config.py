@@ -64,6 +64,7 @@ def test_curriculum_bookkeeping():
         ("sampler.steps=null", "sampler.steps must be a positive int, got None"),
         ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1), got 2.0"),
         ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1), got 0"),
+        ("sampler.spacing=log", "sampler.spacing must be one of uniform, log_snr, got 'log'"),
         ("train.progress_bar=2", "train.progress_bar must be true or false, got 2"),
         ("loss.self_conditioning=0.5", "loss.self_conditioning must be null (the samplers do not support"),
     ],

@@ -20,6 +20,7 @@ class ConfigError(ValueError):
 PRIORS = ("matern", "laplacian", "white")
 SDES = ("vp", "subvp", "ve")
 SCHEDULES = ("linear", "cosine")
+SPACINGS = ("uniform", "log_snr")
 PARAMETERISATIONS = ("epsilon", "x0", "v", "score")
 WEIGHTINGS = ("simple", "likelihood", "p2")
 TIME_SAMPLINGS = ("stratified", "uniform", "antithetic")
@@ -249,6 +250,8 @@ def _validate_optim(cfg, total_steps: int):
 def _validate_sampler(cfg):
     name = _choice(cfg, "sampler.name", SAMPLERS)
     _bool(cfg, "sampler.denoise")
+    if "spacing" in cfg.sampler:
+        _choice(cfg, "sampler.spacing", SPACINGS)
     if cfg.sampler.get("t_end") is not None:
         _number(cfg, "sampler.t_end", lambda v: 0 < v < _get(cfg, "sde.t1"), "null or a number in (0, sde.t1)")
     if cfg.sampler.get("coarse_grid") is not None:
