@@ -73,7 +73,6 @@ def build_loss(cfg: DictConfig, sde):
             weighting=l.weighting,
             time_sampling=l.time_sampling,
             norm=l.norm,
-            self_conditioning=None if l.self_conditioning is None else float(l.self_conditioning),
         ),
         loss=dsm_loss,
     )
@@ -87,10 +86,7 @@ CHANNELS = 1  # MNIST digits are scalar fields
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
-    """The network of `cfg.model`, by `hydra.utils.instantiate` of its `_target_` (one of `MODELS`).
-
-    A self-conditioned loss feeds the network its input and an estimate of $x_0$, so it then takes
-    twice the data's channels."""
+    """The network of `cfg.model`, by `hydra.utils.instantiate` of its `_target_` (one of `MODELS`)."""
     import hydra.utils
 
     fields = OmegaConf.to_container(cfg.model, resolve=True)
@@ -99,10 +95,8 @@ def build_model(cfg: DictConfig, key: PRNGKeyArray):
         raise ConfigError(f"model.name must be one of {', '.join(MODELS)}, got {name!r}.")
     if fields.get("_target_") != f"nets.{MODELS[name]}":
         raise ConfigError(f"model._target_ must be nets.{MODELS[name]} for model.name {name!r}.")
-    self_conditioned = cfg.loss.get("self_conditioning") is not None
-    in_channels = CHANNELS * (2 if self_conditioned else 1)
     return _wrapped(
-        "model", hydra.utils.instantiate, fields, in_channels=in_channels, out_channels=CHANNELS,
+        "model", hydra.utils.instantiate, fields, in_channels=CHANNELS, out_channels=CHANNELS,
         dim=DIM, key=key,
     )
 

@@ -172,11 +172,6 @@ def _validate_loss(cfg):
     _choice(cfg, "loss.weighting", WEIGHTINGS)
     _choice(cfg, "loss.time_sampling", TIME_SAMPLINGS)
     _choice(cfg, "loss.norm", NORMS)
-    if _get(cfg, "loss.self_conditioning") is not None:
-        # sdeflow.losses.dsm_loss trains a self-conditioned network, but the samplers call the score
-        # on x_t alone: the program's sample grids and evaluation could not feed the estimate channel.
-        _fail("loss.self_conditioning", "must be null (the samplers do not support self-conditioned "
-              "networks yet)", _get(cfg, "loss.self_conditioning"))
 
 
 def _validate_train(cfg) -> list[tuple[int, int]]:
