@@ -27,7 +27,9 @@ class DifferenceKernel(eqx.Module):
     over the $3^d - 1$ neighbours $s \\in \\{-1, 0, 1\\}^d$ of each grid point (periodic), with
     $\\Delta$ the grid spacing (`grid_spacing_inverse`). Its stencil sums to zero and is divided
     by the spacing, so on any smooth $h$ it converges, as the grid is refined, to the first-order
-    differential operator $\\sum_s w_{c,s}\\, s \\cdot \\nabla h_c$: the same weights act on every
+    differential operator $\\sum_s w_{c,s}\\, s \\cdot \\nabla h_c$ (on a grid of spacings
+    $\\Delta_i$, to $\\sum_s w_{c,s} \\sum_i s_i (\\Delta_i/\\Delta) \\partial_i h_c$: the same operator
+    for every refinement that keeps the grid's aspect ratio): the same weights act on every
     grid and mean the same operator (the differential kernels of Liu-Schneider et al., 2024,
     "Neural operators with localized integral and differential kernels"). A spectral convolution
     keeping few modes mixes space only through those modes; this path sees every grid point's

@@ -45,6 +45,20 @@ def test_converges_at_first_order_to_its_differential_operator(getkey):
     assert errors[-1] <= 0.1
 
 
+def test_rectangular_grids_converge_to_the_scaled_operator(getkey):
+    """On $n \\times 2n$ grids the limit weighs axis $i$ by $\\Delta_i / \\Delta$ ($\\sqrt 2$ and
+    $1/\\sqrt 2$ here), the same for every $n$; the error still halves with each doubling."""
+    kernel = _kernel(getkey(), 2, 2)
+    offsets = jnp.array(stencil_offsets(2), jnp.float32) * jnp.array([2**0.5, 2**-0.5])
+    errors = []
+    for n in (32, 64, 128):
+        h, grad = _field(sdeflow.coordinates((n, 2 * n)))
+        limit = jnp.einsum("cs,sa,ca...->c...", kernel.weight, offsets, grad)
+        errors.append(float(jnp.max(jnp.abs(kernel(h) - limit)) / jnp.max(jnp.abs(limit))))
+    orders = [jnp.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert all(0.9 <= float(p) <= 1.1 for p in orders), (errors, orders)
+
+
 def test_symmetric_stencil_converges_at_second_order(getkey):
     """With $w_{-s} = -w_s$ the stencil is a central difference: error $O(\\Delta^2)$."""
     kernel = _kernel(getkey(), 2, 2)

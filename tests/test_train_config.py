@@ -9,6 +9,7 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
+from train import config
 from train.config import ConfigError, level_at, total_steps, validate
 
 
@@ -109,6 +110,14 @@ def test_command_line_fails_before_compiling():
     )
     assert result.returncode != 0
     assert "train.levels[1].grid must be a positive int, got -3" in result.stderr
+
+
+def test_choice_tables_match_the_library():
+    """train.config keeps its own tables (it validates before importing JAX); they must list what
+    the library accepts."""
+    from sdeflow.samplers.base import SPACINGS
+
+    assert config.SPACINGS == SPACINGS
 
 
 def test_fields_that_do_not_exist_are_refused_at_composition():
