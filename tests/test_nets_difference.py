@@ -29,19 +29,25 @@ def _field(x):
     return h, grad
 
 
+def _orders(kernel, offsets, grids):
+    """Max errors of `kernel` against its limit $\\sum_s w_s\\, o_s \\cdot \\nabla h$ (`offsets` $o_s$)
+    on `grids`, relative to the limit's maximum, and the observed orders between successive grids."""
+    errors = []
+    for grid in grids:
+        h, grad = _field(sdeflow.coordinates(grid))
+        limit = jnp.einsum("cs,sa,ca...->c...", kernel.weight, offsets, grad)
+        errors.append(float(jnp.max(jnp.abs(kernel(h) - limit)) / jnp.max(jnp.abs(limit))))
+    return errors, [float(jnp.log2(a / b)) for a, b in zip(errors, errors[1:])]
+
+
 def test_converges_at_first_order_to_its_differential_operator(getkey):
     """On a smooth field, $D h \\to \\sum_s w_s\\, s \\cdot \\nabla h$ with error $O(\\Delta)$: the
     same weights mean the same operator on every grid. Max errors relative to the limit's
     maximum, measured for three keys: 0.09-0.44 at 32, halving with every doubling of n."""
     kernel = _kernel(getkey(), 2, 2)
     offsets = jnp.array(stencil_offsets(2), jnp.float32)  # (s, axis)
-    errors = []
-    for n in (32, 64, 128, 256):
-        h, grad = _field(sdeflow.coordinates((n, n)))
-        limit = jnp.einsum("cs,sa,ca...->c...", kernel.weight, offsets, grad)
-        errors.append(float(jnp.max(jnp.abs(kernel(h) - limit)) / jnp.max(jnp.abs(limit))))
-    orders = [jnp.log2(a / b) for a, b in zip(errors, errors[1:])]
-    assert all(0.9 <= float(p) <= 1.1 for p in orders), (errors, orders)
+    errors, orders = _orders(kernel, offsets, [(n, n) for n in (32, 64, 128, 256)])
+    assert all(0.9 <= p <= 1.1 for p in orders), (errors, orders)
     assert errors[-1] <= 0.1
 
 
@@ -50,13 +56,8 @@ def test_rectangular_grids_converge_to_the_scaled_operator(getkey):
     $1/\\sqrt 2$ here), the same for every $n$; the error still halves with each doubling."""
     kernel = _kernel(getkey(), 2, 2)
     offsets = jnp.array(stencil_offsets(2), jnp.float32) * jnp.array([2**0.5, 2**-0.5])
-    errors = []
-    for n in (32, 64, 128):
-        h, grad = _field(sdeflow.coordinates((n, 2 * n)))
-        limit = jnp.einsum("cs,sa,ca...->c...", kernel.weight, offsets, grad)
-        errors.append(float(jnp.max(jnp.abs(kernel(h) - limit)) / jnp.max(jnp.abs(limit))))
-    orders = [jnp.log2(a / b) for a, b in zip(errors, errors[1:])]
-    assert all(0.9 <= float(p) <= 1.1 for p in orders), (errors, orders)
+    errors, orders = _orders(kernel, offsets, [(n, 2 * n) for n in (32, 64, 128)])
+    assert all(0.9 <= p <= 1.1 for p in orders), (errors, orders)
 
 
 def test_symmetric_stencil_converges_at_second_order(getkey):
@@ -66,13 +67,8 @@ def test_symmetric_stencil_converges_at_second_order(getkey):
     mirror = jnp.array([offsets.index(tuple(-o for o in s)) for s in offsets])
     kernel = eqx.tree_at(lambda k: k.weight, kernel, (kernel.weight - kernel.weight[:, mirror]) / 2)
     offsets = jnp.array(offsets, jnp.float32)
-    errors = []
-    for n in (32, 64, 128):
-        h, grad = _field(sdeflow.coordinates((n, n)))
-        limit = jnp.einsum("cs,sa,ca...->c...", kernel.weight, offsets, grad)
-        errors.append(float(jnp.max(jnp.abs(kernel(h) - limit)) / jnp.max(jnp.abs(limit))))
-    orders = [jnp.log2(a / b) for a, b in zip(errors, errors[1:])]
-    assert all(1.9 <= float(p) <= 2.1 for p in orders), (errors, orders)
+    errors, orders = _orders(kernel, offsets, [(n, n) for n in (32, 64, 128)])
+    assert all(1.9 <= p <= 2.1 for p in orders), (errors, orders)
 
 
 def test_constants_vanish_and_shifts_commute(getkey):
