@@ -122,6 +122,7 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     logits = jax.vmap(lambda u: model(clf.to_native_grid(u)))(jnp.asarray(reference_fields(run_cfg, 16)[0]))
     top = np.asarray(jax.nn.softmax(logits)).max(1)
     assert result["classifier_confident_fraction_real"] == pytest.approx(np.mean(top > 0.9))
+    assert result["class_histogram_real"] == np.bincount(np.asarray(logits).argmax(1), minlength=10).tolist()
     # The small classifier (0.87 accurate) is confident on about half of the real digits (measured
     # 0.53) and fooled by the zero model's fields (measured 1.0): the two fractions are not swapped.
     assert result["classifier_confident_fraction_real"] > 0.3

@@ -67,6 +67,7 @@ def test_curriculum_bookkeeping():
         ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1), got 0"),
         ("sampler.spacing=log", "sampler.spacing must be one of uniform, log_snr, got 'log'"),
         ("train.progress_bar=2", "train.progress_bar must be true or false, got 2"),
+        ("train.evaluation={weights:last}", "train.evaluation.weights must be one of ema, raw, got 'last'"),
     ],
 )
 def test_wrong_values_name_their_field(override, message):

@@ -1,6 +1,7 @@
 """The training program end to end on the smoke experiment: run folder contents, and exact resume."""
 
 import json
+import re
 import pathlib
 
 import equinox as eqx
@@ -9,11 +10,13 @@ import jax
 import jax.random as jr
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
 from train.run import run
+from train.sample import load_run, output_tag
 
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -61,6 +64,20 @@ def test_smoke_run_folder(uninterrupted):
     assert grid.size == (2 * 18 + 2, 2 * 18 + 2)  # 4 samples, 2 per row, 2 pixels of padding
     pixels = np.asarray(grid)[2:18, 2:18]
     assert pixels.std() > 0  # a sample, not a blank tile
+    # The sampling programs restore the EMA or the raw weights (one test: one run of the fixture
+    # per test worker)
+    for weights, expected in (("ema", state.ema), ("raw", state.model)):
+        run_cfg, model, _, step = load_run(run_dir, weights=weights)
+        assert step == int(state.step) and run_cfg.name == "smoke"
+        for a, b in zip(_leaves(model), _leaves(expected), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # after 10 steps at decay 0.9 the average still differs from the last weights
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(_leaves(state.ema), _leaves(state.model)))
+    with pytest.raises(ValueError, match=re.escape("weights must be one of ema | raw, got 'best'")):
+        load_run(run_dir, weights="best")
+    sampler = {"name": "euler_maruyama", "steps": 8}
+    assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "raw"})) == "euler_maruyama_8_raw"
+    assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema"})) == "euler_maruyama_8"
 
 
 @pytest.mark.slow
@@ -84,3 +101,4 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     # started after the resume (the one straddling it is shorter).
     after = {r["step"]: r["loss"] for r in records if "loss" in r and r["step"] - 2 >= 5}
     assert sorted(after) == [8, 10] and all(after[s] == reference_losses[s] for s in after)
+

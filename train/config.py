@@ -28,6 +28,7 @@ NORMS = ("l2", "cameron_martin")
 SAMPLERS = ("euler_maruyama", "ode")
 ODE_SOLVERS = ("tsit5", "heun", "euler")
 SPLITS = {"train": 60_000, "t10k": 10_000}
+WEIGHTS = ("ema", "raw")  # the weights a trained model is sampled with: the EMA ones or the last ones
 
 
 def _fail(field: str, requirement: str, value: Any) -> None:
@@ -219,6 +220,8 @@ def _validate_train(cfg) -> list[tuple[int, int]]:
                 raise ConfigError(
                     f"train.evaluation.{field} is not a field of configs/evaluate.yaml that a run sets."
                 )
+        if "weights" in evaluation:
+            _choice(cfg, "train.evaluation.weights", WEIGHTS)
     split = _get(cfg, "data.split")
     start, stop_index = _range(cfg, "data.train_range", SPLITS[split], split) or (0, SPLITS[split])
     if batch > stop_index - start:

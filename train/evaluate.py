@@ -13,7 +13,8 @@ holds:
   between the two real halves (how far a perfect model would be, with these sample sizes);
 - `vendi_samples`, `vendi_reference`: Vendi scores (cosine kernel) of the classifier features;
 - `power_spectrum_error` and both radially averaged spectra;
-- `class_histogram` and `classifier_confidence` (mean top softmax probability) of the samples, and
+- `class_histogram` and `classifier_confidence` (mean top softmax probability) of the samples
+  (`class_histogram_real`: the classes the classifier gives the reference digits), and
   `classifier_confident_fraction`: the fraction whose top probability exceeds 0.9, a proxy for
   "recognisable digits" among digit-like samples (`_real`: the same on the reference digits); a
   classifier may be confident on fields that are no digits at all, which the Fréchet distance shows;
@@ -163,6 +164,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         "reference": f"{run_cfg.data.split}{list(clf.classifier_split(run_cfg.data.holdout_range)[1])}",
         "sampler": OmegaConf.to_container(cfg.sampler),
         "sampler_tag": sampler_tag(cfg.sampler),
+        "weights": str(cfg.weights),
         "mean_network_evaluations": float(np.mean(evaluations)),
         "sampling_seconds": sampling_seconds,
         "sample_value_range": [float(samples.min()), float(samples.max())],
@@ -181,6 +183,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
             "reference": np.asarray(spectrum_reference).tolist(),
         },
         "class_histogram": np.bincount(probabilities.argmax(1), minlength=10).tolist(),
+        "class_histogram_real": np.bincount(probabilities_real.argmax(1), minlength=10).tolist(),
         "classifier_confidence": float(probabilities.max(1).mean()),
         "classifier_confidence_real": float(probabilities_real.max(1).mean()),
         "classifier_confident_fraction": float(np.mean(probabilities.max(1) > CONFIDENT)),
@@ -196,7 +199,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
 
 def main(cfg: DictConfig) -> pathlib.Path:
     """Run the evaluation of a composed `configs/evaluate.yaml`; return the JSON written."""
-    from .sample import load_run, sampler_tag
+    from .sample import load_run, output_tag
 
     if cfg.run_dir is None:
         raise ValueError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
@@ -205,11 +208,11 @@ def main(cfg: DictConfig) -> pathlib.Path:
             raise ValueError(f"{field} must be a positive int, got {cfg[field]!r}.")
     if cfg.num_samples < 2:
         raise ValueError(f"num_samples must be at least 2, got {cfg.num_samples}.")
-    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step)
+    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     model = jax.device_put(model, jax.devices()[0])
     result = evaluate(model, sde, run_cfg, cfg, step)
     out = pathlib.Path(cfg.output) if cfg.output else (
-        pathlib.Path(cfg.run_dir) / "evaluation" / f"{sampler_tag(cfg.sampler)}_grid{cfg.grid}.json"
+        pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -223,7 +223,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         metrics.write(event="end", step=step, time=time.time())
         write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
         if t.get("evaluation") is not None:
-            write_evaluation(state.ema, sde, cfg, run_dir, step)
+            write_evaluation(state, sde, cfg, run_dir, step)
     else:
         logger.info(f"stopped at step {step} (train.stop_after); run again with the same run_dir to resume")
     return state
@@ -239,14 +239,15 @@ def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
     return merged
 
 
-def write_evaluation(model, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
-    """Every metric of `train.evaluate` for the final EMA model, into `<run_dir>/evaluation.json`."""
+def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
+    """Every metric of `train.evaluate` for the final model (the EMA one unless
+    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`."""
     import json
 
     from .evaluate import evaluate
 
     eval_cfg = evaluation_config(cfg, run_dir)
-    result = evaluate(model, sde, cfg, eval_cfg, step)
+    result = evaluate(state.ema if eval_cfg.weights == "ema" else state.model, sde, cfg, eval_cfg, step)
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(result, indent=1))
     logger.info(

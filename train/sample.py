@@ -140,17 +140,25 @@ def sampler_tag(spec: Any) -> str:
     return "_".join(parts)
 
 
-def load_run(run_dir: str | pathlib.Path, step: int | None = None):
-    """The EMA model of a training run's checkpoint.
+def output_tag(cfg: DictConfig) -> str:
+    """The default output name of a sampling or evaluation program: the sampler's tag, and `_raw`
+    when the raw weights are sampled instead of the EMA ones."""
+    return sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
+
+
+def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema"):
+    """The network of a training run's checkpoint.
 
     **Arguments:**
 
     - `run_dir`: the run folder (`config.yaml`, `checkpoints/`).
     - `step`: the checkpoint step, or `None` for the latest.
+    - `weights`: `"ema"` (the exponential moving average of the weights) or `"raw"` (the weights
+        the optimiser last wrote).
 
     **Returns:**
 
-    `(cfg, model, sde, step)`: the run's resolved config, the EMA network, the forward SDE and the
+    `(cfg, model, sde, step)`: the run's resolved config, the network, the forward SDE and the
     step restored.
     """
     from . import build
@@ -158,6 +166,10 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None):
     from .config import total_steps
     from .step import init_state, make_mesh, make_optimiser
 
+    from .config import WEIGHTS
+
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {' | '.join(WEIGHTS)}, got {weights!r}.")
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it the folder of a training run?")
@@ -173,7 +185,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None):
     template = init_state(model, optimiser, train_key, make_mesh(jax.devices()[:1]))
     with Checkpointer(run_dir / "checkpoints") as checkpointer:
         state, extra = checkpointer.restore(template, step)
-    return cfg, state.ema, sde, int(extra["step"])
+    return cfg, state.ema if weights == "ema" else state.model, sde, int(extra["step"])
 
 
 def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int, batch_size: int,
@@ -230,9 +242,9 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     if not grids or not all(isinstance(n, int) and n >= 4 for n in grids):
         raise ValueError(f"grids must be a non-empty list of ints >= 4, got {grids!r}.")
     sampler = make_sampler(cfg.sampler)
-    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step)
+    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     model = jax.device_put(model, jax.devices()[0])
-    out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / sampler_tag(cfg.sampler)
+    out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for n in grids:
