@@ -245,9 +245,10 @@ def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     import json
 
     from .evaluate import evaluate
+    from .sample import select_weights
 
     eval_cfg = evaluation_config(cfg, run_dir)
-    result = evaluate(state.ema if eval_cfg.weights == "ema" else state.model, sde, cfg, eval_cfg, step)
+    result = evaluate(select_weights(state, eval_cfg.weights), sde, cfg, eval_cfg, step)
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(result, indent=1))
     logger.info(

@@ -146,6 +146,18 @@ def output_tag(cfg: DictConfig) -> str:
     return sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
 
 
+def select_weights(state, weights: str):
+    """The network of a training state: `state.ema` for `"ema"`, `state.model` for `"raw"` (with
+    `state=None`, only the name is checked)."""
+    from .config import WEIGHTS
+
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {' | '.join(WEIGHTS)}, got {weights!r}.")
+    if state is None:
+        return None
+    return state.ema if weights == "ema" else state.model
+
+
 def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema"):
     """The network of a training run's checkpoint.
 
@@ -166,10 +178,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     from .config import total_steps
     from .step import init_state, make_mesh, make_optimiser
 
-    from .config import WEIGHTS
-
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {' | '.join(WEIGHTS)}, got {weights!r}.")
+    select_weights(None, weights)  # a wrong name fails before the checkpoint is read
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it the folder of a training run?")
@@ -185,7 +194,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     template = init_state(model, optimiser, train_key, make_mesh(jax.devices()[:1]))
     with Checkpointer(run_dir / "checkpoints") as checkpointer:
         state, extra = checkpointer.restore(template, step)
-    return cfg, state.ema if weights == "ema" else state.model, sde, int(extra["step"])
+    return cfg, select_weights(state, weights), sde, int(extra["step"])
 
 
 def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int, batch_size: int,
