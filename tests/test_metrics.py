@@ -169,8 +169,10 @@ def test_block_batching_matches_unbatched(getkey):
             metrics.radial_power_spectrum(x, block_size=1000)[1],
         ),
     ]
+    # Absolute tolerance on the scale of the summands (order 1): the MMD is a difference of such
+    # terms, so its own magnitude (about 0.02 here) is no measure of float32 round-off.
     for blocked, whole in pairs:
-        assert np.allclose(blocked, whole, rtol=1e-5, atol=1e-6)
+        assert np.allclose(blocked, whole, rtol=1e-5, atol=1e-5)
     # The unbatched U-statistic, written out directly.
     xv, yv = np.asarray(x).reshape(23, -1) / np.sqrt(5), np.asarray(y).reshape(17, -1) / np.sqrt(5)
     dist = lambda a, b: np.linalg.norm(a[:, None] - b[None], axis=-1)
