@@ -3,6 +3,7 @@
 import json
 import math
 import pathlib
+import types
 
 import hydra
 import jax
@@ -17,6 +18,7 @@ from sdeflow.sde import VPSDE
 from train import classifier as clf
 from train.data import images_to_functions, load_mnist
 from train.evaluate import evaluate, reference_fields
+from train.run import evaluation_config, write_evaluation
 from train.sample import draw, make_sampler, sampler_tag
 
 
@@ -134,6 +136,29 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     assert result["likelihood"]["grid"] == [16, 16] and result["likelihood"]["dimensions"] == 15 * 15
     assert result["likelihood"]["bits_per_dim_8bit_dequantised"] is None  # grid 16 is not the pixel grid
     assert math.isfinite(result["likelihood"]["bits_per_dim"])
+
+
+def test_end_of_run_evaluation_uses_the_chosen_weights(trained_classifier, tmp_path):
+    """`train.run` ends with `write_evaluation`: `configs/evaluate.yaml` under the run's
+    `train.evaluation` overrides, for the EMA or the raw network, into `<run_dir>/evaluation.json`."""
+    data, folder, _, _ = trained_classifier
+    overrides = {"grid": 16, "num_samples": 12, "batch_size": 12, "classifier": {"dir": str(folder)},
+                 "sampler": {"steps": 4}, "likelihood": {"num_digits": 0}, "metrics_block_size": 64,
+                 "sliced_projections": 8, "weights": "raw"}
+    run_cfg = OmegaConf.create({"data": OmegaConf.to_container(data), "loss": {"parameterisation": "epsilon"},
+                                "train": {"evaluation": overrides}})
+    eval_cfg = evaluation_config(run_cfg, tmp_path)
+    assert eval_cfg.run_dir == str(tmp_path) and eval_cfg.grid == 16 and eval_cfg.sampler.name == "euler_maruyama"
+    assert eval_cfg.classifier.steps == compose("evaluate").classifier.steps  # unset fields keep their defaults
+    # The EMA network is poisoned: only the raw one gives finite samples.
+    state = types.SimpleNamespace(ema=lambda t, x: jnp.full_like(x, jnp.nan), model=lambda t, x: jnp.zeros_like(x))
+    sde = VPSDE(Matern(2, 2.0, 2 * math.pi))
+    path = write_evaluation(state, sde, run_cfg, tmp_path, 7)
+    result = json.loads(path.read_text())
+    assert path == tmp_path / "evaluation.json"
+    assert (result["step"], result["grid"], result["num_samples"], result["weights"]) == (7, 16, 12, "raw")
+    assert result["mean_network_evaluations"] == 5 and math.isfinite(result["riesz_mmd"])
+    assert result["likelihood"] == {"skipped": "likelihood.num_digits is 0"}
 
 
 def test_draw_pads_the_last_batch():
