@@ -31,6 +31,10 @@ def test_experiments_compose_and_validate(exp):
     if exp == "multilevel_mnist":
         assert {32, 64, 128} <= set(cfg.train.sample_grids)
         assert len(cfg.train.levels) >= 2 and cfg.prior.name != "white"
+        # its PNGs and its evaluation use the same sampler
+        assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
+        assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
+        assert cfg.sampler.snr == cfg.train.evaluation.sampler.snr
 
 
 def test_curriculum_bookkeeping():
@@ -133,3 +137,20 @@ def test_ode_sampler_fields_are_validated():
     validate(cfg)
     with pytest.raises(ConfigError, match=re.escape("sampler.variables must be one of t, sigma, log_sigma, got 'x'")):
         validate(compose("+exp=smoke", "sampler=ode", "sampler.variables=x"))
+
+
+def test_predictor_corrector_sampler_fields_are_validated():
+    from sdeflow import samplers
+    from train.build import build_sampler
+
+    cfg = compose("+exp=smoke", "sampler=pc", "sampler.steps=12", "sampler.snr=0.2", "sampler.coarse_grid=16")
+    validate(cfg)
+    ml = build_sampler(cfg)
+    assert isinstance(ml.fine, samplers.PredictorCorrector) and ml.fine.snr == 0.2 and ml.fine.corrector_steps == 1
+    for override, message in (
+        ("sampler.snr=0", "sampler.snr must be a number > 0, got 0"),
+        ("sampler.corrector_steps=0", "sampler.corrector_steps must be a positive int, got 0"),
+        ("sampler.steps=null", "sampler.steps must be a positive int, got None"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(compose("+exp=smoke", "sampler=pc", override))

@@ -25,7 +25,7 @@ PARAMETERISATIONS = ("epsilon", "x0", "v", "score")
 WEIGHTINGS = ("simple", "likelihood", "p2")
 TIME_SAMPLINGS = ("stratified", "uniform", "antithetic")
 NORMS = ("l2", "cameron_martin")
-SAMPLERS = ("euler_maruyama", "ode")
+SAMPLERS = ("euler_maruyama", "pc", "ode")
 ODE_SOLVERS = ("tsit5", "heun", "euler")
 SPLITS = {"train": 60_000, "t10k": 10_000}
 WEIGHTS = ("ema", "raw")  # the weights a trained model is sampled with: the EMA ones or the last ones
@@ -266,8 +266,11 @@ def _validate_sampler(cfg):
             )
         if _get(cfg, "sampler.steps") is not None:
             _int(cfg, "sampler.steps", 2, what="an int >= 2 (split between the two grids) or null")
-    if name == "euler_maruyama":
+    if name in ("euler_maruyama", "pc"):
         _int(cfg, "sampler.steps", 1)
+        if name == "pc":
+            _int(cfg, "sampler.corrector_steps", 1)
+            _number(cfg, "sampler.snr", lambda v: v > 0, "a number > 0")
         return
     solver = _choice(cfg, "sampler.solver", ODE_SOLVERS)
     if _get(cfg, "sampler.steps") is None:
