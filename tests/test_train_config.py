@@ -72,6 +72,15 @@ def test_curriculum_bookkeeping():
         ("sampler.spacing=log", "sampler.spacing must be one of uniform, log_snr, got 'log'"),
         ("train.progress_bar=2", "train.progress_bar must be true or false, got 2"),
         ("train.evaluation={weights:last}", "train.evaluation.weights must be one of ema, raw, got 'last'"),
+        # the end-of-run evaluation's fields fail at start-up, not after the training
+        ("train.evaluation={sampler:{name:pc,snr:0}}", "train.evaluation.sampler.snr must be a number > 0, got 0"),
+        ("train.evaluation={sampler:{steps:-3}}", "train.evaluation.sampler.steps must be a positive int, got -3"),
+        ("train.evaluation={sampler:{name:langevin}}", "train.evaluation.sampler.name must be one of euler_maruyama, shark"),
+        ("train.evaluation={sampler:{name:ode,steps:null,solver:heun}}",
+         "train.evaluation.sampler.steps is null (adaptive steps), which needs train.evaluation.sampler.solver = tsit5"),
+        ("train.evaluation={grid:2}", "train.evaluation.grid must be an int >= 4, got 2"),
+        ("train.evaluation={num_samples:0}", "train.evaluation.num_samples must be a positive int, got 0"),
+        ("train.evaluation={data:{split:t10k}}", "train.evaluation.data is not a field of configs/evaluate.yaml"),
     ],
 )
 def test_wrong_values_name_their_field(override, message):

@@ -25,7 +25,8 @@ PARAMETERISATIONS = ("epsilon", "x0", "v", "score")
 WEIGHTINGS = ("simple", "likelihood", "p2")
 TIME_SAMPLINGS = ("stratified", "uniform", "antithetic")
 NORMS = ("l2", "cameron_martin")
-SAMPLERS = ("euler_maruyama", "pc", "ode")
+SAMPLERS = ("euler_maruyama", "pc", "ode")  # of the sample grids of a run
+SAMPLER_NAMES = ("euler_maruyama", "shark", "ode", "ddim", "pc")  # of train.sample and train.evaluate
 ODE_SOLVERS = ("tsit5", "heun", "euler")
 SPLITS = {"train": 60_000, "t10k": 10_000}
 WEIGHTS = ("ema", "raw")  # the weights a trained model is sampled with: the EMA ones or the last ones
@@ -214,14 +215,20 @@ def _validate_train(cfg) -> list[tuple[int, int]]:
     if evaluation is not None:
         if not isinstance(evaluation, DictConfig):
             _fail("train.evaluation", "must be null or a mapping of configs/evaluate.yaml fields", evaluation)
-        known = OmegaConf.load(pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.yaml")
+        known = _evaluate_defaults()
         for field in evaluation:
-            if field not in known or field in ("defaults", "hydra", "data", "run_dir"):
+            if field not in known or field == "run_dir":
                 raise ConfigError(
                     f"train.evaluation.{field} is not a field of configs/evaluate.yaml that a run sets."
                 )
-        if "weights" in evaluation:
-            _choice(cfg, "train.evaluation.weights", WEIGHTS)
+        # The fields the end of the run will use (its overrides over configs/evaluate.yaml), checked
+        # now rather than after the training.
+        view = OmegaConf.create({"sde": _get(cfg, "sde"), "train": {"evaluation": evaluation_fields(cfg)}})
+        _choice(view, "train.evaluation.weights", WEIGHTS)
+        grid = _int(view, "train.evaluation.grid", 4, what="an int >= 4")
+        _int(view, "train.evaluation.num_samples", 1)
+        _int(view, "train.evaluation.batch_size", 1)
+        _validate_sampler(view, "train.evaluation.sampler", SAMPLER_NAMES, [grid])
     split = _get(cfg, "data.split")
     start, stop_index = _range(cfg, "data.train_range", SPLITS[split], split) or (0, SPLITS[split])
     if batch > stop_index - start:
@@ -245,45 +252,62 @@ def _validate_optim(cfg, total_steps: int):
     _number(cfg, "optim.ema_decay", lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
-def _validate_sampler(cfg):
-    name = _choice(cfg, "sampler.name", SAMPLERS)
-    _bool(cfg, "sampler.denoise")
-    if "spacing" in cfg.sampler:
-        _choice(cfg, "sampler.spacing", SPACINGS)
-    if cfg.sampler.get("t_end") is not None:
-        _number(cfg, "sampler.t_end", lambda v: 0 < v < _get(cfg, "sde.t1"), "null or a number in (0, sde.t1)")
-    if cfg.sampler.get("coarse_grid") is not None:
-        coarse = _int(cfg, "sampler.coarse_grid", 4, what="null or an int >= 4")
+def _evaluate_defaults() -> DictConfig:
+    """`configs/evaluate.yaml` without its hydra-only parts (defaults, hydra, data)."""
+    base = OmegaConf.load(pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.yaml")
+    for key in ("defaults", "hydra", "data"):
+        base.pop(key, None)
+    return base
+
+
+def evaluation_fields(cfg: DictConfig) -> DictConfig:
+    """The evaluation at the end of a run: `configs/evaluate.yaml` under its `train.evaluation` overrides."""
+    return OmegaConf.merge(_evaluate_defaults(), _get(cfg, "train.evaluation"))
+
+
+def _validate_sampler(cfg, prefix: str = "sampler", names=SAMPLERS, grids=None):
+    """The sampler fields at `prefix`; with `coarse_grid`, it must not exceed any of `grids`
+    (default: `train.sample_grids`)."""
+    sampler = _get(cfg, prefix)
+    name = _choice(cfg, f"{prefix}.name", names)
+    _bool(cfg, f"{prefix}.denoise")
+    if "spacing" in sampler:
+        _choice(cfg, f"{prefix}.spacing", SPACINGS)
+    if sampler.get("t_end") is not None:
+        _number(cfg, f"{prefix}.t_end", lambda v: 0 < v < _get(cfg, "sde.t1"), "null or a number in (0, sde.t1)")
+    if sampler.get("coarse_grid") is not None:
+        coarse = _int(cfg, f"{prefix}.coarse_grid", 4, what="null or an int >= 4")
         t0, t1 = _get(cfg, "sde.t0"), _get(cfg, "sde.t1")
-        switch = _number(cfg, "sampler.switch_time", lambda v: t0 < v < t1, "a number in (sde.t0, sde.t1)")
-        t_end = cfg.sampler.get("t_end")
+        switch = _number(cfg, f"{prefix}.switch_time", lambda v: t0 < v < t1, "a number in (sde.t0, sde.t1)")
+        t_end = sampler.get("t_end")
         if t_end is not None and not t_end < switch:
-            raise ConfigError(f"sampler.t_end {t_end} must be below sampler.switch_time {switch}.")
-        if any(g < coarse for g in _get(cfg, "train.sample_grids")):
-            raise ConfigError(
-                f"sampler.coarse_grid {coarse} must not exceed any of train.sample_grids "
-                f"{list(_get(cfg, 'train.sample_grids'))}."
-            )
-        if _get(cfg, "sampler.steps") is not None:
-            _int(cfg, "sampler.steps", 2, what="an int >= 2 (split between the two grids) or null")
-    if name in ("euler_maruyama", "pc"):
-        _int(cfg, "sampler.steps", 1)
+            raise ConfigError(f"{prefix}.t_end {t_end} must be below {prefix}.switch_time {switch}.")
+        if grids is None:
+            grids, where = list(_get(cfg, "train.sample_grids")), "train.sample_grids"
+        else:
+            where = "the grids it samples"
+        if any(g < coarse for g in grids):
+            raise ConfigError(f"{prefix}.coarse_grid {coarse} must not exceed any of {where} {list(grids)}.")
+        if _get(cfg, f"{prefix}.steps") is not None:
+            _int(cfg, f"{prefix}.steps", 2, what="an int >= 2 (split between the two grids) or null")
+    if name in ("euler_maruyama", "pc", "ddim"):
+        _int(cfg, f"{prefix}.steps", 1)
         if name == "pc":
-            _int(cfg, "sampler.corrector_steps", 1)
-            _number(cfg, "sampler.snr", lambda v: v > 0, "a number > 0")
+            _int(cfg, f"{prefix}.corrector_steps", 1)
+            _number(cfg, f"{prefix}.snr", lambda v: v > 0, "a number > 0")
         return
-    solver = _choice(cfg, "sampler.solver", ODE_SOLVERS)
-    if _get(cfg, "sampler.steps") is None:
+    solver = _choice(cfg, f"{prefix}.solver", ODE_SOLVERS) if name == "ode" else "tsit5"
+    if _get(cfg, f"{prefix}.steps") is None:
         if solver != "tsit5":
             raise ConfigError(
-                f"sampler.steps is null (adaptive steps), which needs sampler.solver = tsit5, got {solver!r}."
+                f"{prefix}.steps is null (adaptive steps), which needs {prefix}.solver = tsit5, got {solver!r}."
             )
-        _number(cfg, "sampler.rtol", lambda v: v > 0, "a number > 0")
-        _number(cfg, "sampler.atol", lambda v: v > 0, "a number > 0")
+        _number(cfg, f"{prefix}.rtol", lambda v: v > 0, "a number > 0")
+        _number(cfg, f"{prefix}.atol", lambda v: v > 0, "a number > 0")
     else:
-        _int(cfg, "sampler.steps", 1, what="a positive int or null")
-    if "variables" in cfg.sampler:
-        _choice(cfg, "sampler.variables", ("t", "sigma", "log_sigma"))
+        _int(cfg, f"{prefix}.steps", 1, what="a positive int or null")
+    if name == "ode" and "variables" in sampler:
+        _choice(cfg, f"{prefix}.variables", ("t", "sigma", "log_sigma"))
 
 
 def total_steps(cfg: DictConfig) -> int:

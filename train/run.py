@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import build, devices as devices_lib
 from .checkpoint import Checkpointer
-from .config import level_at, total_steps, validate
+from .config import evaluation_fields, level_at, total_steps, validate
 from .data import batches, load_mnist, make_dataset
 from .memory import ResidentGuard, retain_freed_memory
 from .progress import configure_logging, MetricsLog, ProgressBar, plot_loss, save_grid
@@ -231,10 +231,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
 def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
     """`configs/evaluate.yaml` with the run's `train.evaluation` overrides (for the end of a run)."""
-    base = OmegaConf.load(pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.yaml")
-    for key in ("defaults", "hydra", "data"):
-        base.pop(key, None)
-    merged = OmegaConf.merge(base, cfg.train.evaluation)
+    merged = evaluation_fields(cfg)
     merged.run_dir = str(run_dir)
     return merged
 

@@ -26,10 +26,10 @@ import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from .config import SAMPLER_NAMES
+
 
 logger = logging.getLogger("train.sample")
-
-SAMPLER_NAMES = ("euler_maruyama", "shark", "ode", "ddim", "pc")
 
 
 def make_sampler(spec: Any):
