@@ -102,3 +102,55 @@ def test_guard_trims_only_past_its_growth_factor(monkeypatch):
     assert guard.settled is None and trims == [1, 1]  # a new working set: trim, forget
     with pytest.raises(ValueError, match="growth"):
         memory.ResidentGuard(growth=1.0)
+
+
+PROGRAM_SCRIPT = """
+import ctypes, runpy, sys
+program = sys.argv[1]
+sys.argv = [program, "--help"]  # hydra prints the help and exits before training
+try:
+    runpy.run_module(program, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+import train.memory as memory
+threads, refused = memory._first_call
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+mesh = jax.make_mesh((2,), ("data",))
+x = jax.device_put(jnp.ones((2, 8 * 1024 * 1024)), NamedSharding(mesh, P("data")))
+for _ in range(3):
+    jax.jit(lambda x: jnp.sort(x * 2 + 1, axis=1))(x).block_until_ready()
+ctypes.CDLL(None).malloc_stats()  # to stderr: one "Arena N:" block per arena
+print(threads, len(refused))
+"""
+
+
+@pytest.mark.parametrize("program", ["train.run", "train.evaluate", "train.sample", "train.classifier"])
+def test_programs_keep_freed_memory_before_any_thread_starts(program):
+    # glibc's arena limit binds only threads without an arena: after a late call the arenas of
+    # earlier threads stay in use, and XLA's device threads there map and unmap their large buffers
+    # in every step (train.memory). Each program makes the call first, with one thread running.
+    if glibc_version() is None:
+        pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    out = subprocess.run([sys.executable, "-c", PROGRAM_SCRIPT, program], capture_output=True,
+                         text=True, check=True, cwd=REPO, timeout=180,
+                         env={**env, "JAX_PLATFORMS": "cpu"})
+    threads, refused = map(int, out.stdout.split()[-2:])
+    assert (threads, refused) == (1, 0), out.stdout
+    # every thread XLA started for the two devices allocates from glibc's main arena
+    assert out.stderr.count("Arena ") == 1, out.stderr[-2000:]
+
+
+def test_a_late_first_call_says_threads_already_ran():
+    if glibc_version() is None:
+        pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
+    script = ("import jax, logging, sys\n"
+              "logging.basicConfig(stream=sys.stdout, level=logging.INFO)\n"
+              "from train.memory import retain_freed_memory\n"
+              "assert retain_freed_memory()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=REPO, timeout=120, env=env)
+    assert "threads ran before it was told to" in out.stdout, out.stdout

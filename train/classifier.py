@@ -16,6 +16,11 @@ Saved as `<folder>/model.eqx` (equinox serialisation of the weights) and `<folde
     python -m train.classifier [data=mnist_t10k] [classifier.steps=2000] [classifier.dir=...]
 """
 
+if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
+    from .memory import retain_freed_memory
+
+    retain_freed_memory()
+
 import json
 import logging
 import pathlib
@@ -226,7 +231,7 @@ def _main(cfg) -> None:
     from .progress import configure_logging
 
     configure_logging()
-    retain_freed_memory()  # before JAX allocates: no page faults in every step
+    retain_freed_memory()  # logs what the call at the top of the module did
     folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else default_folder(cfg.data)
     train_and_save(cfg.data, folder, steps=int(cfg.classifier.steps), seed=int(cfg.classifier.seed))
 

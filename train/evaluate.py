@@ -24,6 +24,11 @@ holds:
 - the sampler, its mean number of network evaluations and the time taken.
 """
 
+if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
+    from .memory import retain_freed_memory
+
+    retain_freed_memory()
+
 import json
 import logging
 import math
@@ -227,7 +232,7 @@ def _main(cfg: DictConfig) -> None:
     from .progress import configure_logging
 
     configure_logging()
-    retain_freed_memory()  # before JAX allocates: no page faults in every step
+    retain_freed_memory()  # logs what the call at the top of the module did
     main(cfg)
 
 

@@ -47,23 +47,62 @@ def glibc_version() -> str | None:
     return version.split()[-1] if version and version.startswith("glibc") else None
 
 
+_first_call: tuple[int, list[str]] | None = None  # (threads running, settings refused) at the first call
+
+
+def thread_count() -> int:
+    """The threads of the process, native ones included (Linux `/proc/self/task`; elsewhere
+    Python's threads)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
 def retain_freed_memory() -> bool:
     """Make glibc's `malloc` keep the memory XLA frees between steps (one arena, no `mmap`, no trim).
 
-    Call it before JAX starts its threads and allocates. A no-op returning `False` where the C
-    library is not glibc (macOS, musl); `True` when glibc accepted every setting.
+    Call it first thing in a program, before any import starts a thread (`import jax` starts one):
+    the arena limit binds only threads that have no arena yet, and the arenas that earlier threads
+    took stay in use, passed on to later threads (XLA's among them) whatever the limit. A non-main
+    arena grows in heaps of at most 64 MiB, so a larger block there is mapped and unmapped again in
+    every step whatever `M_MMAP_MAX` says. Seen on a main job whose call came after the imports,
+    two CPU devices: non-main arenas were in use (`strace`: a heap made and dropped every step),
+    each device's thread mapped and unmapped its 235 MB of temporaries in every step, ~115,000
+    page faults a step and 30% of the CPU time in the kernel, 550-700 ms per step at 32² against
+    370-430 ms in runs without those faults. Called with one thread running, glibc has no second
+    arena to hand out, ever. The programs of `train` call it at the top of their module when run
+    as `python -m train.NAME`; a first call with other threads already running says so in the log.
+
+    Only the first call sets anything; later calls report its outcome (the first comes before
+    logging is configured). A no-op returning `False` where the C library is not glibc (macOS,
+    musl); `True` when glibc accepted every setting.
     """
+    global _first_call
     version = glibc_version()
     if version is None:
         return False
-    libc = ctypes.CDLL(None)  # the process's own malloc
-    settings = {"M_ARENA_MAX": (M_ARENA_MAX, 1), "M_MMAP_MAX": (M_MMAP_MAX, 0),
-                "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, _KEEP)}
-    refused = [name for name, (param, value) in settings.items() if libc.mallopt(param, value) != 1]
+    if _first_call is None:
+        threads = thread_count()
+        libc = ctypes.CDLL(None)  # the process's own malloc
+        settings = {"M_ARENA_MAX": (M_ARENA_MAX, 1), "M_MMAP_MAX": (M_MMAP_MAX, 0),
+                    "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, _KEEP)}
+        refused = [name for name, (param, value) in settings.items()
+                   if libc.mallopt(param, value) != 1]
+        _first_call = (threads, refused)
+    threads, refused = _first_call
     if refused:
         logger.warning("glibc %s malloc refused %s: freed memory is not all kept", version, refused)
         return False
-    logger.info("glibc %s malloc keeps freed memory", version)
+    if threads > 1:
+        logger.warning(
+            "glibc %s malloc keeps freed memory, but %d threads ran before it was told to: the "
+            "arenas they took stay in use, and steps may fault pages in again (train.memory)",
+            version, threads)
+    else:
+        logger.info("glibc %s malloc keeps freed memory (one arena from the start)", version)
     return True
 
 

@@ -16,6 +16,11 @@ Started again with the same run folder, a run restores its latest checkpoint and
 where it stopped: the same batches, the same random numbers, the same devices.
 """
 
+if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
+    from .memory import retain_freed_memory
+
+    retain_freed_memory()
+
 import logging
 import pathlib
 import time
@@ -273,7 +278,7 @@ def _main(cfg: DictConfig) -> None:
     absl.flags.FLAGS.mark_as_parsed()
     configure_logging(basic=False)  # hydra configures the handlers
     validate(cfg)  # before JAX starts: a wrong field fails at once
-    retain_freed_memory()  # before JAX allocates: no page faults in every step
+    retain_freed_memory()  # logs what the call at the top of the module did
     devices_lib.request_cpu_devices()
     run(cfg)
 

@@ -13,6 +13,11 @@ the same keys; `sampler.resolution_consistent_noise: true` also starts every gri
 prior draw (the restriction of the finest grid's starting noise), at a compile-time cost.
 """
 
+if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
+    from .memory import retain_freed_memory
+
+    retain_freed_memory()
+
 import json
 import logging
 import pathlib
@@ -284,7 +289,7 @@ def _main(cfg: DictConfig) -> None:
     from .progress import configure_logging
 
     configure_logging()
-    retain_freed_memory()  # before JAX allocates: no page faults in every step
+    retain_freed_memory()  # logs what the call at the top of the module did
     main(cfg)
 
 
