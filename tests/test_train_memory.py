@@ -37,11 +37,14 @@ ALLOCATOR_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_MMA
                  "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
-def _faults_per_call(mode: str) -> float:
+def _run(script: str, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
-                         check=True, cwd=REPO, timeout=120, env={**env, "JAX_PLATFORMS": "cpu"})
-    return float(out.stdout.strip().splitlines()[-1])
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          check=True, cwd=REPO, timeout=180, env={**env, **env_extra})
+
+
+def _faults_per_call(mode: str) -> float:
+    return float(_run(SCRIPT, mode, JAX_PLATFORMS="cpu").stdout.strip().splitlines()[-1])
 
 
 def test_retained_memory_is_not_faulted_in_again():
@@ -79,9 +82,7 @@ print(held, kept, resident_bytes())
 def test_guard_hands_back_what_the_kept_heap_holds():
     if glibc_version() is None:
         pytest.skip("not glibc: release_free_memory is a documented no-op there")
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
-    out = subprocess.run([sys.executable, "-c", TRIM_SCRIPT], capture_output=True, text=True,
-                         check=True, cwd=REPO, timeout=120, env=env)
+    out = _run(TRIM_SCRIPT)
     held, kept, trimmed = map(int, out.stdout.split())
     mb = 1024 * 1024
     assert kept > held - 4 * mb  # freeing alone gives nothing back under retain_freed_memory
@@ -104,8 +105,9 @@ def test_guard_trims_only_past_its_growth_factor(monkeypatch):
         memory.ResidentGuard(growth=1.0)
 
 
+
 PROGRAM_SCRIPT = """
-import ctypes, runpy, sys
+import runpy, sys
 program = sys.argv[1]
 sys.argv = [program, "--help"]  # hydra prints the help and exits before training
 try:
@@ -113,44 +115,52 @@ try:
 except SystemExit:
     pass
 import train.memory as memory
-threads, refused = memory._first_call
+arenas_at_call, refused = memory._first_call
 import jax, jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 mesh = jax.make_mesh((2,), ("data",))
 x = jax.device_put(jnp.ones((2, 8 * 1024 * 1024)), NamedSharding(mesh, P("data")))
 for _ in range(3):
     jax.jit(lambda x: jnp.sort(x * 2 + 1, axis=1))(x).block_until_ready()
-ctypes.CDLL(None).malloc_stats()  # to stderr: one "Arena N:" block per arena
-print(threads, len(refused))
+print(arenas_at_call, len(refused), memory.malloc_arenas())
 """
 
 
 @pytest.mark.parametrize("program", ["train.run", "train.evaluate", "train.sample", "train.classifier"])
-def test_programs_keep_freed_memory_before_any_thread_starts(program):
-    # glibc's arena limit binds only threads without an arena: after a late call the arenas of
-    # earlier threads stay in use, and XLA's device threads there map and unmap their large buffers
-    # in every step (train.memory). Each program makes the call first, with one thread running.
+def test_programs_keep_freed_memory_before_any_arena_is_made(program):
+    # glibc's arena limit binds only threads without an arena, so each program makes the call at
+    # the top of its module, while the process has its main arena alone (train.memory); then the
+    # threads XLA starts for two devices all allocate from it.
     if glibc_version() is None:
         pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    out = subprocess.run([sys.executable, "-c", PROGRAM_SCRIPT, program], capture_output=True,
-                         text=True, check=True, cwd=REPO, timeout=180,
-                         env={**env, "JAX_PLATFORMS": "cpu"})
-    threads, refused = map(int, out.stdout.split()[-2:])
-    assert (threads, refused) == (1, 0), out.stdout
-    # every thread XLA started for the two devices allocates from glibc's main arena
-    assert out.stderr.count("Arena ") == 1, out.stderr[-2000:]
+    out = _run(PROGRAM_SCRIPT, program, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert out.stdout.split()[-3:] == ["1", "0", "1"], out.stdout
 
 
-def test_a_late_first_call_says_threads_already_ran():
+ARENA_SCRIPT = """
+import logging, sys, threading
+logging.basicConfig(stream=sys.stdout, level=logging.INFO)
+from train.memory import malloc_arenas, retain_freed_memory
+def work():
+    buffers = [bytearray(1 << 20) for _ in range(4)]  # a new thread's first mallocs
+def thread():
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+if sys.argv[1] == "early":
+    assert retain_freed_memory()
+thread()  # before a late call, this thread takes an arena of its own; it stays when the thread ends
+if sys.argv[1] == "late":
+    assert retain_freed_memory()
+thread()  # a later thread
+print(malloc_arenas())
+"""
+
+
+def test_an_arena_made_before_the_call_stays_and_the_call_says_so():
     if glibc_version() is None:
         pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
-    script = ("import jax, logging, sys\n"
-              "logging.basicConfig(stream=sys.stdout, level=logging.INFO)\n"
-              "from train.memory import retain_freed_memory\n"
-              "assert retain_freed_memory()\n")
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=REPO, timeout=120, env=env)
-    assert "threads ran before it was told to" in out.stdout, out.stdout
+    early, late = _run(ARENA_SCRIPT, "early").stdout, _run(ARENA_SCRIPT, "late").stdout
+    assert early.split()[-1] == "1" and "one arena from the start" in early, early
+    assert int(late.split()[-1]) >= 2 and "arenas were made before it was told to" in late, late

@@ -47,34 +47,45 @@ def glibc_version() -> str | None:
     return version.split()[-1] if version and version.startswith("glibc") else None
 
 
-_first_call: tuple[int, list[str]] | None = None  # (threads running, settings refused) at the first call
+_first_call: tuple[int, list[str]] | None = None  # (arenas, settings refused) at the first call
 
 
-def thread_count() -> int:
-    """The threads of the process, native ones included (Linux `/proc/self/task`; elsewhere
-    Python's threads)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
+def malloc_arenas() -> int | None:
+    """The number of glibc malloc arenas in the process (`malloc_info`), or `None` elsewhere."""
+    if glibc_version() is None:
+        return None
+    import tempfile
 
-        return threading.active_count()
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "malloc_info.xml")
+        stream = libc.fopen(path.encode(), b"w")
+        if not stream:
+            return None
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        with open(path) as f:
+            return f.read().count("<heap nr=")
 
 
 def retain_freed_memory() -> bool:
     """Make glibc's `malloc` keep the memory XLA frees between steps (one arena, no `mmap`, no trim).
 
     Call it first thing in a program, before any import starts a thread (`import jax` starts one):
-    the arena limit binds only threads that have no arena yet, and the arenas that earlier threads
-    took stay in use, passed on to later threads (XLA's among them) whatever the limit. A non-main
-    arena grows in heaps of at most 64 MiB, so a larger block there is mapped and unmapped again in
-    every step whatever `M_MMAP_MAX` says. Seen on a main job whose call came after the imports,
-    two CPU devices: non-main arenas were in use (`strace`: a heap made and dropped every step),
-    each device's thread mapped and unmapped its 235 MB of temporaries in every step, ~115,000
-    page faults a step and 30% of the CPU time in the kernel, 550-700 ms per step at 32² against
-    370-430 ms in runs without those faults. Called with one thread running, glibc has no second
-    arena to hand out, ever. The programs of `train` call it at the top of their module when run
-    as `python -m train.NAME`; a first call with other threads already running says so in the log.
+    the arena limit binds only threads that have no arena yet; an arena an earlier thread took
+    stays, and when that thread ends it is handed to a later thread (XLA's among them) whatever the
+    limit. A non-main arena grows in heaps of at most 64 MiB, so a larger block there is mapped and
+    unmapped again in every step whatever `M_MMAP_MAX` says. Seen on a main job whose call came
+    after the imports, two CPU devices: non-main arenas were in use (`strace`: a heap made and
+    dropped every step), each device's thread mapped and unmapped its 235 MB of temporaries in
+    every step, ~115,000 page faults a step and 30% of the CPU time in the kernel, 550-700 ms per
+    step at 32² against 370-430 ms in runs without those faults. Called while the process has one
+    arena, glibc never makes a second. The programs of `train` call it at the top of their module
+    when run as `python -m train.NAME`; a first call that finds more arenas says so in the log.
 
     Only the first call sets anything; later calls report its outcome (the first comes before
     logging is configured). A no-op returning `False` where the C library is not glibc (macOS,
@@ -85,22 +96,22 @@ def retain_freed_memory() -> bool:
     if version is None:
         return False
     if _first_call is None:
-        threads = thread_count()
+        arenas = malloc_arenas() or 1
         libc = ctypes.CDLL(None)  # the process's own malloc
         settings = {"M_ARENA_MAX": (M_ARENA_MAX, 1), "M_MMAP_MAX": (M_MMAP_MAX, 0),
                     "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, _KEEP)}
         refused = [name for name, (param, value) in settings.items()
                    if libc.mallopt(param, value) != 1]
-        _first_call = (threads, refused)
-    threads, refused = _first_call
+        _first_call = (arenas, refused)
+    arenas, refused = _first_call
     if refused:
         logger.warning("glibc %s malloc refused %s: freed memory is not all kept", version, refused)
         return False
-    if threads > 1:
+    if arenas > 1:
         logger.warning(
-            "glibc %s malloc keeps freed memory, but %d threads ran before it was told to: the "
-            "arenas they took stay in use, and steps may fault pages in again (train.memory)",
-            version, threads)
+            "glibc %s malloc keeps freed memory, but %d arenas were made before it was told to; "
+            "the threads handed them may fault pages in again in every step (train.memory)",
+            version, arenas)
     else:
         logger.info("glibc %s malloc keeps freed memory (one arena from the start)", version)
     return True
