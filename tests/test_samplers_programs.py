@@ -168,3 +168,22 @@ def test_draw_pads_the_last_batch():
     assert x.shape == (5, 1, 12, 12) and np.all(n == 3)
     with pytest.raises(ValueError, match="sampler.t_end"):
         draw(lambda t, u: u, sde, "epsilon", samplers.DDIM(3), __import__("jax").random.key(0), 12, 5, 2, t_end=2.0)
+
+
+def test_evaluate_stops_on_missing_data_before_sampling(tmp_path):
+    """Missing digits stop `evaluate` with the loader's message before any sample is drawn."""
+    from train.data import MnistError
+
+    data = {"split": "t10k", "holdout_range": [8000, 8800], "root": str(tmp_path), "download": False,
+            "smoothing": 0.6}
+    run_cfg = OmegaConf.create({"data": data, "loss": {"parameterisation": "epsilon"}})
+    cfg = compose("evaluate", "run_dir=none", "grid=16", "num_samples=4", "batch_size=4", "sampler.steps=2")
+    calls = []
+
+    def model(t, x):
+        calls.append(t)
+        return jnp.zeros_like(x)
+
+    with pytest.raises(MnistError, match=str(tmp_path)):
+        evaluate(model, VPSDE(Matern(2, 2.0, 2 * math.pi)), run_cfg, cfg, step=0)
+    assert calls == []  # not even traced

@@ -144,13 +144,15 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     grid = int(cfg.grid)
     started = time.perf_counter()
     sampler = make_sampler(cfg.sampler)
+    # The data and the classifier first: missing or corrupt files stop the program before it samples.
+    reference, _, other, _ = reference_fields(run_cfg, grid)
+    classifier, info = classifier_for(run_cfg, cfg)
     parameterisation = run_cfg.loss.parameterisation
+    sampling_started = time.perf_counter()
     samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(cfg.seed), grid,
                                 int(cfg.num_samples), min(int(cfg.batch_size), int(cfg.num_samples)),
                                 t_end=cfg.sampler.get("t_end"))
-    sampling_seconds = time.perf_counter() - started
-    reference, _, other, _ = reference_fields(run_cfg, grid)
-    classifier, info = classifier_for(run_cfg, cfg)
+    sampling_seconds = time.perf_counter() - sampling_started
     block = int(cfg.metrics_block_size)
     f_samples = clf.features(classifier, samples)
     f_reference = clf.features(classifier, reference)
