@@ -5,7 +5,9 @@ import json
 import jax
 import pytest
 
-from train.devices import candidates, choose
+import time
+
+from train.devices import MARGIN, candidates, choose, time_calls
 
 
 def test_candidates_divide_the_batch():
@@ -38,3 +40,31 @@ def test_explicit_count(tmp_path):
     assert choose(4, 16, tmp_path / "a", lambda d: pytest.fail("no timing"), log=lambda m: None) == jax.devices()
     with pytest.raises(RuntimeError, match="train.devices = 8, but only 4"):
         choose(8, 16, tmp_path / "b", lambda d: 0.0, log=lambda m: None)
+
+
+@pytest.mark.parametrize(
+    "timings, expected",
+    [
+        ({1: 0.30, 2: 0.29, 4: 0.50}, 1),  # 3% faster on 2: within the margin, 1 is kept
+        ({1: 0.30, 2: 0.25, 4: 0.50}, 2),  # 17% faster: 2
+        ({1: 0.30, 2: 0.20, 4: 0.195}, 2),  # 4 beats 2 by 2.5%: 2
+        ({1: 0.30, 2: 0.40, 4: 0.20}, 4),
+    ],
+)
+def test_auto_keeps_fewer_devices_in_a_near_tie(tmp_path, timings, expected):
+    assert MARGIN == 0.05
+    devices = choose("auto", 16, tmp_path, lambda d: timings[len(d)], log=lambda m: None)
+    assert len(devices) == expected
+
+
+def test_time_calls_is_the_median_after_two_warm_up_calls():
+    durations = iter([0.3, 0.3, 0.001, 0.2, 0.001, 0.001, 0.001, 0.001, 0.001])
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(next(durations))
+
+    seconds = time_calls(fn)
+    assert len(calls) == 9  # two warm-up calls and seven timed ones
+    assert 0.001 <= seconds < 0.05  # the median; the slow call would put the mean above 0.03

@@ -4,14 +4,17 @@ On accelerators `auto` takes all of them. On CPU, XLA's virtual devices split th
 shards of the batch; whether that is faster depends on the network and the machine (some XLA CPU
 ops, the FFTs among them, run on one thread, so two devices on two cores can be 1.3-1.5x faster
 than one, while eight are ~3x slower). So on CPU `auto` times the real step for each candidate
-count and keeps the fastest; the choice and the timings are logged and stored in the run folder,
-and a resumed run reuses it (another count changes float round-off, so resuming would not
-reproduce the uninterrupted run exactly).
+count and keeps the fastest, unless fewer devices come within `MARGIN` of it: one step's time
+varies by several percent from step to step, and more devices cost more memory (the kept heap
+fragments on several, see `train.memory`), so a near tie goes to the smaller count. The choice and
+the timings are logged and stored in the run folder, and a resumed run reuses it (another count
+changes float round-off, so resuming would not reproduce the uninterrupted run exactly).
 """
 
 import json
 import os
 import pathlib
+import statistics
 import time
 from collections.abc import Callable
 
@@ -19,6 +22,7 @@ import jax
 
 
 CHOICE_FILE = "devices.json"
+MARGIN = 0.05  # more devices are kept only when their step is faster by more than this fraction
 
 
 def request_cpu_devices(count: int | None = None) -> None:
@@ -92,8 +96,10 @@ def choose(
     else:
         for n in candidates(batch_size, len(devices)):
             timings[n] = time_step(devices[:n])
-        count = min(timings, key=timings.get)
-        reason = "fastest measured: " + ", ".join(f"{n} -> {1e3 * t:.1f} ms/step" for n, t in timings.items())
+        fastest = min(timings.values())
+        count = min(n for n, t in timings.items() if t <= (1.0 + MARGIN) * fastest)
+        reason = (f"fastest measured, fewer devices within {MARGIN:.0%}: "
+                  + ", ".join(f"{n} -> {1e3 * t:.1f} ms/step" for n, t in timings.items()))
     log(f"devices: {count} of {len(devices)} {devices[0].platform} ({reason})")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"count": count, "platform": devices[0].platform,
@@ -101,10 +107,14 @@ def choose(
     return devices[:count]
 
 
-def time_calls(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Seconds per call of `fn` (which must block until done), after one warm-up (compiling) call."""
+def time_calls(fn: Callable[[], object], repeats: int = 7) -> float:
+    """The median seconds of `repeats` calls of `fn` (which must block until done), after two
+    warm-up calls (the first compiles; the second still pays for memory first touched)."""
     fn()
-    start = time.perf_counter()
+    fn()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
