@@ -99,8 +99,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from sdeflow import metrics
-    from train.evaluate import reference_fields
-    from train.sample import draw, load_run, make_sampler, sampler_tag
+    from train.build import make_sampler
+    from train.evaluation import reference_fields
+    from train.restore import load_run
+    from train.sampling import draw, sampler_tag
 
     if args.run_dir == "oracle":
         model, sde, reference, other = oracle_problem(args.grid, args.num_samples)

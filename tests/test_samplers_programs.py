@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 from sdeflow import samplers
 from sdeflow.priors import Matern
 from sdeflow.sde import VPSDE
-from train import classifier as clf
+from train import mnist_classifier as clf
 from train.data import images_to_functions, load_mnist
-from train.evaluate import evaluate, reference_fields
-from train.run import evaluation_config, write_evaluation
-from train.sample import draw, make_sampler, sampler_tag
+from train.evaluation import evaluate, evaluation_config, reference_fields, write_evaluation
+from train.build import make_sampler
+from train.sampling import draw, sampler_tag
 
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"

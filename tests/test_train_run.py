@@ -15,8 +15,9 @@ from PIL import Image
 
 from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
-from train.run import run
-from train.sample import load_run, output_tag
+from train.training import run
+from train.restore import load_run
+from train.sampling import output_tag
 
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"

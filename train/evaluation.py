@@ -1,4 +1,4 @@
-"""Evaluate a trained model: `python -m train.evaluate run_dir=runs/NAME [field=value ...]`.
+"""Evaluating a trained model against held-out data (`python -m train.evaluate` runs it).
 
 Draws `num_samples` samples on the `grid` x `grid` grid with the sampler of `configs/evaluate.yaml`
 and compares them with held-out real digits on the same grid. The run's `data.holdout_range` (never
@@ -24,11 +24,6 @@ holds:
 - the sampler, its mean number of network evaluations and the time taken.
 """
 
-if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
-    from .memory import retain_freed_memory
-
-    retain_freed_memory()
-
 import json
 import logging
 import math
@@ -41,15 +36,17 @@ import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from .config import evaluation_fields
 
-logger = logging.getLogger("train.evaluate")
+
+logger = logging.getLogger("train.evaluation")
 CONFIDENT = 0.9  # top softmax probability above which a sample counts as a confidently classified digit
 
 
 def reference_fields(run_cfg: DictConfig, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The held-out digits of a run as fields on `grid`: `(reference, labels, other_half, other_labels)`,
     the reference half and the classifier's half of `data.holdout_range`."""
-    from .classifier import classifier_split
+    from .mnist_classifier import classifier_split
     from .data import images_to_functions, load_mnist
 
     d = run_cfg.data
@@ -64,7 +61,7 @@ def reference_fields(run_cfg: DictConfig, grid: int) -> tuple[np.ndarray, np.nda
 def classifier_for(run_cfg: DictConfig, cfg: DictConfig):
     """The run's Fréchet classifier: loaded from `classifier.dir` (default folder per holdout and
     blur), trained and saved there first if missing."""
-    from . import classifier as clf
+    from . import mnist_classifier as clf
 
     folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else clf.default_folder(run_cfg.data)
     try:
@@ -138,8 +135,9 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     """All metrics of a model against its run's held-out digits, as a JSON-ready dict."""
     from sdeflow import metrics
 
-    from . import classifier as clf
-    from .sample import draw, make_sampler, sampler_tag
+    from . import mnist_classifier as clf
+    from .build import make_sampler
+    from .sampling import draw, sampler_tag
 
     grid = int(cfg.grid)
     started = time.perf_counter()
@@ -204,41 +202,27 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     return result
 
 
-def main(cfg: DictConfig) -> pathlib.Path:
-    """Run the evaluation of a composed `configs/evaluate.yaml`; return the JSON written."""
-    from .sample import load_run, output_tag
+def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
+    """`configs/evaluate.yaml` with the run's `train.evaluation` overrides (for the end of a run)."""
+    merged = evaluation_fields(cfg)
+    merged.run_dir = str(run_dir)
+    return merged
 
-    if cfg.run_dir is None:
-        raise ValueError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
-    for field in ("grid", "num_samples", "batch_size", "metrics_block_size", "sliced_projections"):
-        if not isinstance(cfg[field], int) or cfg[field] < 1:
-            raise ValueError(f"{field} must be a positive int, got {cfg[field]!r}.")
-    if cfg.num_samples < 2:
-        raise ValueError(f"num_samples must be at least 2, got {cfg.num_samples}.")
-    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
-    model = jax.device_put(model, jax.devices()[0])
-    result = evaluate(model, sde, run_cfg, cfg, step)
-    out = pathlib.Path(cfg.output) if cfg.output else (
-        pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}.json"
+
+def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
+    """Every metric of `train.evaluate` for the final model (the EMA one unless
+    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`."""
+    from .restore import select_weights
+
+    eval_cfg = evaluation_config(cfg, run_dir)
+    result = evaluate(select_weights(state, eval_cfg.weights), sde, cfg, eval_cfg, step)
+    path = run_dir / "evaluation.json"
+    path.write_text(json.dumps(result, indent=1))
+    logger.info(
+        f"evaluation: {path} (grid {result['grid']}, {result['num_samples']} samples, Riesz MMD "
+        f"{result['riesz_mmd']:.4g} vs real {result['riesz_mmd_real']:.4g}, Frechet "
+        f"{result['frechet_distance']:.4g} vs real {result['frechet_distance_real']:.4g}, confidently "
+        f"classified {result['classifier_confident_fraction']:.0%} vs real "
+        f"{result['classifier_confident_fraction_real']:.0%})"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    summary = {k: result[k] for k in ("riesz_mmd", "riesz_mmd_real", "frechet_distance", "frechet_distance_real",
-                                      "vendi_samples", "power_spectrum_error", "mean_network_evaluations")}
-    logger.info(f"evaluation written to {out}: {json.dumps(summary)}")
-    return out
-
-
-def _main(cfg: DictConfig) -> None:
-    from .memory import retain_freed_memory
-    from .progress import configure_logging
-
-    configure_logging()
-    retain_freed_memory()  # logs what the call at the top of the module did
-    main(cfg)
-
-
-if __name__ == "__main__":
-    import hydra
-
-    hydra.main(config_path="../configs", config_name="evaluate", version_base=None)(_main)()
+    return path

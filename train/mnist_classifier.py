@@ -16,11 +16,6 @@ Saved as `<folder>/model.eqx` (equinox serialisation of the weights) and `<folde
     python -m train.classifier [data=mnist_t10k] [classifier.steps=2000] [classifier.dir=...]
 """
 
-if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
-    from .memory import retain_freed_memory
-
-    retain_freed_memory()
-
 import json
 import logging
 import pathlib
@@ -39,7 +34,7 @@ import sdeflow
 from .data import NATIVE_GRID, images_to_functions, load_mnist
 
 
-logger = logging.getLogger("train.classifier")
+logger = logging.getLogger("train.mnist_classifier")
 
 GRID = NATIVE_GRID
 
@@ -224,21 +219,3 @@ def default_folder(data_cfg) -> pathlib.Path:
     """`runs/classifier/<split>_<start>_<stop>_s<smoothing>`: one classifier per holdout and blur."""
     start, stop = (int(v) for v in data_cfg.holdout_range)
     return pathlib.Path("runs") / "classifier" / f"{data_cfg.split}_{start}_{stop}_s{float(data_cfg.smoothing):g}"
-
-
-def _main(cfg) -> None:
-    from .memory import retain_freed_memory
-    from .progress import configure_logging
-
-    configure_logging()
-    retain_freed_memory()  # logs what the call at the top of the module did
-    folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else default_folder(cfg.data)
-    train_and_save(cfg.data, folder, steps=int(cfg.classifier.steps), seed=int(cfg.classifier.seed))
-
-
-if __name__ == "__main__":
-    import hydra
-
-    hydra.main(config_path="../configs", config_name="evaluate", version_base=None)(_main)()
-
-

@@ -1,7 +1,7 @@
-"""The training program: `python -m train.run +exp=NAME [field=value ...]`.
+"""The training loop of `python -m train.run`.
 
-Composes `configs/config.yaml` with the experiment, checks every field (`train.config.validate`)
-before building anything, and trains one score network through the multilevel curriculum of
+Checks every field of a composed config (`train.config.validate`) before building anything, and
+trains one score network through the multilevel curriculum of
 `train.levels`. Everything goes into the run folder `train.run_dir` (hydra's output folder):
 
 - `config.yaml`: the resolved config (`.hydra/` holds hydra's own record of the overrides);
@@ -16,11 +16,6 @@ Started again with the same run folder, a run restores its latest checkpoint and
 where it stopped: the same batches, the same random numbers, the same devices.
 """
 
-if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
-    from .memory import retain_freed_memory
-
-    retain_freed_memory()
-
 import logging
 import pathlib
 import time
@@ -34,14 +29,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import build, devices as devices_lib
 from .checkpoint import Checkpointer
-from .config import evaluation_fields, level_at, total_steps, validate
+from .config import level_at, total_steps, validate
 from .data import batches, load_mnist, make_dataset
-from .memory import ResidentGuard, retain_freed_memory
-from .progress import configure_logging, MetricsLog, ProgressBar, plot_loss, save_grid
-from .step import TrainState, init_state, make_mesh, make_optimiser, make_train_step, shard_batch
+from .evaluation import write_evaluation
+from .memory import ResidentGuard
+from .progress import MetricsLog, ProgressBar, plot_loss
+from .sampling import write_samples
+from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
 
 
-logger = logging.getLogger("train.run")
+logger = logging.getLogger("train.training")
 
 
 def _dataset(cfg: DictConfig, images: np.ndarray, grid: int):
@@ -80,39 +77,6 @@ def _save_config(cfg: DictConfig, run_dir: pathlib.Path, resumed_at: int | None)
         logger.warning(f"the config differs from the one this run started with; saved as {other}")
 
 
-def write_samples(
-    model: Any, sde: Any, cfg: DictConfig, run_dir: pathlib.Path, key, step: int
-) -> list[pathlib.Path]:
-    """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution, as PNGs.
-
-    Every grid uses the same keys; the starting noise is drawn per grid point, so it is not the
-    same function on every grid (`python -m train.sample ... sampler.resolution_consistent_noise=true`
-    starts every grid from the same prior function).
-
-    **Returns:**
-
-    The paths of the PNGs, `samples/step<step>_grid<n>.png` in the run folder.
-    """
-    from .sample import draw
-
-    sampler = build.build_sampler(cfg)
-    model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
-    count = cfg.train.num_samples
-    paths = []
-    for n in cfg.train.sample_grids:
-        started = time.perf_counter()
-        samples, evaluations = draw(model, sde, cfg.loss.parameterisation, sampler, key, n, count, count,
-                                    t_end=cfg.sampler.get("t_end"))
-        path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
-        save_grid(samples, path)
-        paths.append(path)
-        logger.info(
-            f"samples: {path} ({count} at {n}x{n}, {np.mean(evaluations):.1f} network evaluations "
-            f"each on average, {time.perf_counter() - started:.1f} s)"
-        )
-    return paths
-
-
 def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     """Train (or resume training) as `cfg` says; return the final state.
 
@@ -140,10 +104,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     loss_fn = build.build_loss(cfg, sde)
     o = cfg.optim
     steps_total = total_steps(cfg)
-    optimiser = make_optimiser(
-        o.lr, steps_total, warmup_steps=o.warmup_steps, final_lr_fraction=o.final_lr_fraction,
-        clip_norm=o.clip_norm, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
-    )
+    optimiser = build.build_optimiser(cfg)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
     resumed_at = checkpointer.latest_step()
     _save_config(cfg, run_dir, resumed_at)
@@ -234,56 +195,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     return state
 
 
-def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
-    """`configs/evaluate.yaml` with the run's `train.evaluation` overrides (for the end of a run)."""
-    merged = evaluation_fields(cfg)
-    merged.run_dir = str(run_dir)
-    return merged
-
-
-def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
-    """Every metric of `train.evaluate` for the final model (the EMA one unless
-    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`."""
-    import json
-
-    from .evaluate import evaluate
-    from .sample import select_weights
-
-    eval_cfg = evaluation_config(cfg, run_dir)
-    result = evaluate(select_weights(state, eval_cfg.weights), sde, cfg, eval_cfg, step)
-    path = run_dir / "evaluation.json"
-    path.write_text(json.dumps(result, indent=1))
-    logger.info(
-        f"evaluation: {path} (grid {result['grid']}, {result['num_samples']} samples, Riesz MMD "
-        f"{result['riesz_mmd']:.4g} vs real {result['riesz_mmd_real']:.4g}, Frechet "
-        f"{result['frechet_distance']:.4g} vs real {result['frechet_distance_real']:.4g}, confidently "
-        f"classified {result['classifier_confident_fraction']:.0%} vs real "
-        f"{result['classifier_confident_fraction_real']:.0%})"
-    )
-    return path
-
-
 def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
     """The learning rate of `make_optimiser`'s schedule at `step` (for the log)."""
     import optax
 
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, steps_total, o.lr * o.final_lr_fraction)
     return float(schedule(step))
-
-
-def _main(cfg: DictConfig) -> None:
-    # grain's worker processes read absl flags, which hydra never parses (DESIGN §5).
-    import absl.flags
-
-    absl.flags.FLAGS.mark_as_parsed()
-    configure_logging(basic=False)  # hydra configures the handlers
-    validate(cfg)  # before JAX starts: a wrong field fails at once
-    retain_freed_memory()  # logs what the call at the top of the module did
-    devices_lib.request_cpu_devices()
-    run(cfg)
-
-
-if __name__ == "__main__":
-    import hydra
-
-    hydra.main(config_path="../configs", config_name="config", version_base=None)(_main)()

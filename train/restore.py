@@ -1,0 +1,51 @@
+"""Restoring a training run: its config, network and SDE from a checkpoint of its run folder."""
+
+import pathlib
+
+import jax
+from omegaconf import OmegaConf
+
+from . import build
+from .checkpoint import Checkpointer
+from .config import WEIGHTS
+from .step import init_state, make_mesh
+
+
+def select_weights(state, weights: str):
+    """The network of a training state: `state.ema` for `"ema"`, `state.model` for `"raw"` (with
+    `state=None`, only the name is checked)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {' | '.join(WEIGHTS)}, got {weights!r}.")
+    if state is None:
+        return None
+    return state.ema if weights == "ema" else state.model
+
+
+def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema"):
+    """The network of a training run's checkpoint.
+
+    **Arguments:**
+
+    - `run_dir`: the run folder (`config.yaml`, `checkpoints/`).
+    - `step`: the checkpoint step, or `None` for the latest.
+    - `weights`: `"ema"` (the exponential moving average of the weights) or `"raw"` (the weights
+        the optimiser last wrote).
+
+    **Returns:**
+
+    `(cfg, model, sde, step)`: the run's resolved config, the network, the forward SDE and the
+    step restored.
+    """
+    select_weights(None, weights)  # a wrong name fails before the checkpoint is read
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it the folder of a training run?")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    model_key, train_key, _ = build.split_keys(cfg.train.seed)
+    model = build.build_model(cfg, model_key)
+    sde = build.build_sde(cfg)
+    optimiser = build.build_optimiser(cfg)
+    template = init_state(model, optimiser, train_key, make_mesh(jax.devices()[:1]))
+    with Checkpointer(run_dir / "checkpoints") as checkpointer:
+        state, extra = checkpointer.restore(template, step)
+    return cfg, select_weights(state, weights), sde, int(extra["step"])

@@ -1,0 +1,37 @@
+"""The training program: `python -m train.run +exp=NAME [field=value ...]`.
+
+Composes `configs/config.yaml` with the experiment, checks every field before anything is built or
+compiled, and trains (`train.training.run`), writing everything into the run folder
+`train.run_dir`. Started again with the same run folder, a run resumes from its latest checkpoint.
+"""
+
+if __name__ == "__main__":  # first of all, before any import starts a thread (train.memory)
+    from .memory import retain_freed_memory
+
+    retain_freed_memory()
+
+from omegaconf import DictConfig
+
+from . import devices as devices_lib
+from .config import validate
+from .memory import retain_freed_memory
+from .progress import configure_logging
+from .training import run
+
+
+def _main(cfg: DictConfig) -> None:
+    # grain's worker processes read absl flags, which hydra never parses: mark them parsed.
+    import absl.flags
+
+    absl.flags.FLAGS.mark_as_parsed()
+    configure_logging(basic=False)  # hydra configures the handlers
+    validate(cfg)  # before JAX starts: a wrong field fails at once
+    retain_freed_memory()  # logs what the call at the top of the module did
+    devices_lib.request_cpu_devices()
+    run(cfg)
+
+
+if __name__ == "__main__":
+    import hydra
+
+    hydra.main(config_path="../configs", config_name="config", version_base=None)(_main)()
