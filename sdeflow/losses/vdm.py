@@ -1,14 +1,16 @@
 """The continuous-time ELBO of variational diffusion models, on a grid."""
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Field
-from ..grid import field_grid, kept_modes
+from ..grid import field_grid, integer_frequencies
 from ..parameterisation import check_parameterisation, to_epsilon
 from ..sde import AbstractSDE
 from .dsm import apply_batched, perturb_batch
@@ -16,11 +18,16 @@ from .time_sampling import sample_times
 
 
 def _kept_count(x: Field) -> int:
-    """The dimension of the grid law: kept modes per channel (all points on odd grids)."""
+    """The dimension of the grid law: kept modes per channel (all points on odd grids).
+
+    A mode is kept when $|k_i| < n_i / 2$ on every axis (`kept_modes`), so an axis contributes
+    its $n_i$ frequencies on an odd grid and $n_i - 1$ on an even one (no Nyquist bin). Computed
+    with NumPy from the static shape, so that the ELBO runs under `jax.jit`.
+    """
     grid = field_grid(x)
-    mask = kept_modes(grid)
-    k_last = jnp.arange(mask.shape[-1])
-    per_channel = int(jnp.sum(jnp.where(k_last == 0, 1, 2) * mask))
+    per_channel = math.prod(
+        int(np.count_nonzero(2 * np.abs(integer_frequencies(n)) < n)) for n in grid
+    )
     return per_channel * x.shape[0]
 
 
