@@ -1,6 +1,6 @@
 """Parameters, forward and forward+backward time of the score networks on this machine.
 
-For FNO, UNO and UNet with the defaults of `configs/model/*.yaml` (one input and output channel),
+For FNO, UNO and UNet with the defaults of their config schemas (`train.config.model`) (one input and output channel),
 a batch of 64 at 32x32, 64x64 and 128x128, float32, jitted, through `model.batched` (the fast
 spatial-major path for FNO, `vmap` for the others). Forward+backward is the gradient of the mean
 squared output with respect to the parameters. Medians over a few calls after compilation.
@@ -54,14 +54,14 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     import nets
+    from train.config.model import MODELS
 
     batch = args.batch or (4 if args.quick else 64)
     grids = args.grids or ([32] if args.quick else [32, 64, 128])
     repeats = args.repeats or (1 if args.quick else 3)
     rows = []
     for name in args.models:
-        cfg = OmegaConf.load(ROOT / "configs" / "model" / f"{name}.yaml")
-        cfg.pop("name")
+        cfg = OmegaConf.to_container(OmegaConf.structured(MODELS[name]), enum_to_str=True)
         model = hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=jr.key(0))
         params = nets.count_parameters(model)
         print(nets.summary(model), flush=True)

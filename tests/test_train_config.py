@@ -1,5 +1,8 @@
-"""The hydra configs: composition, documentation of every field, and start-up validation."""
+"""The structured configs: composition, hydra's own refusals, documentation of every field, and
+the start-up check of values."""
 
+import ast
+import dataclasses
 import pathlib
 import re
 import subprocess
@@ -7,145 +10,197 @@ import sys
 
 import hydra
 import pytest
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from train import config
-from train.config import ConfigError, level_at, total_steps, validate
+from train.config import ConfigError, validate
 
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-OWN_GROUPS = ("data", "prior", "sde", "loss", "optim", "sampler", "train", "exp")
-
-
-def compose(*overrides):
-    with hydra.initialize_config_dir(str(CONFIGS), version_base=None):
-        return hydra.compose("config", overrides=list(overrides))
+def compose(*overrides, name="config"):
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        return hydra.compose(name, overrides=list(overrides))
 
 
 @pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist"])
 def test_experiments_compose_and_validate(exp):
     cfg = compose(f"+exp={exp}")
-    validate(cfg)
+    run = validate(cfg)
+    assert isinstance(run, config.RunConfig) and isinstance(run.train, config.TrainConfig)
     assert cfg.name == exp and cfg.train.run_dir == f"runs/{exp}"
     assert [level.grid for level in cfg.train.levels] == sorted(level.grid for level in cfg.train.levels)
     if exp == "multilevel_mnist":
+        assert isinstance(run.model, config.UNOConfig) and isinstance(run.prior, config.MaternConfig)
         assert {32, 64, 128} <= set(cfg.train.sample_grids)
-        assert len(cfg.train.levels) >= 2 and cfg.prior.name != "white"
-        # its PNGs and its evaluation use the same sampler
+        # its PNGs and its end-of-run evaluation use the same sampler; the evaluation is the
+        # schema of train.evaluate, with its defaults where the experiment sets nothing
+        assert run.train.evaluate and isinstance(run.train.evaluation, config.EvaluationConfig)
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
-        assert cfg.sampler.snr == cfg.train.evaluation.sampler.snr
+        assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
 
 
 def test_curriculum_bookkeeping():
-    cfg = compose("+exp=smoke", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}]")
-    assert total_steps(cfg) == 5
-    assert [level_at(cfg, s) for s in range(6)] == [0, 0, 0, 1, 1, 1]
+    run = validate(compose("+exp=smoke", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}]"))
+    assert run.train.total_steps() == 5
+    assert [run.train.level_at(s) for s in range(6)] == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("model.widht=3", "widht"),  # a misspelled key
+        ("loss.self_conditioning=0.5", "self_conditioning"),  # no such field in the program
+        ("train.batch_size=many", "train.batch_size"),  # a wrong type
+        ("optim.lr=fast", "optim.lr"),
+        ("train.progress_bar=maybe", "train.progress_bar"),
+        ("loss.parameterisation=noise", "loss.parameterisation"),  # not a choice of the library's
+        ("sampler.spacing=log", "sampler.spacing"),
+        ("sampler.name=langevin", "sampler.name"),
+        ("sampler.variables=x", "sampler.variables"),
+        ("data.split=test", "data.split"),
+        ("train.evaluation={weights:last}", "weights"),
+        ("train.evaluation={data:{split:t10k}}", "data"),
+        ("train.levels.0.steps=2.5", "train.levels[0].steps"),
+    ],
+)
+def test_wrong_keys_and_types_are_refused_by_hydra(override, field):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose("+exp=smoke", override)
+    message = str(info.value) + str(info.value.__cause__)
+    assert field in message
+
+
+def test_keys_appended_with_plus_are_refused_at_start_up():
+    """`+key=value` makes hydra append to any node; the start-up check refuses it by name."""
+    with pytest.raises(ConfigError, match=re.escape("train.levls is not a field of TrainConfig")):
+        validate(compose("+exp=smoke", "+train.levls=[]"))
+    with pytest.raises(ConfigError, match=re.escape("model.widht is not a field of FNOConfig")):
+        validate(compose("+exp=smoke", "+model.widht=3"))
+
+
+@pytest.mark.parametrize("group, option", [("prior", "gauss"), ("sde", "vpp"), ("model", "resnet")])
+def test_unknown_group_options_are_refused_by_hydra(group, option):
+    with pytest.raises(hydra.errors.MissingConfigException, match=option):
+        compose("+exp=smoke", f"{group}={option}")
+
+
+def test_the_library_tables_are_the_choices():
+    """Every name the library accepts composes (and builds), so the config's choices are the
+    library's, not a copy that can fall behind."""
+    from sdeflow.losses import TIME_SAMPLINGS
+    from sdeflow.losses.weighting import WEIGHTINGS
+    from sdeflow.parameterisation import PARAMETERISATIONS
+    from sdeflow.samplers.base import SPACINGS
+    from sdeflow.samplers.probability_flow import VARIABLES
+
+    for field, values in (("loss.parameterisation", PARAMETERISATIONS), ("loss.weighting", WEIGHTINGS),
+                          ("loss.time_sampling", TIME_SAMPLINGS), ("sampler.spacing", SPACINGS)):
+        for value in values:
+            validate(compose("+exp=smoke", f"{field}={value}"))
+    for value in VARIABLES:
+        validate(compose("+exp=smoke", "sampler=ode", f"sampler.variables={value}"))
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
         ("train.levels.1.grid=-3", "train.levels[1].grid must be a positive int, got -3"),
-        ("train.levels.0.steps=2.5", "train.levels[0].steps must be a positive int, got 2.5"),
-        ("prior.s=0.9", "prior.s must be > d/2 = 1"),
-        ("prior.name=gauss", "prior.name must be one of matern, laplacian, white, got 'gauss'"),
-        ("sde.t0=2.0", "sde.t0 must be a number in [0, sde.t1 = 1)"),
-        ("sde.beta_max=0.01", "sde.beta_max must be a number >= sde.beta_min"),
-        ("data.split=test", "data.split must be one of train, t10k"),
+        ("prior.s=0.9", "prior: `s` must exceed d/2 = 1.0"),  # the library's check, reported under its group
+        ("prior.tau=-1", "prior: `tau` must be a positive finite number"),
+        ("sde.t0=2.0", "sde: need 0 <= `t0` < `t1`, got t0=2.0"),
+        ("sde.beta_max=0.01", "sde: "),
+        ("sde.name=ve", "sde.name is 'vp' for this schema; choose another option with sde=NAME"),
         ("data.holdout_range=[100,9000]", "data.holdout_range [100, 9000] overlaps data.train_range"),
         ("data.train_range=[0,20000]", "data.train_range must be [start, stop] with 0 <= start < stop <= 10000"),
         ("data.smoothing=-1", "data.smoothing must be a number >= 0"),
         ("optim.warmup_steps=100000", "optim.warmup_steps must be an int in [0,"),
         ("optim.ema_decay=1.0", "optim.ema_decay must be a number in [0, 1)"),
         ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
-        ("loss.parameterisation=noise", "loss.parameterisation must be one of epsilon, x0, v, score"),
         ("train.devices=0", "train.devices must be auto or a positive int, got 0"),
         ("train.devices=3", "train.batch_size 16 must be a multiple of train.devices 3"),
         ("train.batch_size=0", "train.batch_size must be a positive int, got 0"),
-        ("sampler.coarse_grid=64", "sampler.coarse_grid 64 must not exceed any of train.sample_grids [16, 32]"),
-        ("sampler.coarse_grid=2", "sampler.coarse_grid must be null or an int >= 4, got 2"),
+        ("train.batch_size=1000", "train.batch_size 1000 must not exceed the 512 examples"),
+        ("sampler.coarse_grid=64", "sampler.coarse_grid 64 must not exceed any of the grids it samples [16, 32]"),
+        ("sampler.coarse_grid=2", "sampler.coarse_grid must be >= 4, got 2"),
         ("train.sample_grids=[32,-1]", "train.sample_grids must be a list of positive ints"),
-        ("sampler.steps=null", "sampler.steps must be a positive int, got None"),
-        ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1), got 2.0"),
-        ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1), got 0"),
-        ("sampler.spacing=log", "sampler.spacing must be one of uniform, log_snr, got 'log'"),
-        ("train.progress_bar=2", "train.progress_bar must be true or false, got 2"),
-        ("train.evaluation={weights:last}", "train.evaluation.weights must be one of ema, raw, got 'last'"),
+        ("sampler.steps=null", "sampler.steps must be a positive int for sampler euler_maruyama, got None"),
+        ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1 = 1), got 2.0"),
+        ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1 = 1), got 0"),
         # the end-of-run evaluation's fields fail at start-up, not after the training
-        ("train.evaluation={sampler:{name:pc,snr:0}}", "train.evaluation.sampler.snr must be a number > 0, got 0"),
+        ("train.evaluation={sampler:{name:pc,snr:0}}", "train.evaluation.sampler: `snr` must be positive"),
         ("train.evaluation={sampler:{steps:-3}}", "train.evaluation.sampler.steps must be a positive int, got -3"),
-        ("train.evaluation={sampler:{name:langevin}}", "train.evaluation.sampler.name must be one of euler_maruyama, shark"),
         ("train.evaluation={sampler:{name:ode,steps:null,solver:heun}}",
          "train.evaluation.sampler.steps is null (adaptive steps), which needs train.evaluation.sampler.solver = tsit5"),
-        ("train.evaluation={grid:2}", "train.evaluation.grid must be an int >= 4, got 2"),
-        ("train.evaluation={num_samples:0}", "train.evaluation.num_samples must be a positive int, got 0"),
-        ("train.evaluation={data:{split:t10k}}", "train.evaluation.data is not a field of configs/evaluate.yaml"),
+        ("train.evaluation={grid:2}", "train.evaluation.grid must be >= 4, got 2"),
+        ("train.evaluation={num_samples:1}", "train.evaluation.num_samples must be >= 2, got 1"),
     ],
 )
 def test_wrong_values_name_their_field(override, message):
-    cfg = compose("+exp=smoke", override)
+    cfg = compose("+exp=smoke", "train.evaluate=true", override)
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(cfg)
 
 
-def test_every_field_is_documented():
-    """Every key of our YAML files carries a comment (on its line, or for a block on the line above)."""
-    files = [p for group in OWN_GROUPS for p in (CONFIGS / group).glob("*.yaml")] + [CONFIGS / "config.yaml"]
-    assert len(files) >= 12
-    for path in files:
-        lines = path.read_text().splitlines()
-        for i, line in enumerate(lines):
-            match = re.match(r"^\s*(?:- )?([A-Za-z_][\w]*):", line)
-            if not match or line.lstrip().startswith("#"):
-                continue
-            if match.group(1) in ("defaults", "hydra", "run", "job") and path.name == "config.yaml":
-                continue
-            value = line.split(":", 1)[1].split("#")[0].strip()
-            is_block = value == ""
-            documented = "#" in line or (i > 0 and lines[i - 1].lstrip().startswith("#"))
-            in_exp = path.parent.name == "exp" and is_block  # experiments group their overrides
-            assert documented or in_exp or _documented_in_group(path, match.group(1)), (
-                f"{path.relative_to(CONFIGS)}:{i + 1}: field {match.group(1)!r} has no comment"
-            )
+def _schema_classes():
+    modules = [config.data, config.diffusion, config.evaluation, config.loop, config.model,
+               config.programs, config.sampler]
+    return [obj for module in modules for obj in vars(module).values()
+            if dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__]
 
 
-def _documented_in_group(path: pathlib.Path, key: str) -> bool:
-    """Fields an experiment or a list item sets are documented where they are defined."""
-    if path.parent.name == "exp":
-        return any(re.search(rf"^\s*(?:- )?{key}:.*#", p.read_text(), re.M) for p in CONFIGS.glob("*/*.yaml"))
-    return bool(re.search(rf"^\s*(?:- )?{key}:.*#", path.read_text(), re.M))
+def test_every_schema_field_is_documented():
+    """Every field of every schema carries a comment saying what it does (on its line, or on the
+    lines of its default)."""
+    classes = _schema_classes()
+    assert len(classes) >= 15
+    for cls in classes:
+        source = pathlib.Path(sys.modules[cls.__module__].__file__).read_text()
+        tree = ast.parse(source)
+        node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+        lines = source.splitlines()
+        assert ast.get_docstring(node), f"{cls.__name__} has no docstring"
+        for statement in node.body:
+            if isinstance(statement, ast.AnnAssign):
+                text = "\n".join(lines[statement.lineno - 1 : statement.end_lineno])
+                assert "#" in text, f"{cls.__name__}.{statement.target.id} has no comment"
 
 
-def test_command_line_fails_before_compiling():
+def test_every_group_option_is_a_schema_and_composes():
+    for group, options in config.GROUPS.items():
+        for name, node in options.items():
+            assert dataclasses.is_dataclass(node)
+            cfg = compose(f"{group}={name}")
+            assert OmegaConf.get_type(cfg[group]) is type(node)
+
+
+def test_a_saved_run_config_is_typed_again():
+    cfg = compose("+exp=multilevel_mnist")
+    plain = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
+    typed = config.typed(plain)
+    assert OmegaConf.get_type(typed.model) is config.UNOConfig and typed.sde.schedule == "cosine"
+    assert OmegaConf.to_container(typed) == OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)))
+    plain.model.widht = 3
+    with pytest.raises(Exception, match="widht"):
+        config.typed(plain)
+
+
+def test_command_line_fails_before_compiling_from_any_folder(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "train.run", "+exp=smoke", "train.levels.1.grid=-3", "hydra.run.dir=/tmp/x"],
-        cwd=CONFIGS.parent, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "train.run", "+exp=smoke", "train.levels.1.grid=-3", f"hydra.run.dir={tmp_path}/x"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0
     assert "train.levels[1].grid must be a positive int, got -3" in result.stderr
 
 
-def test_choice_tables_match_the_library():
-    """train.config keeps its own tables (it validates before importing JAX); they must list what
-    the library accepts."""
-    from sdeflow.samplers.base import SPACINGS
-
-    assert config.SPACINGS == SPACINGS
-
-
-def test_fields_that_do_not_exist_are_refused_at_composition():
-    """The program has no self-conditioning (its samplers call the score on x_t alone), so the
-    field is not in the loss group and hydra names it before anything runs."""
-    with pytest.raises(hydra.errors.ConfigCompositionException, match="loss.self_conditioning"):
-        compose("+exp=smoke", "loss.self_conditioning=0.5")
-
-
-def test_ode_sampler_fields_are_validated():
-    cfg = compose("+exp=smoke", "sampler=ode", "sampler.variables=log_sigma", "sampler.t_end=0.01")
-    validate(cfg)
-    with pytest.raises(ConfigError, match=re.escape("sampler.variables must be one of t, sigma, log_sigma, got 'x'")):
-        validate(compose("+exp=smoke", "sampler=ode", "sampler.variables=x"))
+def test_sampler_programs_compose_the_same_schema():
+    evaluate = compose("run_dir=x", "sampler=pc", "sampler.snr=0.2", name="evaluate")
+    assert OmegaConf.get_type(evaluate) is config.EvaluateConfig and evaluate.sampler.snr == 0.2
+    sample = compose("run_dir=x", "sampler=ode", name="sample")
+    assert OmegaConf.get_type(sample.sampler) is config.SamplerConfig and sample.sampler.steps is None
+    with pytest.raises(ConfigCompositionException, match="grdi"):
+        compose("run_dir=x", "grdi=3", name="evaluate")
 
 
 def test_predictor_corrector_sampler_fields_are_validated():
@@ -156,10 +211,11 @@ def test_predictor_corrector_sampler_fields_are_validated():
     validate(cfg)
     ml = build_sampler(cfg)
     assert isinstance(ml.fine, samplers.PredictorCorrector) and ml.fine.snr == 0.2 and ml.fine.corrector_steps == 1
+    assert ml.coarse_grid == (16, 16)
     for override, message in (
-        ("sampler.snr=0", "sampler.snr must be a number > 0, got 0"),
-        ("sampler.corrector_steps=0", "sampler.corrector_steps must be a positive int, got 0"),
-        ("sampler.steps=null", "sampler.steps must be a positive int, got None"),
+        ("sampler.snr=0", "sampler: `snr` must be positive"),
+        ("sampler.corrector_steps=-1", "sampler: `corrector_steps` must be >= 0"),
+        ("sampler.steps=null", "sampler.steps must be a positive int for sampler pc, got None"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             validate(compose("+exp=smoke", "sampler=pc", override))

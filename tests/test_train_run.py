@@ -20,11 +20,8 @@ from train.restore import load_run
 from train.sampling import output_tag
 
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-
-
 def compose(*overrides):
-    with hydra.initialize_config_dir(str(CONFIGS), version_base=None):
+    with hydra.initialize_config_module("train.configs", version_base=None):
         return hydra.compose("config", overrides=["+exp=smoke", *overrides])
 
 

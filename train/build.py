@@ -1,9 +1,10 @@
-"""From a validated config to the objects of a run: prior, SDE, loss function and network.
+"""From a validated config to the objects of a run: data source, prior, SDE, loss, network,
+optimiser and sampler.
 
-The model group (`configs/model/<name>.yaml`) holds the network's `_target_` class, its `name` and
-the keyword arguments of its constructor; `hydra.utils.instantiate` builds it with the channels,
-dimension and key that the program knows.
-Errors of the constructors are reported as `ConfigError`s naming the config group.
+The `model` and `prior` groups name the class they build (`_target_`); `hydra.utils.instantiate`
+builds it with what the program knows: the data's channels and dimension, and a key. Errors of the
+constructors (the library checks its own arguments) are reported as `ConfigError`s naming the
+config group.
 """
 
 import functools
@@ -13,34 +14,64 @@ import jax.random as jr
 from jaxtyping import PRNGKeyArray
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, SAMPLER_NAMES, total_steps
-
-
-MODELS = {"fno": "FNO", "uno": "UNO", "unet": "UNet"}
-"""`model.name` -> the class in `nets`."""
-
-DIM = 2  # MNIST digits are 2-D fields
+from .config import ConfigError
 
 
 def _wrapped(group: str, fn, *args, **kwargs):
+    from hydra.errors import InstantiationException
+
     try:
         return fn(*args, **kwargs)
+    except ConfigError:
+        raise
+    except InstantiationException as error:  # hydra's wrapper of the constructor's own error
+        cause = error.__cause__ if isinstance(error.__cause__, (ValueError, TypeError)) else error
+        raise ConfigError(f"{group}: {cause}") from None
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{group}: {error}") from None
 
 
-def build_prior(cfg: DictConfig):
-    """The prior of `cfg.prior` (`sdeflow.priors`)."""
-    from sdeflow import priors
+SOURCES = {
+    "mnist": "train.data.mnist:MnistSource",
+    "fashion_mnist": "train.data.fashion_mnist:FashionMnistSource",
+    "cifar10": "train.data.cifar10:Cifar10Source",
+    "generated": "train.data.generated:GeneratedSource",
+}
+"""`data.name` -> the source class (`module:name`)."""
 
-    p = cfg.prior
-    if p.name == "matern":
-        return _wrapped("prior", priors.Matern, DIM, s=p.s, tau=p.tau, variance=p.variance)
-    if p.name == "laplacian":
-        return _wrapped("prior", priors.Laplacian, DIM, s=p.s, variance=p.variance)
-    if p.name == "white":
-        return _wrapped("prior", priors.WhiteNoise, DIM, variance=p.variance)
-    raise ConfigError(f"prior.name {p.name!r} is not known.")
+
+def build_source(data: DictConfig):
+    """The data source of a `data` group (`train.data`), from its fields other than the pipeline's;
+    reads no file."""
+    import dataclasses
+    import importlib
+
+    from .config import PipelineConfig
+
+    fields = OmegaConf.to_container(data, resolve=True, enum_to_str=True)
+    module, name = SOURCES[fields.pop("name")].split(":")
+    for field in dataclasses.fields(PipelineConfig):
+        fields.pop(field.name, None)
+    return _wrapped("data", getattr(importlib.import_module(module), name), **fields)
+
+
+def _instantiate(group: str, node: DictConfig, **kwargs):
+    import hydra.utils
+
+    fields = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return _wrapped(group, hydra.utils.instantiate, fields, **kwargs)
+
+
+def build_prior(cfg: DictConfig):
+    """The prior of `cfg.prior` (`sdeflow.priors`) on the data's torus."""
+    _, dim = dimensions(cfg)
+    return _instantiate("prior", cfg.prior, dim=dim)
+
+
+def dimensions(cfg: DictConfig) -> tuple[int, int]:
+    """`(channels, dim)` of the run's data."""
+    source = build_source(cfg.data)
+    return source.channels, source.dim
 
 
 def build_sde(cfg: DictConfig):
@@ -70,10 +101,10 @@ def build_loss(cfg: DictConfig, sde):
         _dsm,
         sde=sde,
         kwargs=dict(
-            parameterisation=l.parameterisation,
-            weighting=l.weighting,
-            time_sampling=l.time_sampling,
-            norm=l.norm,
+            parameterisation=str(l.parameterisation),
+            weighting=str(l.weighting),
+            time_sampling=str(l.time_sampling),
+            norm=str(l.norm),
         ),
         loss=dsm_loss,
     )
@@ -83,28 +114,16 @@ def _dsm(model, x0, key, *, sde, kwargs, loss):
     return loss(model, sde, x0, key, **kwargs)
 
 
-CHANNELS = 1  # MNIST digits are scalar fields
-
-
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
-    """The network of `cfg.model`, by `hydra.utils.instantiate` of its `_target_` (one of `MODELS`)."""
-    import hydra.utils
-
-    fields = OmegaConf.to_container(cfg.model, resolve=True)
-    name = fields.pop("name")
-    if name not in MODELS:
-        raise ConfigError(f"model.name must be one of {', '.join(MODELS)}, got {name!r}.")
-    if fields.get("_target_") != f"nets.{MODELS[name]}":
-        raise ConfigError(f"model._target_ must be nets.{MODELS[name]} for model.name {name!r}.")
-    return _wrapped(
-        "model", hydra.utils.instantiate, fields, in_channels=CHANNELS, out_channels=CHANNELS,
-        dim=DIM, key=key,
-    )
+    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension."""
+    channels, dim = dimensions(cfg)
+    return _instantiate("model", cfg.model, in_channels=channels, out_channels=channels, dim=dim, key=key)
 
 
-def build_sampler(cfg: DictConfig):
-    """The sampler of `cfg.sampler` (`sdeflow.samplers`), as `make_sampler` builds it."""
-    return _wrapped("sampler", make_sampler, cfg.sampler)
+def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = "sampler"):
+    """The sampler of `spec` (default `cfg.sampler`) on the data's dimension, as `make_sampler`
+    builds it; errors name the group `where`."""
+    return _wrapped(where, make_sampler, cfg.sampler if spec is None else spec, dimensions(cfg)[1])
 
 
 def build_optimiser(cfg: DictConfig):
@@ -113,96 +132,64 @@ def build_optimiser(cfg: DictConfig):
 
     o = cfg.optim
     return make_optimiser(
-        o.lr, total_steps(cfg), warmup_steps=o.warmup_steps, final_lr_fraction=o.final_lr_fraction,
-        clip_norm=o.clip_norm, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+        o.lr, sum(level.steps for level in cfg.train.levels), warmup_steps=o.warmup_steps,
+        final_lr_fraction=o.final_lr_fraction, clip_norm=o.clip_norm, weight_decay=o.weight_decay,
+        b1=o.b1, b2=o.b2,
     )
 
 
-def make_sampler(spec: Any):
-    """An `sdeflow.samplers` sampler from a mapping of fields (the `sampler` group of the configs).
+def sampler_fields(spec: Any) -> DictConfig:
+    """A sampler's fields (a mapping, e.g. `{"name": "ode", "steps": None}`) typed by the `sampler`
+    schema: its defaults filled in, wrong keys and types refused."""
+    from .config import SamplerConfig
+
+    return OmegaConf.merge(OmegaConf.structured(SamplerConfig), spec)
+
+
+def make_sampler(spec: Any, dim: int = 2):
+    """An `sdeflow.samplers` sampler from the fields of the `sampler` group (`SamplerConfig`).
 
     - `name`: `euler_maruyama` (reverse SDE, Euler–Maruyama), `shark` (reverse SDE, ShARK; adaptive
-      when `steps` is null), `ode` (probability flow with `solver` tsit5 | heun | euler; adaptive
-      Tsit5 when `steps` is null), `ddim`, `pc` (predictor–corrector);
-    - `steps`, `rtol`, `atol`, `spacing` (`uniform` | `log_snr`), `corrector_steps`, `snr`, `denoise`;
-    - `variables` (`ode` only): `t` (x against t) | `sigma` | `log_sigma` ((x - b)/m against the
-      noise level s/m or its log);
+      when `steps` is null), `ode` (probability flow with `solver`; adaptive Tsit5 when `steps` is
+      null), `ddim`, `pc` (predictor–corrector);
     - `t_end` is not the sampler's but `draw`'s (the time the solve stops at);
     - `coarse_grid` (null: off) and `switch_time`: sample coarse-to-fine
-      (`sdeflow.samplers.MultilevelSampler`): on the `coarse_grid` square grid down to `switch_time`,
-      then on the target grid.
+      (`sdeflow.samplers.MultilevelSampler`): on the grid of `coarse_grid` points per axis (of
+      `dim` axes) down to `switch_time`, then on the target grid. Fixed `steps` are split between
+      the phases in proportion to their time spans ($1 - t_s$ and $t_s$, for $t_1 = 1$).
 
-    Raises `ValueError` naming the field for a wrong value.
+    The values were checked at start-up (`train.config.validate`); the samplers' constructors check
+    their own.
     """
     import diffrax
 
     from sdeflow import samplers
 
-    s = dict(spec)
-    if s.get("coarse_grid") is not None:
-        return _multilevel(s)
-    name = s.get("name")
-    if name not in SAMPLER_NAMES:
-        raise ValueError(f"sampler.name must be one of {', '.join(SAMPLER_NAMES)}, got {name!r}.")
-    steps = s.get("steps")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"sampler.steps must be a positive int or null (adaptive), got {steps!r}.")
-    common = dict(denoise=bool(s.get("denoise", False)))
-    spacing = s.get("spacing", "uniform")
-    if name in ("euler_maruyama", "ddim", "pc") and steps is None:
-        raise ValueError(f"sampler.steps must be a positive int for sampler {name!r}, got null.")
-    if name == "euler_maruyama":
-        return samplers.ReverseSDE(diffrax.Euler(), steps, spacing=spacing, **common)
-    if name == "shark":
-        return samplers.ReverseSDE(
-            diffrax.ShARK(), steps, rtol=float(s.get("rtol", 1e-2)), atol=float(s.get("atol", 1e-2)),
-            spacing=spacing, **common,
+    s = sampler_fields(spec)
+    if s.coarse_grid is not None:
+        first = second = s.steps
+        if s.steps is not None:
+            first = min(s.steps - 1, max(1, round(s.steps * (1 - s.switch_time))))
+            second = s.steps - first
+        phase = OmegaConf.merge(s, {"coarse_grid": None})
+        return samplers.MultilevelSampler(
+            make_sampler(OmegaConf.merge(phase, {"steps": first, "denoise": False}), dim),
+            make_sampler(OmegaConf.merge(phase, {"steps": second}), dim),
+            (s.coarse_grid,) * dim,
+            float(s.switch_time),
         )
-    if name == "ddim":
-        return samplers.DDIM(steps, spacing=spacing, **common)
-    if name == "pc":
-        return samplers.PredictorCorrector(
-            steps, corrector_steps=int(s.get("corrector_steps", 1)), snr=float(s.get("snr", 0.16)),
-            spacing=spacing, **common,
-        )
+    common = dict(denoise=s.denoise, spacing=str(s.spacing))
+    if s.name == "euler_maruyama":
+        return samplers.ReverseSDE(diffrax.Euler(), s.steps, **common)
+    if s.name == "shark":
+        return samplers.ReverseSDE(diffrax.ShARK(), s.steps, rtol=s.rtol, atol=s.atol, **common)
+    if s.name == "ddim":
+        return samplers.DDIM(s.steps, **common)
+    if s.name == "pc":
+        return samplers.PredictorCorrector(s.steps, corrector_steps=s.corrector_steps, snr=s.snr, **common)
     solvers = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}
-    solver = s.get("solver", "tsit5")
-    if solver not in solvers:
-        raise ValueError(f"sampler.solver must be one of {', '.join(solvers)}, got {solver!r}.")
-    variables = s.get("variables", "t")
-    if variables not in ("t", "sigma", "log_sigma"):
-        raise ValueError(f"sampler.variables must be t, sigma or log_sigma, got {variables!r}.")
     return samplers.ProbabilityFlow(
-        solvers[solver](), steps, rtol=float(s.get("rtol", 1e-3)), atol=float(s.get("atol", 1e-3)),
-        spacing=spacing, variables=variables, **common,
-    )
-
-
-def _multilevel(s: dict):
-    """`sdeflow.samplers.MultilevelSampler` of the fields (`coarse_grid`, `switch_time` and the
-    sampler's own): fixed `steps` are split between the phases in proportion to their time spans
-    ($1 - t_s$ and $t_s$, for $t_1 = 1$), adaptive steps stay adaptive in both."""
-    from sdeflow import samplers
-
-    coarse = s["coarse_grid"]
-    if not isinstance(coarse, int) or isinstance(coarse, bool) or coarse < 4:
-        raise ValueError(f"sampler.coarse_grid must be null or an int >= 4, got {coarse!r}.")
-    switch = s.get("switch_time")
-    if not isinstance(switch, (int, float)) or isinstance(switch, bool) or not 0 < switch < 1:
-        raise ValueError(f"sampler.switch_time must be a number in (0, 1), got {switch!r}.")
-    steps = s.get("steps")
-    first, second = steps, steps
-    if steps is not None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
-            raise ValueError(f"sampler.steps must be an int >= 2 or null with coarse_grid, got {steps!r}.")
-        first = min(steps - 1, max(1, round(steps * (1 - switch))))
-        second = steps - first
-    phase = dict(s, coarse_grid=None)
-    return samplers.MultilevelSampler(
-        make_sampler(dict(phase, steps=first, denoise=False)),
-        make_sampler(dict(phase, steps=second)),
-        (coarse, coarse),
-        float(switch),
+        solvers[s.solver](), s.steps, rtol=s.rtol, atol=s.atol, variables=str(s.variables), **common
     )
 
 

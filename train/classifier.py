@@ -27,6 +27,6 @@ def _main(cfg) -> None:
 if __name__ == "__main__":
     import hydra
 
-    hydra.main(config_path="../configs", config_name="evaluate", version_base=None)(_main)()
+    hydra.main(config_path="configs", config_name="classifier", version_base=None)(_main)()
 
 

@@ -14,7 +14,9 @@ import logging
 import pathlib
 
 import jax
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, to_schema
 
 from .evaluation import evaluate
 from .restore import load_run
@@ -26,14 +28,11 @@ logger = logging.getLogger("train.evaluate")
 
 def main(cfg: DictConfig) -> pathlib.Path:
     """Run the evaluation of a composed `configs/evaluate.yaml`; return the JSON written."""
-    if cfg.run_dir is None:
-        raise ValueError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
-    for field in ("grid", "num_samples", "batch_size", "metrics_block_size", "sliced_projections"):
-        if not isinstance(cfg[field], int) or cfg[field] < 1:
-            raise ValueError(f"{field} must be a positive int, got {cfg[field]!r}.")
-    if cfg.num_samples < 2:
-        raise ValueError(f"num_samples must be at least 2, got {cfg.num_samples}.")
+    program = to_schema(cfg)
+    if program.run_dir is None:
+        raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
+    program.check("", sde.t0, sde.t1)
     model = jax.device_put(model, jax.devices()[0])
     result = evaluate(model, sde, run_cfg, cfg, step)
     out = pathlib.Path(cfg.output) if cfg.output else (
@@ -59,4 +58,4 @@ def _main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     import hydra
 
-    hydra.main(config_path="../configs", config_name="evaluate", version_base=None)(_main)()
+    hydra.main(config_path="configs", config_name="evaluate", version_base=None)(_main)()

@@ -36,8 +36,6 @@ import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .config import evaluation_fields
-
 
 logger = logging.getLogger("train.evaluation")
 CONFIDENT = 0.9  # top softmax probability above which a sample counts as a confidently classified digit
@@ -203,10 +201,11 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
 
 
 def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
-    """`configs/evaluate.yaml` with the run's `train.evaluation` overrides (for the end of a run)."""
-    merged = evaluation_fields(cfg)
-    merged.run_dir = str(run_dir)
-    return merged
+    """The end of a run's evaluation: its `train.evaluation` (the schema of `train.evaluate`,
+    composed with the run's config) for the run folder `run_dir`."""
+    from .config import EvaluateConfig
+
+    return OmegaConf.merge(OmegaConf.structured(EvaluateConfig), cfg.train.evaluation, {"run_dir": str(run_dir)})
 
 
 def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:

@@ -165,3 +165,54 @@ def save_grid(samples: np.ndarray, path: str | pathlib.Path, nrow: int | None = 
     image = Image.fromarray(pixels[0] if channels == 1 else np.moveaxis(pixels, 0, -1))
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+def save_curves(samples: np.ndarray, path: str | pathlib.Path, count: int = 16) -> None:
+    """Save 1-D samples as a grid of line plots (one panel a sample, one line a channel).
+
+    **Arguments:**
+
+    - `samples`: array `(B, c, n)`: point values at $x_j = j/n$.
+    - `path`: the PNG file.
+    - `count`: at most this many samples are drawn.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 3:
+        raise ValueError(f"`samples` must have shape (B, c, n), got {samples.shape}.")
+    samples = samples[:count]
+    ncol = max(1, math.ceil(math.sqrt(len(samples))))
+    nrow = math.ceil(len(samples) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 1.6 * nrow), dpi=100, squeeze=False,
+                             sharex=True, sharey=True)
+    x = np.arange(samples.shape[-1]) / samples.shape[-1]
+    for ax, sample in zip(axes.flat, samples):
+        for channel in sample:
+            ax.plot(x, channel, lw=0.8)
+    for ax in axes.flat[len(samples):]:
+        ax.axis("off")
+    fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_samples(samples: np.ndarray, path: str | pathlib.Path) -> None:
+    """Save samples as a PNG in the form their dimension calls for: line plots of 1-D fields
+    (`save_curves`), an image grid of 2-D ones (`save_grid`; other than 1 or 3 channels, the first
+    channel in grey). Fields of three or more dimensions are shown by their slice at $x_3 = \\dots = 0$.
+
+    **Arguments:**
+
+    - `samples`: array `(B, c, n_1, ..., n_d)`.
+    - `path`: the PNG file.
+    """
+    samples = np.asarray(samples)
+    if samples.ndim == 3:
+        save_curves(samples, path)
+        return
+    if samples.ndim < 3:
+        raise ValueError(f"`samples` must have shape (B, c, n_1, ..., n_d), got {samples.shape}.")
+    samples = samples[(...,) + (0,) * (samples.ndim - 4)]
+    if samples.shape[1] not in (1, 3):
+        samples = samples[:, :1]
+    save_grid(samples, path)

@@ -7,15 +7,15 @@ from omegaconf import OmegaConf
 
 from . import build
 from .checkpoint import Checkpointer
-from .config import WEIGHTS
+from .config import typed, Weights
 from .step import init_state, make_mesh
 
 
 def select_weights(state, weights: str):
     """The network of a training state: `state.ema` for `"ema"`, `state.model` for `"raw"` (with
     `state=None`, only the name is checked)."""
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {' | '.join(WEIGHTS)}, got {weights!r}.")
+    if weights not in tuple(Weights):
+        raise ValueError(f"weights must be one of {' | '.join(Weights)}, got {weights!r}.")
     if state is None:
         return None
     return state.ema if weights == "ema" else state.model
@@ -40,7 +40,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it the folder of a training run?")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
     model_key, train_key, _ = build.split_keys(cfg.train.seed)
     model = build.build_model(cfg, model_key)
     sde = build.build_sde(cfg)

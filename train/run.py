@@ -1,6 +1,6 @@
 """The training program: `python -m train.run +exp=NAME [field=value ...]`.
 
-Composes `configs/config.yaml` with the experiment, checks every field before anything is built or
+Composes `train/configs/config.yaml` with the experiment, checks every field before anything is built or
 compiled, and trains (`train.training.run`), writing everything into the run folder
 `train.run_dir`. Started again with the same run folder, a run resumes from its latest checkpoint.
 """
@@ -34,4 +34,4 @@ def _main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     import hydra
 
-    hydra.main(config_path="../configs", config_name="config", version_base=None)(_main)()
+    hydra.main(config_path="configs", config_name="config", version_base=None)(_main)()

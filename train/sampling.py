@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from . import build
-from .progress import save_grid
+from .progress import save_samples
 
 
 logger = logging.getLogger("train.sampling")
@@ -45,11 +45,16 @@ def output_tag(cfg: DictConfig) -> str:
     return sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
 
 
-def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int, batch_size: int,
+def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
+    """The shape `(c, n, ..., n)` of one sample on the grid of `n` points per axis."""
+    return (int(channels),) + (int(n),) * int(dim)
+
+
+def draw(model, sde, parameterisation: str, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
          consistent_noise: bool = False, t_end: float | None = None):
-    """`count` samples on the `grid` x `grid` grid, `batch_size` at a time (vmapped and jitted),
-    integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's `denoise` step
-    then acts at `t_end`).
+    """`count` samples of shape `shape` = `(c, n_1, ..., n_d)`, `batch_size` at a time (vmapped and
+    jitted), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's
+    `denoise` step then acts at `t_end`).
 
     **Returns:**
 
@@ -57,6 +62,7 @@ def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int,
     """
     from sdeflow import samplers
 
+    shape = tuple(int(n) for n in shape)
     # the network inside the vmapped solver runs its own batched layout (samplers.VmapAsBatched)
     score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation)
     if t_end is not None and not (isinstance(t_end, (int, float)) and 0 < t_end < sde.t1):
@@ -66,9 +72,9 @@ def draw(model, sde, parameterisation: str, sampler, key, grid: int, count: int,
     def run(score, keys):
         def one(k):
             if consistent_noise:
-                x1 = sde.terminal_sample(jr.fold_in(k, 1), (1, grid, grid))
+                x1 = sde.terminal_sample(jr.fold_in(k, 1), shape)
                 return sampler.sample(score, k, x_start=x1, t_end=t_end)
-            return sampler.sample(score, k, (1, grid, grid), t_end=t_end)
+            return sampler.sample(score, k, shape, t_end=t_end)
 
         result = jax.vmap(one)(keys)
         return result.samples, result.num_evaluations
@@ -92,7 +98,7 @@ def write_samples(
     """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution, as PNGs.
 
     Every grid uses the same keys; the starting noise is drawn per grid point, so it is not the
-    same function on every grid (`python -m train.sample ... sampler.resolution_consistent_noise=true`
+    same function on every grid (`python -m train.sample ... resolution_consistent_noise=true`
     starts every grid from the same prior function).
 
     **Returns:**
@@ -100,18 +106,19 @@ def write_samples(
     The paths of the PNGs, `samples/step<step>_grid<n>.png` in the run folder.
     """
     sampler = build.build_sampler(cfg)
+    channels, dim = build.dimensions(cfg)
     model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids:
         started = time.perf_counter()
-        samples, evaluations = draw(model, sde, cfg.loss.parameterisation, sampler, key, n, count, count,
-                                    t_end=cfg.sampler.get("t_end"))
+        samples, evaluations = draw(model, sde, str(cfg.loss.parameterisation), sampler, key,
+                                    field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end)
         path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
-        save_grid(samples, path)
+        save_samples(samples, path)
         paths.append(path)
         logger.info(
-            f"samples: {path} ({count} at {n}x{n}, {np.mean(evaluations):.1f} network evaluations "
+            f"samples: {path} ({count} on the {n}-grid, {np.mean(evaluations):.1f} network evaluations "
             f"each on average, {time.perf_counter() - started:.1f} s)"
         )
     return paths

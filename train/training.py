@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import build, devices as devices_lib
 from .checkpoint import Checkpointer
-from .config import level_at, total_steps, validate
+from .config import validate
 from .data import batches, load_mnist, make_dataset
 from .evaluation import write_evaluation
 from .memory import ResidentGuard
@@ -89,7 +89,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
     The `TrainState` at the last step taken.
     """
-    validate(cfg)
+    run_cfg = validate(cfg)
     t = cfg.train
     run_dir = pathlib.Path(t.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     sde = build.build_sde(cfg)
     loss_fn = build.build_loss(cfg, sde)
     o = cfg.optim
-    steps_total = total_steps(cfg)
+    steps_total = run_cfg.train.total_steps()
     optimiser = build.build_optimiser(cfg)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
     resumed_at = checkpointer.latest_step()
@@ -142,7 +142,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
     def checkpoint(step: int, iterator) -> None:
         checkpointer.save(step, state, {"step": step, "data": iterator.get_state(),
-                                        "level": level_at(cfg, max(step - 1, 0))})
+                                        "level": run_cfg.train.level_at(max(step - 1, 0))})
         plot_loss(metrics.read(), run_dir / "loss.png")
 
     step = start
@@ -188,7 +188,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
         write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
-        if t.get("evaluation") is not None:
+        if t.evaluate:
             write_evaluation(state, sde, cfg, run_dir, step)
     else:
         logger.info(f"stopped at step {step} (train.stop_after); run again with the same run_dir to resume")

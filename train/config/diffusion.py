@@ -1,0 +1,125 @@
+"""Schemas of the `prior`, `sde` and `loss` groups: the noise, the forward SDE and the training loss.
+
+The choices of the loss are the library's own tables (`sdeflow.parameterisation.PARAMETERISATIONS`,
+`sdeflow.losses.TIME_SAMPLINGS`...) as enums; the values a constructor of the library checks (a
+trace-class smoothness, positive scales, `t0 < t1`) are checked by building the object at start-up,
+not written again here.
+"""
+
+import dataclasses
+
+from sdeflow.losses import TIME_SAMPLINGS
+from sdeflow.losses.dsm import NORMS
+from sdeflow.losses.weighting import WEIGHTINGS
+from sdeflow.parameterisation import PARAMETERISATIONS
+
+from .errors import Choice, choices, fail
+
+
+
+Parameterisation = choices("Parameterisation", PARAMETERISATIONS)
+Weighting = choices("Weighting", WEIGHTINGS)
+TimeSampling = choices("TimeSampling", TIME_SAMPLINGS)
+LossNorm = choices("LossNorm", NORMS)
+
+
+@dataclasses.dataclass
+class MaternConfig:
+    """Matérn / Bessel-potential prior: $\\lambda_k = a (\\tau^2 + 4\\pi^2 |k|^2)^{-s}$, trace class for $s > d/2$."""
+
+    _target_: str = "sdeflow.priors.Matern"  # the class built (with the data's dimension)
+    s: float = 2.0  # smoothness exponent; must be > d/2
+    tau: float = 6.283185307  # inverse length scale tau > 0 (2 pi: unit length scale on the unit torus)
+    variance: float = 1.0  # pointwise variance at infinite resolution (trace of C), > 0
+
+
+@dataclasses.dataclass
+class LaplacianConfig:
+    """Inverse-Laplacian prior: $\\lambda_k = a (4\\pi^2 |k|^2)^{-s}$ for $k \\ne 0$, mean mode excluded (degenerate)."""
+
+    _target_: str = "sdeflow.priors.Laplacian"  # the class built (with the data's dimension)
+    s: float = 2.0  # smoothness exponent; must be > d/2
+    variance: float = 1.0  # pointwise variance at infinite resolution (trace of C), > 0
+
+
+@dataclasses.dataclass
+class WhiteConfig:
+    """White noise ($\\lambda_k = 1$): NOT trace class; for comparison only (samples degrade with n)."""
+
+    _target_: str = "sdeflow.priors.WhiteNoise"  # the class built (with the data's dimension)
+    variance: float = 1.0  # pointwise variance per grid point, > 0
+
+
+class Schedule(Choice):
+    """The noise schedules of the VP and sub-VP SDEs."""
+
+    linear = "linear"  # beta(t) linear from beta_min to beta_max
+    cosine = "cosine"  # alpha_bar(t) = cos^2(pi/2 (t + s)/(1 + s)), clipped at min_alpha_bar
+
+
+@dataclasses.dataclass
+class VPConfig:
+    """Variance-preserving SDE $dX = -\\beta(t)/2\\, X dt + \\sqrt{\\beta(t)}\\, C^{1/2} dW$."""
+
+    name: str = "vp"  # the SDE: vp (this schema); set by the group option (sde=vp | subvp | ve)
+    schedule: Schedule = Schedule.linear  # linear | cosine
+    beta_min: float = 0.1  # linear schedule: beta(0) > 0
+    beta_max: float = 20.0  # linear schedule: beta(1) >= beta_min
+    cosine_offset: float = 0.008  # cosine schedule: offset s > 0
+    min_alpha_bar: float = 1.0e-5  # cosine schedule: m(1)^2, in (0, 1)
+    t0: float = 1.0e-3  # smallest diffusion time used in training and sampling, 0 <= t0 < t1
+    t1: float = 1.0  # final time T
+
+    def check(self, where: str = "sde") -> None:
+        check_name(where, self, "vp")
+
+
+@dataclasses.dataclass
+class SubVPConfig(VPConfig):
+    """Sub-VP SDE (Song et al.) with the same schedules as the VP SDE."""
+
+    name: str = "subvp"  # the SDE: subvp (this schema); set by the group option
+
+    def check(self, where: str = "sde") -> None:
+        check_name(where, self, "subvp")
+
+
+@dataclasses.dataclass
+class VEConfig:
+    """Variance-exploding SDE with $\\sigma(t) = \\sigma_{min} (\\sigma_{max} / \\sigma_{min})^t$."""
+
+    name: str = "ve"  # the SDE: ve (this schema); set by the group option
+    sigma_min: float = 0.01  # > 0
+    sigma_max: float = 50.0  # > sigma_min
+    t0: float = 1.0e-3  # smallest diffusion time, 0 <= t0 < t1
+    t1: float = 1.0  # final time T
+
+    def check(self, where: str = "sde") -> None:
+        check_name(where, self, "ve")
+
+
+@dataclasses.dataclass
+class DsmConfig:
+    """Denoising score matching (`sdeflow.losses.dsm_loss`)."""
+
+    name: str = "dsm"  # the loss: dsm (this schema); set by the group option
+    parameterisation: Parameterisation = Parameterisation.epsilon  # what the network predicts: epsilon | x0 | v | score
+    weighting: Weighting = Weighting.simple  # simple | likelihood | p2
+    time_sampling: TimeSampling = TimeSampling.stratified  # stratified | uniform | antithetic
+    norm: LossNorm = LossNorm.l2  # l2 (finite as the grid is refined) | cameron_martin (the likelihood's norm)
+
+    def check(self, where: str = "loss") -> None:
+        check_name(where, self, "dsm")
+
+
+def check_name(where: str, node, expected: str) -> None:
+    """The `name` of a group option is the option's own: another group option is chosen with
+    `group=name`, not by renaming this one."""
+    if node.name != expected:
+        fail(f"{where}.name", f"is {expected!r} for this schema; choose another option with "
+             f"{where.split('.')[-1]}=NAME", node.name)
+
+
+PRIORS = {"matern": MaternConfig, "laplacian": LaplacianConfig, "white": WhiteConfig}
+SDES = {"vp": VPConfig, "subvp": SubVPConfig, "ve": VEConfig}
+LOSSES = {"dsm": DsmConfig}

@@ -1,0 +1,70 @@
+"""Schema of an evaluation: the fields `train.evaluate` and the end of a training run share."""
+
+import dataclasses
+from typing import Optional
+
+from .errors import Choice, positive
+from .sampler import SamplerConfig
+
+
+class Weights(Choice):
+    """The weights of a trained model that are sampled."""
+
+    ema = "ema"  # the exponential moving average of the weights
+    raw = "raw"  # the optimiser's last weights
+
+
+@dataclasses.dataclass
+class ClassifierSettings:
+    """The MNIST classifier whose features the Fréchet distance uses."""
+
+    dir: Optional[str] = None  # its folder; null: runs/classifier/<key of its settings>, trained there if missing
+    steps: int = 2000  # training steps (batch 64, Adam)
+    seed: int = 0  # seed of its initialisation and batches
+
+    def check(self, where: str) -> None:
+        positive(f"{where}.steps", self.steps)
+        positive(f"{where}.seed", self.seed, 0)
+
+
+@dataclasses.dataclass
+class LikelihoodSettings:
+    """Bits per dimension of held-out examples under the probability-flow ODE."""
+
+    num_digits: int = 64  # held-out examples whose bits/dim are estimated (0: skip; each is one ODE solve)
+    num_probes: int = 4  # Hutchinson probes per example
+    rtol: float = 1.0e-4  # tolerances of the likelihood ODE (Tsit5 + PID)
+    atol: float = 1.0e-4  # absolute tolerance of the likelihood ODE
+
+    def check(self, where: str) -> None:
+        positive(f"{where}.num_digits", self.num_digits, 0)
+        positive(f"{where}.num_probes", self.num_probes)
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """How a trained model is evaluated against held-out data."""
+
+    weights: Weights = Weights.ema  # ema (the moving average of the weights) | raw (the optimiser's last weights)
+    grid: int = 32  # the grid size n the samples are drawn on and compared at
+    num_samples: int = 2000  # generated samples, >= 2
+    batch_size: int = 250  # samples drawn at once
+    seed: int = 0  # the samples' random key
+    metrics_block_size: int = 1000  # samples per block of the pairwise metrics (memory bound)
+    sliced_projections: int = 512  # random directions of the sliced Wasserstein distance
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # the sampler (fields of the sampler group)
+    classifier: ClassifierSettings = dataclasses.field(default_factory=ClassifierSettings)  # the Fréchet classifier (MNIST data only)
+    likelihood: LikelihoodSettings = dataclasses.field(default_factory=LikelihoodSettings)  # bits per dimension
+
+    def check(self, where: str, t0: float, t1: float) -> None:
+        """The fields under the prefix `where` (`""` for the top level of `train.evaluate`), for an
+        SDE on $[t_0, t_1]$."""
+        prefix = f"{where}." if where else ""
+        positive(f"{prefix}grid", self.grid, 4)
+        positive(f"{prefix}num_samples", self.num_samples, 2)
+        for field in ("batch_size", "metrics_block_size", "sliced_projections"):
+            positive(f"{prefix}{field}", getattr(self, field))
+        positive(f"{prefix}seed", self.seed, 0)
+        self.sampler.check(f"{prefix}sampler", t0, t1, [self.grid])
+        self.classifier.check(f"{prefix}classifier")
+        self.likelihood.check(f"{prefix}likelihood")

@@ -1,0 +1,102 @@
+"""Schemas of the `optim` and `train` groups: the optimiser and the training loop."""
+
+import dataclasses
+from typing import Any, Optional
+
+from .errors import ConfigError, fail, number, positive
+from .evaluation import EvaluationConfig
+
+
+@dataclasses.dataclass
+class AdamWConfig:
+    """AdamW with linear warm-up and cosine decay over the whole curriculum."""
+
+    name: str = "adamw"  # the optimiser: adamw (this schema)
+    lr: float = 2.0e-3  # peak learning rate, > 0
+    warmup_steps: int = 200  # linear warm-up from 0, 0 <= warmup_steps < total steps
+    final_lr_fraction: float = 0.05  # learning rate at the last step as a fraction of lr, in [0, 1]
+    clip_norm: Optional[float] = 1.0  # clip gradients to this global norm; null: no clipping
+    weight_decay: float = 0.0  # decoupled weight decay, >= 0
+    b1: float = 0.9  # Adam's first-moment decay, in [0, 1)
+    b2: float = 0.999  # Adam's second-moment decay, in [0, 1)
+    ema_decay: float = 0.999  # decay of the EMA of the weights (the EMA model is the one sampled), in [0, 1)
+
+    def check(self, where: str, total_steps: int) -> None:
+        number(f"{where}.lr", self.lr, lambda v: v > 0, "a number > 0")
+        if not 0 <= self.warmup_steps < total_steps:
+            fail(f"{where}.warmup_steps", f"must be an int in [0, {total_steps - 1}] (below the "
+                 f"{total_steps} steps of train.levels)", self.warmup_steps)
+        number(f"{where}.final_lr_fraction", self.final_lr_fraction, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        if self.clip_norm is not None:
+            number(f"{where}.clip_norm", self.clip_norm, lambda v: v > 0, "a number > 0 or null")
+        number(f"{where}.weight_decay", self.weight_decay, lambda v: v >= 0, "a number >= 0")
+        for field in ("b1", "b2", "ema_decay"):
+            number(f"{where}.{field}", getattr(self, field), lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+@dataclasses.dataclass
+class LevelConfig:
+    """One level of the multilevel curriculum."""
+
+    grid: int = 32  # grid size n of the functions (n on every axis), a positive int
+    steps: int = 1000  # training steps at this grid, a positive int
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The training loop: one model trained on each grid of `levels` in turn."""
+
+    seed: int = 0  # seed of the model's initialisation, the data order and the noise (int >= 0)
+    batch_size: int = 64  # examples per step; a multiple of the number of devices
+    levels: list[LevelConfig] = dataclasses.field(
+        default_factory=lambda: [LevelConfig(32, 2000), LevelConfig(64, 500)]
+    )  # the curriculum: [{grid, steps}, ...], trained in order (the step compiles once per grid)
+    run_dir: str = "runs/${name}"  # the run folder; started again with the same folder, a run resumes
+    log_every: int = 25  # steps between metrics-log records and progress-bar updates
+    ckpt_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3  # number of latest checkpoints kept
+    sample_every: int = 0  # steps between sample grids (0: only at the end)
+    sample_grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids of the sample PNGs (any, also never trained on)
+    num_samples: int = 36  # samples per grid
+    evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)  # that evaluation's fields (as train.evaluate's)
+    devices: Any = "auto"  # number of devices of the data mesh: auto (the fastest on CPU, all accelerators) or an int
+    stop_after: Optional[int] = None  # stop (checkpointed) after this global step, to resume later; null: run to the end
+    progress_bar: bool = True  # show the tqdm bar (the metrics log is written either way)
+
+    def check(self, where: str = "train") -> None:
+        positive(f"{where}.seed", self.seed, 0)
+        positive(f"{where}.batch_size", self.batch_size)
+        if not self.levels:
+            fail(f"{where}.levels", "must be a non-empty list of {grid, steps}", [])
+        for i, level in enumerate(self.levels):
+            positive(f"{where}.levels[{i}].grid", level.grid)
+            positive(f"{where}.levels[{i}].steps", level.steps)
+        if not self.run_dir:
+            fail(f"{where}.run_dir", "must be a folder path", self.run_dir)
+        for field in ("log_every", "ckpt_every", "keep_checkpoints", "num_samples"):
+            positive(f"{where}.{field}", getattr(self, field))
+        positive(f"{where}.sample_every", self.sample_every, 0)
+        if not all(g >= 1 for g in self.sample_grids):
+            fail(f"{where}.sample_grids", "must be a list of positive ints", list(self.sample_grids))
+        is_int = isinstance(self.devices, int) and not isinstance(self.devices, bool)
+        if self.devices != "auto" and not (is_int and self.devices >= 1):
+            fail(f"{where}.devices", "must be auto or a positive int", self.devices)
+        if is_int and self.batch_size % self.devices:
+            raise ConfigError(f"{where}.batch_size {self.batch_size} must be a multiple of {where}.devices {self.devices}.")
+        if self.stop_after is not None:
+            positive(f"{where}.stop_after", self.stop_after)
+
+    def total_steps(self) -> int:
+        """The number of steps of the whole curriculum."""
+        return sum(level.steps for level in self.levels)
+
+    def level_at(self, step: int) -> int:
+        """The index of the level that global step `step` (0-based, the next to take) belongs to."""
+        end = 0
+        for i, level in enumerate(self.levels):
+            end += level.steps
+            if step < end:
+                return i
+        return len(self.levels) - 1
+

@@ -1,0 +1,182 @@
+"""The top-level schemas of the four programs, their registration in hydra's `ConfigStore`, and the
+start-up check of a composed config."""
+
+import dataclasses
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from .data import MnistConfig, MnistSplit
+from .diffusion import LOSSES, PRIORS, SDES
+from .errors import ConfigError, fail, positive
+from .evaluation import ClassifierSettings, EvaluationConfig, Weights
+from .loop import AdamWConfig, TrainConfig
+from .model import MODELS
+from .sampler import SAMPLERS, SamplerConfig
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """`python -m train.run`: every group of a training run (`configs/config.yaml` picks the options)."""
+
+    name: str = "default"  # the experiment's name; the default run folder is runs/<name>
+    data: Any = MISSING  # the data source and its pipeline (data=mnist | mnist_t10k ...)
+    model: Any = MISSING  # the score network (model=fno | uno | unet)
+    prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white)
+    sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve)
+    loss: Any = MISSING  # the training loss (loss=dsm)
+    optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # sampler of the sample grids
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # the training loop and its curriculum
+
+
+@dataclasses.dataclass
+class SampleConfig:
+    """`python -m train.sample`: samples of a trained run on several grids."""
+
+    run_dir: Optional[str] = None  # the training run folder (config.yaml, checkpoints/); required
+    step: Optional[int] = None  # the checkpoint step to restore; null: the latest
+    weights: Weights = Weights.ema  # ema (the moving average of the weights) | raw (the optimiser's last weights)
+    grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grid sizes n to sample on (any n >= 4)
+    num_samples: int = 64  # samples per grid
+    batch_size: int = 64  # samples drawn at once (vmapped)
+    png_count: int = 64  # samples shown in each PNG grid
+    seed: int = 0  # the samples' random key (the same keys on every grid)
+    out_dir: Optional[str] = None  # null: <run_dir>/samples/<sampler tag>
+    resolution_consistent_noise: bool = False  # start every grid from the same prior function (slower to compile)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # the sampler
+
+    def check(self) -> None:
+        if self.run_dir is None:
+            raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
+        if not self.grids or not all(n >= 4 for n in self.grids):
+            fail("grids", "must be a non-empty list of ints >= 4", list(self.grids))
+        for field in ("num_samples", "batch_size", "png_count"):
+            positive(field, getattr(self, field))
+
+
+@dataclasses.dataclass
+class EvaluateConfig(EvaluationConfig):
+    """`python -m train.evaluate`: the metrics of a trained run against its held-out data."""
+
+    run_dir: Optional[str] = None  # the training run folder; required
+    step: Optional[int] = None  # the checkpoint step to restore; null: the latest
+    output: Optional[str] = None  # the JSON file; null: <run_dir>/evaluation/<sampler tag>_grid<n>.json
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    """`python -m train.classifier`: the MNIST classifier of the Fréchet features, alone."""
+
+    data: Any = MISSING  # the data whose held-out range it trains on (data=mnist | mnist_t10k)
+    classifier: ClassifierSettings = dataclasses.field(default_factory=ClassifierSettings)  # its settings
+
+
+GROUPS = {
+    "data": {
+        "mnist": MnistConfig(),
+        # machines that hold only the 10,000-digit t10k files: train on t10k[0:8000], hold out the rest
+        "mnist_t10k": MnistConfig(split=MnistSplit.t10k, train_range=[0, 8000], holdout_range=[8000, 10000]),
+    },
+    "model": {name: schema() for name, schema in MODELS.items()},
+    "prior": {name: schema() for name, schema in PRIORS.items()},
+    "sde": {name: schema() for name, schema in SDES.items()},
+    "loss": {name: schema() for name, schema in LOSSES.items()},
+    "optim": {"adamw": AdamWConfig()},
+    "sampler": SAMPLERS,
+    "train": {"default": TrainConfig()},
+}
+"""The options of every config group: `group=name` on the command line picks one."""
+
+
+def register() -> None:
+    """Store the schemas and the group options in hydra's `ConfigStore` (done on import)."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(name="sample_schema", node=SampleConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="classifier_schema", node=ClassifierConfig)
+    for group, options in GROUPS.items():
+        for name, node in options.items():
+            store.store(group=group, name=name, node=node)
+
+
+def _schema_of(group: str, node: DictConfig) -> Any:
+    """The group option's schema of a saved group node (by its `name` or `_target_`)."""
+    for option in GROUPS[group].values():
+        key = "_target_" if "_target_" in node else "name"
+        if key in node and getattr(option, key, None) == node[key]:
+            return type(option)
+    raise ConfigError(f"{group}: the saved config names no known option ({OmegaConf.to_yaml(node).strip()}).")
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """A plain (e.g. loaded from a run's `config.yaml`) training config, typed by the schemas: the
+    same checks apply to it as to a composed one."""
+    groups = {group: OmegaConf.structured(_schema_of(group, cfg[group])) for group in ("data", "model", "prior", "sde", "loss")}
+    schema = OmegaConf.structured(RunConfig)
+    for group, node in groups.items():
+        schema[group] = node
+    return OmegaConf.merge(schema, cfg)
+
+
+def check_keys(node: Any, where: str = "") -> None:
+    """Refuse keys that are no field of their schema. Hydra refuses them by itself, except those
+    added with `+key=value` (which appends to any node)."""
+    if isinstance(node, DictConfig):
+        schema = OmegaConf.get_type(node)
+        names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+        for key in node.keys():
+            field = f"{where}.{key}" if where else str(key)
+            if names is not None and key not in names:
+                raise ConfigError(f"{field} is not a field of {schema.__name__} (misspelled?).")
+            check_keys(node._get_node(key), field)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            check_keys(node._get_node(i), f"{where}[{i}]")
+
+
+def to_schema(cfg: DictConfig) -> Any:
+    """The config as the dataclasses of its schema, after checking that it holds no unknown key."""
+    check_keys(cfg)
+    return OmegaConf.to_object(cfg)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check every field of a composed training config; raise `ConfigError` naming the first bad one.
+
+    Types and unknown keys were checked by hydra when it composed `cfg`; here the values: the
+    program's own rules per group, then the library's, by building the prior, the SDE and the
+    samplers (their constructors check what they need).
+
+    **Arguments:**
+
+    - `cfg`: the config composed by hydra (`configs/config.yaml` and its groups).
+
+    **Returns:**
+
+    The config as its schema's dataclasses (`RunConfig`).
+    """
+    from .. import build
+
+    run: RunConfig = to_schema(cfg)
+    if not run.name:
+        fail("name", "must be a non-empty string", run.name)
+    run.data.check("data")
+    run.sde.check("sde")
+    run.loss.check("loss")
+    run.train.check("train")
+    run.optim.check("optim", run.train.total_steps())
+    t0, t1 = run.sde.t0, run.sde.t1
+    run.sampler.check("sampler", t0, t1, run.train.sample_grids)
+    if run.train.evaluate:
+        run.train.evaluation.check("train.evaluation", t0, t1)
+    count = run.data.train_count()
+    if run.train.batch_size > count:
+        raise ConfigError(f"train.batch_size {run.train.batch_size} must not exceed the {count} examples of data.train_range.")
+    build.build_sde(cfg)
+    build.build_sampler(cfg)
+    if run.train.evaluate:
+        build.build_sampler(cfg, cfg.train.evaluation.sampler, "train.evaluation.sampler")
+    return run
