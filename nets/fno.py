@@ -182,9 +182,10 @@ class FNO(eqx.Module):
     `model(t, u)` acts on one sample and composes with every JAX transformation. For training,
     `model.batched(t, u)` computes `jax.vmap(model)(t, u)` (equal to float32 round-off) 2-3x faster
     on CPU: it stores the batch spatial-major, `(n_d, ..., n_1, B, c)`, so that every transform is
-    a matmul in XLA's canonical form, where `vmap` of the channels-first code makes XLA contract
-    non-adjacent axes (see benchmarks/bench_train_step.py). Every network in `nets` has
-    `batched`, so losses may call it instead of `vmap`.
+    a matmul in XLA's canonical form (with `method="dft"`; `"fft"` runs `rfftn` over the grid
+    axes), where `vmap` of the channels-first code makes XLA contract non-adjacent axes (see
+    benchmarks/bench_train_step.py). Every network in `nets` has `batched`, so losses may call it
+    instead of `vmap`.
 
     **Arguments:**
 
@@ -197,7 +198,8 @@ class FNO(eqx.Module):
     - `time_scale`: factor applied to $t$ before the sinusoids.
     - `projection`: hidden channels of the projection.
     - `norm`: `"group"` or `None` (never BatchNorm); `groups`: GroupNorm groups.
-    - `method`: spectral convolution implementation, `"auto"`, `"dft"` or `"fft"`.
+    - `method`: spectral convolution implementation, `"auto"`, `"dft"` or `"fft"` (see
+      `SpectralConv`), used by `__call__` and `batched` alike.
     - `local`: whether every block adds a local path, a finite-difference stencil on the grid
       (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None` (see

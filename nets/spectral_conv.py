@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -357,6 +358,40 @@ def _sm_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
     return out.reshape(*grid[::-1], b, o)
 
 
+def _sm_fft_axes(d: int) -> tuple[int, ...]:
+    """The grid axes of a spatial-major batch `(n_d, ..., n_1, B, c)` in the order `rfftn` takes
+    them: $n_1$ first and $n_d$ (array axis 0, the half-spectrum axis) last."""
+    return tuple(range(d - 1, -1, -1))
+
+
+def _sm_fft_forward(h: Array, modes: tuple) -> Array:
+    """(n_d, ..., n_1, B, c) -> complex (K_d, ..., K_1, B, c) through `rfftn`: $k_d = 0..m_d$ and
+    $k_i = -m_i..m_i$ for $i < d$ (the weights' order)."""
+    d = len(modes)
+    u_hat = jnp.fft.rfftn(h, axes=_sm_fft_axes(d), norm="forward")[: modes[-1] + 1]
+    for i in range(d - 1):
+        ax, m = d - 1 - i, modes[i]  # the array axis of n_i
+        index = jnp.arange(-m, m + 1) % h.shape[ax]
+        u_hat = jnp.take(u_hat, index, axis=ax)
+    return u_hat
+
+
+def _sm_fft_inverse(y: Array, modes: tuple, grid: tuple) -> Array:
+    """Complex (K_d, ..., K_1, B, o) in the order of `_sm_fft_forward` -> real
+    (n'_d, ..., n'_1, B, o) on the output grid `grid` = (n'_1, ..., n'_d), by zero-padding at the
+    right frequencies and `irfftn`."""
+    d = len(modes)
+    for i in range(d - 1):
+        ax, m, n = d - 1 - i, modes[i], grid[i]
+        neg, pos = jnp.split(y, [m], axis=ax)  # frequencies -m..-1 and 0..m
+        pad_shape = list(y.shape)
+        pad_shape[ax] = n - (2 * m + 1)
+        y = jnp.concatenate([pos, jnp.zeros(pad_shape, y.dtype), neg], axis=ax)
+    y = jnp.pad(y, [(0, grid[-1] // 2 + 1 - (modes[-1] + 1))] + [(0, 0)] * (y.ndim - 1))
+    # `s` lists the sizes of the axes in the order of `axes`: n'_1, ..., n'_d.
+    return jnp.fft.irfftn(y, s=grid, axes=_sm_fft_axes(d), norm="forward")
+
+
 class SpectralConv(eqx.Module):
     """Spectral convolution $v = \\mathcal{F}^{-1}(W \\cdot \\mathcal{F} u)$ on low modes, any grid.
 
@@ -375,8 +410,9 @@ class SpectralConv(eqx.Module):
 
     Two implementations give the same function to float32 round-off: `"dft"` (truncated DFTs as
     real matmuls with precomputed cos/sin matrices, one axis at a time) and `"fft"` (`rfftn`,
-    slicing, zero-padding, `irfftn`). `"auto"` uses `"dft"`, which is the faster one on XLA's CPU
-    backend for the mode counts used here (see benchmarks/bench_train_step.py).
+    slicing, zero-padding, `irfftn`). Both the one-sample call and the batched `spatial_major`
+    path use the chosen one. `"auto"` uses `"dft"`, which is the faster one on XLA's CPU backend
+    for the mode counts used here (see benchmarks/bench_train_step.py).
 
     **Arguments:**
 
@@ -470,9 +506,10 @@ class SpectralConv(eqx.Module):
     ) -> Float[Array, "*out_rev b o"]:
         """The same map on a whole batch stored spatial-major, `(n_d, ..., n_1, B, c)`.
 
-        This is the layout `FNO` uses internally under `jax.vmap`: every transform becomes a plain
-        or batched matmul in XLA's canonical form. Equals `jax.vmap(self)` up to the layout and
-        float32 round-off.
+        This is the layout of the networks' `batched` paths: with `method="dft"` (and `"auto"`)
+        every transform becomes a plain or batched matmul in XLA's canonical form; with `"fft"`
+        the transforms are `rfftn` and `irfftn` over the grid axes. Equals `jax.vmap(self)` up to
+        the layout and float32 round-off.
 
         **Arguments:**
 
@@ -497,6 +534,11 @@ class SpectralConv(eqx.Module):
         rev = tuple(range(d))[::-1]
         w_re = self.weight_real.transpose(*rev, d, d + 1)
         w_im = self.weight_imag.transpose(*rev, d, d + 1)
+        if self.method == "fft":
+            u_hat = _sm_fft_forward(h, self.modes)
+            weight = jax.lax.complex(w_re, w_im).astype(u_hat.dtype)
+            y = jnp.einsum("...bi,...io->...bo", u_hat, weight)
+            return _sm_fft_inverse(y, self.modes, out).astype(h.dtype)
         if d > 1:  # the k_1 axis in the order of the paired transform
             order = _paired_order(self.modes[0])
             w_re, w_im = w_re[..., order, :, :], w_im[..., order, :, :]

@@ -54,7 +54,8 @@ class UNO(eqx.Module):
     - `time_features`, `time_dim`, `time_scale`: the time embedding (see `FNO`).
     - `projection`: hidden channels of the projection.
     - `norm`, `groups`: `"group"` or `None`, and the GroupNorm groups.
-    - `method`: the spectral convolution's implementation.
+    - `method`: the spectral convolution's implementation, `"auto"`, `"dft"` or `"fft"` (see
+      `SpectralConv`), used by `__call__` and `batched` alike.
     - `local`: whether every block adds a local path, a finite-difference stencil on the grid
       (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None`.

@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -18,3 +19,22 @@ def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8) -> bool:
 def max_abs(x, y) -> float:
     """The largest absolute difference between two arrays."""
     return float(jnp.max(jnp.abs(jnp.asarray(x) - jnp.asarray(y))))
+
+
+def primitive_names(fn, *args) -> set[str]:
+    """The names of every primitive in the jaxpr of `fn(*args)`, nested jaxprs included (the bodies
+    of `custom_jvp`, `pjit`, loops, ...)."""
+    names = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.add(eqn.primitive.name)
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (tuple, list)) else (param,):
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+                    elif hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                        walk(sub.jaxpr)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return names

@@ -10,6 +10,7 @@ import pytest
 
 import nets
 import sdeflow
+from helpers import primitive_names
 
 
 def reference(conv, u, out_grid):
@@ -58,24 +59,32 @@ def test_matches_explicit_dft(grid, modes, out_grid, method, getkey):
     assert np.max(np.abs(got - expected)) <= 2e-6 * max(1.0, np.max(np.abs(expected)))
 
 
+@pytest.mark.parametrize("method", ["dft", "fft"])
 @pytest.mark.parametrize("grid,modes,out_grid", [CASES[2], CASES[5], CASES[6]])
-def test_spatial_major_batch_equals_vmap(grid, modes, out_grid, getkey):
-    conv = nets.SpectralConv(3, 2, modes, key=getkey())
+def test_spatial_major_batch_equals_vmap(grid, modes, out_grid, method, getkey):
+    """The batched spatial-major path equals the one-sample call under vmap with either method, and
+    runs the method asked for: `rfftn`/`irfftn` for `"fft"`, no FFT at all for `"dft"`."""
+    conv = nets.SpectralConv(3, 2, modes, method=method, key=getkey())
     u = jax.random.normal(getkey(), (4, 3, *grid))
     expected = eqx.filter_jit(jax.vmap(lambda v: conv(v, out_grid)))(u)
     d = len(grid)
     h = u.transpose(*range(d + 1, 1, -1), 0, 1)  # (n_d, ..., n_1, B, c)
     got = eqx.filter_jit(conv.spatial_major)(h, out_grid)
     got = got.transpose(d, d + 1, *range(d - 1, -1, -1))
+    assert got.dtype == expected.dtype
     assert float(jnp.max(jnp.abs(got - expected))) <= 2e-6
+    primitives = primitive_names(lambda h: conv.spatial_major(h, out_grid), h)
+    assert ("fft" in primitives) == (method == "fft"), primitives
 
 
 
+@pytest.mark.parametrize("method", ["dft", "fft"])
 @pytest.mark.parametrize("grid,modes,out_grid", [CASES[2], CASES[5], CASES[6]])
-def test_spatial_major_derivatives_equal_vmap(grid, modes, out_grid, getkey):
-    """Reverse mode runs the hand-written transposes of `nets.linear_map`; its gradients (weights
-    and input) and forward-mode tangents equal those of the per-sample code under vmap."""
-    conv = nets.SpectralConv(3, 2, modes, key=getkey())
+def test_spatial_major_derivatives_equal_vmap(grid, modes, out_grid, method, getkey):
+    """Reverse mode runs the hand-written transposes of `nets.linear_map` (with `"dft"`); its
+    gradients (weights and input) and forward-mode tangents equal those of the per-sample code
+    under vmap, with either method."""
+    conv = nets.SpectralConv(3, 2, modes, method=method, key=getkey())
     d = len(grid)
     u = jax.random.normal(getkey(), (4, 3, *grid))
     tangent = jax.random.normal(getkey(), u.shape)
