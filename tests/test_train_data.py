@@ -5,13 +5,13 @@ import io
 import pathlib
 import shutil
 import urllib.error
+import urllib.request
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import sdeflow
-from train.data import mnist as mnist_module
 from train.data import (
     MnistError,
     batches,
@@ -21,7 +21,7 @@ from train.data import (
     parse_idx,
     resolve_root,
 )
-
+from train.data import mnist as mnist_module
 
 T10K = mnist_module.SPLITS["t10k"]
 
@@ -80,7 +80,7 @@ def test_missing_files_message(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(mnist_module.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(MnistError, match="download failed.*no network") as info:
         load_mnist("t10k", root=tmp_path)
     assert str(tmp_path / T10K[0]) in str(info.value)
@@ -98,7 +98,7 @@ def test_download_is_verified_and_atomic(tmp_path, monkeypatch, t10k):
             return io.BytesIO(served[name][:1000])  # a broken mirror: truncated download
         return io.BytesIO(served[name])
 
-    monkeypatch.setattr(mnist_module.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     loaded = load_mnist("t10k", root=tmp_path / "new")
     np.testing.assert_array_equal(loaded.images, t10k.images)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(T10K)

@@ -17,21 +17,21 @@ accepted as well.
 
 The folder holding the files is, in this order: the `root` argument (config field `data.root`),
 the environment variable `SDEFLOW_MNIST_ROOT`, or `~/.cache/sdeflow/mnist`.
+
+The loading itself is the IDX loader shared with Fashion-MNIST (`train.data.idx`); `MnistSource`
+is MNIST as a data source (`train.data.source.AbstractSource`).
 """
 
 import dataclasses
-import gzip
-import hashlib
 import os
 import pathlib
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
 from collections.abc import Sequence
+from typing import ClassVar, final
 
 import numpy as np
+
+from . import idx
+from .source import DataError
 
 
 ROOT_ENV = "SDEFLOW_MNIST_ROOT"
@@ -65,11 +65,24 @@ ARCHIVE_SHA256 = {
 }
 """SHA-256 of the official `.gz` archives as served by the mirrors."""
 
-_IDX_DTYPES = {0x08: np.dtype(np.uint8)}
 
-
-class MnistError(RuntimeError):
+class MnistError(DataError):
     """MNIST files are missing, corrupt or cannot be downloaded."""
+
+
+MNIST = idx.IdxDataset(
+    title="MNIST",
+    slug="mnist",
+    splits=SPLITS,
+    sizes=SPLIT_SIZES,
+    content_sha256=CONTENT_SHA256,
+    archive_checksums={name: ("sha256", digest) for name, digest in ARCHIVE_SHA256.items()},
+    mirrors=MIRRORS,
+    root_env=ROOT_ENV,
+    error=MnistError,
+    hint="On a machine that holds only the t10k files, use data=mnist_t10k (or data.split=t10k).",
+)
+"""The MNIST files for the shared IDX loader."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +106,7 @@ class Mnist:
 
 def resolve_root(root: str | os.PathLike | None = None) -> pathlib.Path:
     """The folder of the MNIST files: `root` if given, else `$SDEFLOW_MNIST_ROOT`, else `~/.cache/sdeflow/mnist`."""
-    if root is None or str(root) == "":
-        root = os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-    return pathlib.Path(root).expanduser().resolve()
+    return idx.resolve_root(MNIST, root)
 
 
 def parse_idx(data: bytes, name: str) -> np.ndarray:
@@ -110,37 +121,7 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
 
     The array with the dimensions stored in the header.
     """
-    if len(data) < 4:
-        raise MnistError(f"{name}: not an IDX file (only {len(data)} bytes).")
-    zero, dtype_code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
-    if zero != 0 or dtype_code not in _IDX_DTYPES or not 1 <= ndim <= 3:
-        raise MnistError(
-            f"{name}: bad IDX magic number 0x{data[:4].hex()} (expected 0x0000080N: unsigned bytes, "
-            "N = 1 to 3 dimensions)."
-        )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise MnistError(f"{name}: truncated IDX header ({len(data)} bytes, needs {header}).")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    count = int(np.prod(dims))
-    if len(data) != header + count:
-        raise MnistError(
-            f"{name}: the header announces dimensions {dims} ({count} values) but the file holds "
-            f"{len(data) - header}; the file is truncated or corrupt."
-        )
-    return np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=header).reshape(dims)
-
-
-def _missing_message(root: pathlib.Path, missing: Sequence[str], reason: str) -> str:
-    lines = "\n".join(f"  {root / name}" for name in missing)
-    return (
-        f"MNIST files missing ({reason}). Put these official files (the .gz archives, not "
-        f"decompressed) here:\n{lines}\n"
-        f"They are available from {MIRRORS[0]} (or {', '.join(MIRRORS[1:])}). To use another folder, "
-        f"set the environment variable {ROOT_ENV}=/path/to/mnist or the config field "
-        f"data.root=/path/to/mnist. On a machine that holds only the t10k files, use "
-        f"data=mnist_t10k (or data.split=t10k)."
-    )
+    return idx.parse_idx(data, name, MnistError)
 
 
 def download(name: str, root: pathlib.Path, mirrors: Sequence[str] = MIRRORS, timeout: float = 30.0) -> None:
@@ -155,61 +136,7 @@ def download(name: str, root: pathlib.Path, mirrors: Sequence[str] = MIRRORS, ti
     - `mirrors`: base URLs tried in order.
     - `timeout`: seconds per connection attempt.
     """
-    created = [p for p in (root, *root.parents) if not p.exists()]
-    root.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for base in mirrors:
-        url = base + name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=root)
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-                shutil.copyfileobj(response, out)
-            _verified_content(pathlib.Path(tmp), name)
-            os.replace(tmp, root / name)
-            return
-        except (urllib.error.URLError, OSError, MnistError) as error:
-            errors.append(f"{url}: {error}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    for folder in created:  # leave no empty folders behind
-        if folder.exists() and not any(folder.iterdir()):
-            folder.rmdir()
-    raise MnistError("; ".join(errors))
-
-
-def _verified_content(path: pathlib.Path, name: str) -> bytes:
-    """The decompressed bytes of an official archive, after checking its checksum."""
-    raw = path.read_bytes()
-    try:
-        content = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise MnistError(
-            f"{path}: not a valid gzip archive ({error}); the file is truncated or corrupt. Delete it "
-            "and put the official file there again (or let it be downloaded)."
-        ) from None
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != CONTENT_SHA256[name] and hashlib.sha256(raw).hexdigest() != ARCHIVE_SHA256[name]:
-        raise MnistError(
-            f"{path}: checksum mismatch: the SHA-256 of its decompressed content is {digest}, the "
-            f"official {name} has {CONTENT_SHA256[name]}. The file is corrupt or not the official "
-            "one; delete it and put the official file there again (or let it be downloaded)."
-        )
-    return content
-
-
-def _check_range(index_range: Sequence[int] | None, size: int, split: str) -> tuple[int, int]:
-    if index_range is None:
-        return 0, size
-    if len(index_range) != 2:
-        raise ValueError(f"`index_range` must be [start, stop], got {list(index_range)}.")
-    start, stop = (int(i) for i in index_range)
-    if not 0 <= start < stop <= size:
-        raise ValueError(
-            f"`index_range` [{start}, {stop}] must satisfy 0 <= start < stop <= {size} (the size of "
-            f"split {split!r})."
-        )
-    return start, stop
+    idx.download(MNIST, name, root, mirrors, timeout)
 
 
 def load_mnist(
@@ -233,29 +160,26 @@ def load_mnist(
 
     An `Mnist` with uint8 `images` `(N, 28, 28)` and `labels` `(N,)`.
     """
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {sorted(SPLITS)}, got {split!r}.")
-    start, stop = _check_range(index_range, SPLIT_SIZES[split], split)
-    folder = resolve_root(root)
-    names = SPLITS[split]
-    missing = [name for name in names if not (folder / name).is_file()]
-    if missing:
-        if not download_missing:
-            raise MnistError(_missing_message(folder, missing, "downloading is disabled"))
-        for name in missing:
-            try:
-                download(name, folder)
-            except MnistError as error:
-                raise MnistError(
-                    _missing_message(folder, missing, f"the download failed: {error}")
-                ) from None
-    images, labels = (parse_idx(_verified_content(folder / name, name), name) for name in names)
-    if images.shape != (SPLIT_SIZES[split], 28, 28) or labels.shape != (SPLIT_SIZES[split],):
-        raise MnistError(f"{folder}: unexpected shapes {images.shape}, {labels.shape} for split {split!r}.")
-    return Mnist(
-        images=np.array(images[start:stop]),
-        labels=np.array(labels[start:stop]),
-        split=split,
-        start=start,
-        stop=stop,
+    images, labels, start, stop = idx.load_idx(
+        MNIST, split, index_range, root=root, download_missing=download_missing
     )
+    return Mnist(images=images, labels=labels, split=split, start=start, stop=stop)
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class MnistSource(idx.IdxSource):
+    """The MNIST digits as functions on $[0, 1)^2$: 1 channel, native grid 32 x 32, values in $[-1, 1]$.
+
+    **Fields:** as `train.data.idx.IdxSource`: `split` (`"train"`, 60,000 digits, or `"t10k"`,
+    10,000), `train_range`, `holdout_range` (disjoint), `smoothing` (default 0.6 pixel), `root`
+    (else `$SDEFLOW_MNIST_ROOT`, else `~/.cache/sdeflow/mnist`), `download`.
+
+    `converter(n)` gives exactly `images_to_functions(images, n, smoothing)`; `load` raises
+    `MnistError` for missing or corrupt files.
+    """
+
+    name: ClassVar[str] = "mnist"
+
+    def dataset(self) -> idx.IdxDataset:
+        return MNIST

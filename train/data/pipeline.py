@@ -1,4 +1,8 @@
-"""MNIST digits as functions on the torus, and the grain pipeline that batches them.
+"""The grain pipeline that batches functions of any source, and MNIST digits as functions.
+
+The pipeline (`make_dataset`) takes a source's raw examples and its converter for a grid
+(`train.data.source.AbstractSource.converter`). The rest of this module is how an MNIST digit
+becomes a function (the other image sources follow the same steps, `source.ImageConverter`).
 
 How an image becomes a function on an $n \\times n$ grid of $[0, 1)^2$:
 
@@ -23,14 +27,13 @@ never clipped (clipping would break the consistency across grids).
 """
 
 import dataclasses
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import absl.flags
 import grain
 import numpy as np
 
-from sdeflow import resample_matrix
+from .source import ImageConverter
 
 
 NATIVE_GRID = 32
@@ -38,16 +41,6 @@ NATIVE_GRID = 32
 
 PRECOMPUTE_BYTES = 1 << 30
 """Up to this size (1 GiB: 8,000 digits at 128 x 128) the functions are computed once, up front."""
-
-
-@functools.lru_cache(maxsize=32)
-def _axis_matrix(grid: int, smoothing: float) -> np.ndarray:
-    """Per-axis float32 matrix: Gaussian blur on the 32-grid, then spectral resampling to `grid`."""
-    k = np.rint(np.fft.fftfreq(NATIVE_GRID, d=1.0 / NATIVE_GRID))
-    multiplier = np.exp(-2.0 * (np.pi * smoothing * k / NATIVE_GRID) ** 2)
-    eye = np.eye(NATIVE_GRID)
-    blur = np.real(np.fft.ifft(multiplier[:, None] * np.fft.fft(eye, axis=0), axis=0))
-    return (resample_matrix(NATIVE_GRID, grid) @ blur).astype(np.float32)
 
 
 def images_to_functions(images: np.ndarray, grid: int, smoothing: float = 0.0) -> np.ndarray:
@@ -72,15 +65,7 @@ def images_to_functions(images: np.ndarray, grid: int, smoothing: float = 0.0) -
     if not smoothing >= 0:
         raise ValueError(f"`smoothing` must be >= 0 (pixels), got {smoothing}.")
     pad = (NATIVE_GRID - 28) // 2
-    u = np.pad(
-        images.astype(np.float32) * (2.0 / 255.0) - 1.0,
-        ((0, 0), (pad, pad), (pad, pad)),
-        constant_values=-1.0,
-    )
-    if grid != NATIVE_GRID or smoothing > 0:
-        matrix = _axis_matrix(int(grid), float(smoothing))
-        u = np.einsum("ij,bjk,lk->bil", matrix, u, matrix, optimize=True)
-    return np.ascontiguousarray(u[:, None], dtype=np.float32)
+    return ImageConverter((28, 28), pad, (int(grid), int(grid)), float(smoothing))(images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,57 +80,75 @@ class _ToFunctions:
 
 
 def make_dataset(
-    images: np.ndarray,
+    values: np.ndarray,
+    converter: Callable[[np.ndarray], np.ndarray] | None = None,
     *,
-    grid: int,
     batch_size: int,
     seed: int,
-    smoothing: float = 0.0,
+    grid: int | None = None,
+    smoothing: float | None = None,
     worker_count: int = 0,
     worker_buffer_size: int = 2,
     read_threads: int = 1,
     prefetch_buffer: int = 4,
     precompute: bool | None = None,
 ) -> grain.IterDataset:
-    """An endless, shuffled, batched grain dataset of MNIST functions on a grid.
+    """An endless, shuffled, batched grain dataset of functions on a grid, for any source.
 
-    Epoch $e$ visits the images in a permutation seeded by `seed + e` (grain's `shuffle` before
+    Epoch $e$ visits the examples in a permutation seeded by `seed + e` (grain's `shuffle` before
     `repeat`); incomplete batches at the end of the endless stream never occur. The state of its
     iterator (`get_state` / `set_state`) is a small dict saved in checkpoints, and two pipelines
-    built with the same arguments except `grid` have interchangeable states (the multilevel
-    curriculum carries the state from one grid to the next).
+    built from the same values, `batch_size`, `seed` and `precompute` but converters for other
+    grids have interchangeable states (the multilevel curriculum carries the state from one grid
+    to the next).
+
+    Two ways to call it:
+
+    - any source: `make_dataset(examples.values, source.converter(grid), batch_size=..., seed=...)`;
+    - MNIST as before: `make_dataset(images, grid=n, smoothing=s, batch_size=..., seed=...)`, the
+        same batches as `make_dataset(images, MnistSource(smoothing=s).converter(n), ...)`.
 
     **Arguments:**
 
-    - `images`: uint8 array `(N, 28, 28)`.
-    - `grid`: the grid size $n$ of the functions.
-    - `batch_size`: images per batch.
+    - `values`: the raw examples `(N, ...)` of a source (`Examples.values`).
+    - `converter`: a picklable callable turning a batch of values into float32 functions
+        `(B, c, *grid)` (`AbstractSource.converter(grid)`); `None` for MNIST images with `grid`.
+    - `batch_size`: examples per batch.
     - `seed`: the shuffling seed.
-    - `smoothing`: Gaussian blur in pixels (see `images_to_functions`).
+    - `grid`: MNIST only (without `converter`): the grid size $n$ of the functions.
+    - `smoothing`: MNIST only (without `converter`): Gaussian blur in pixels (default 0).
     - `worker_count`: processes that prepare batches ahead (0: in the main process).
     - `worker_buffer_size`: batches each worker keeps ready.
     - `read_threads`: threads preparing batches ahead in the main process (when `worker_count=0`).
     - `prefetch_buffer`: batches those threads keep ready.
-    - `precompute`: turn all images into functions once, up front (default: when they take at
-        most `PRECOMPUTE_BYTES`), rather than batch by batch; the batches are the same either way.
+    - `precompute`: convert all examples once, up front (default: when the functions take at most
+        `PRECOMPUTE_BYTES`), rather than batch by batch; the batches are the same either way.
 
     **Returns:**
 
-    A `grain.IterDataset` of float32 batches `(batch_size, 1, n, n)`.
+    A `grain.IterDataset` of float32 batches `(batch_size, c, *grid)`.
     """
-    if batch_size < 1 or batch_size > len(images):
-        raise ValueError(f"`batch_size` must be in 1..{len(images)} (the number of images), got {batch_size}.")
+    if converter is None:
+        if grid is None:
+            raise ValueError(
+                "`make_dataset` needs a `converter` (source.converter(grid)) or, for MNIST images, a `grid`."
+            )
+        converter = _ToFunctions(int(grid), 0.0 if smoothing is None else float(smoothing))
+    elif grid is not None or smoothing is not None:
+        raise ValueError(
+            "`grid` and `smoothing` belong to the converter (source.converter(grid)); do not pass them "
+            "to `make_dataset` together with a `converter`."
+        )
+    if batch_size < 1 or batch_size > len(values):
+        raise ValueError(f"`batch_size` must be in 1..{len(values)} (the number of examples), got {batch_size}.")
     if worker_count < 0:
         raise ValueError(f"`worker_count` must be >= 0, got {worker_count}.")
-    grid, smoothing = int(grid), float(smoothing)
     if precompute is None:
-        precompute = len(images) * grid * grid * 4 <= PRECOMPUTE_BYTES
+        precompute = len(values) * converter(values[:1]).nbytes <= PRECOMPUTE_BYTES
     if precompute:
         # All functions at once (in chunks): batches are then plain copies, and the CPU is left to
         # the training step instead of a thread that competes with it for every batch.
-        functions = np.concatenate(
-            [images_to_functions(images[i : i + 1024], grid, smoothing) for i in range(0, len(images), 1024)]
-        )
+        functions = np.concatenate([converter(values[i : i + 1024]) for i in range(0, len(values), 1024)])
         dataset = (
             grain.MapDataset.source(functions)
             .shuffle(seed=int(seed))
@@ -154,17 +157,17 @@ def make_dataset(
         )
     else:
         dataset = (
-            grain.MapDataset.source(images)
+            grain.MapDataset.source(values)
             .shuffle(seed=int(seed))
             .repeat()
             .batch(int(batch_size), drop_remainder=True, batch_fn=np.stack)
-            .map(_ToFunctions(grid, smoothing))
+            .map(converter)
         )
     options = grain.ReadOptions(num_threads=int(read_threads), prefetch_buffer_size=int(prefetch_buffer))
     iter_dataset = dataset.to_iter_dataset(options)
     if worker_count > 0:
         # grain's worker processes read absl flags; under a non-absl entry point (hydra, pytest) they
-        # are unparsed and grain raises UnparsedFlagAccessError (DESIGN §5): mark them parsed.
+        # are unparsed and grain raises UnparsedFlagAccessError: mark them parsed.
         if not absl.flags.FLAGS.is_parsed():
             absl.flags.FLAGS.mark_as_parsed()
         iter_dataset = iter_dataset.mp_prefetch(
