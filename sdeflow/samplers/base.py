@@ -30,6 +30,8 @@ class SampleResult(eqx.Module):
     - `ts`: the times of the chain, or `None`.
     - `chain`: the states at `ts`, shape `(len(ts), c, *grid)`, or `None`. With `chain=True` an
       adaptive solver's chain is padded with `inf` up to `max_steps` (diffrax's `SaveAt(steps=True)`).
+      In conditional sampling the states are the solver's, with the observation diffused to each
+      time inserted by `ReplacementSolver`; only `samples` gets the observation itself.
     """
 
     samples: Field
