@@ -10,7 +10,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import sdeflow
-from sdeflow._custom_types import RealScalarLike
+from sdeflow.custom_types import RealScalarLike
 
 
 class Pointwise(eqx.Module):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from sdeflow._custom_types import RealScalarLike
+from sdeflow.custom_types import RealScalarLike
 
 from .layers import coordinate_channels, coordinate_features, make_norm, TimeEmbedding
 

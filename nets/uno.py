@@ -9,7 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import sdeflow
-from sdeflow._custom_types import RealScalarLike
+from sdeflow.custom_types import RealScalarLike
 
 from .fno import (
     batch_times,

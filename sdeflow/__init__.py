@@ -1,6 +1,7 @@
 """sdeflow: score-based diffusion models in function space, in JAX and Equinox."""
 
 from . import (
+    custom_types as custom_types,
     likelihood as likelihood,
     losses as losses,
     metrics as metrics,
@@ -8,6 +9,12 @@ from . import (
     priors as priors,
     samplers as samplers,
     sde as sde,
+)
+from .custom_types import (
+    Field as Field,
+    Grid as Grid,
+    RealScalarLike as RealScalarLike,
+    Spectrum as Spectrum,
 )
 from .grid import (
     coordinates as coordinates,

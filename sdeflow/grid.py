@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ._custom_types import Field, Grid
+from .custom_types import Field, Grid
 
 
 def _as_grid(shape: Sequence[int], name: str = "shape") -> Grid:

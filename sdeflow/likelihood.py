@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._custom_types import Field
+from .custom_types import Field
 from .grid import field_grid, fourier, inverse_fourier, kept_modes
 from .samplers.probability_flow import probability_flow
 from .samplers.score import PreconditionedScore
@@ -184,7 +184,7 @@ def log_likelihood(
         raise ValueError(f"`num_probes` must be a positive integer, got {num_probes}.")
     grid = field_grid(x)
     sde = score.sde
-    sde.prior._require_non_degenerate("the likelihood's terminal density")
+    sde.prior.require_non_degenerate("the likelihood's terminal density")
     x = jnp.asarray(x, jnp.float32)
     probes = _probes(key, x, trace, int(num_probes), probe)
     velocity = probability_flow(score)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from jaxtyping import Array, Float
 
-from ._custom_types import RealScalarLike
+from .custom_types import RealScalarLike
 
 
 Coefficient = RealScalarLike | Float[Array, "..."]

@@ -204,5 +204,10 @@ def test_bad_input_raises_naming_the_argument(getkey):
         SpectralMultiplier(prior, modes=8).sample(getkey(), (1, 16, 16))
     with pytest.raises(ValueError, match="degenerate"):
         Laplacian(2, s=2.0).log_density(jnp.zeros((1, 8, 8)))
+    # The check other modules call (the likelihood) before using C^(-1): Laplacian's mean mode has
+    # eigenvalue zero; adding a Matern makes every eigenvalue positive.
+    with pytest.raises(ValueError, match="degenerate .* so the density does not exist"):
+        Laplacian(2, s=2.0).require_non_degenerate("the density")
+    Combined(Laplacian(2, s=2.0), Matern(2, s=2.0)).require_non_degenerate("the density")
     with pytest.raises(ValueError, match="different dimensions"):
         Combined(Matern(1, s=1.0), Matern(2, s=2.0))

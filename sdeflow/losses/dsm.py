@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._custom_types import Field
+from ..custom_types import Field
 from ..parameterisation import check_parameterisation, from_epsilon, to_epsilon
 from ..sde import AbstractSDE
 from .time_sampling import sample_times

@@ -9,7 +9,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._custom_types import Field
+from ..custom_types import Field
 from ..grid import field_grid, integer_frequencies
 from ..parameterisation import check_parameterisation, to_epsilon
 from ..sde import AbstractSDE

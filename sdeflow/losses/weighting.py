@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._custom_types import RealScalarLike
+from ..custom_types import RealScalarLike
 from ..sde import AbstractSDE
 
 

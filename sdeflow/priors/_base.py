@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Real
 
-from .._custom_types import Field, Grid
+from ..custom_types import Field, Grid
 from ..grid import field_grid, fourier, inverse_fourier, kept_modes, rfft_frequencies
 from ._noise import frequency_noise
 
@@ -21,13 +21,6 @@ def check_trace_class(s: float, dim: int, name: str = "s") -> float:
             f"dimensions (eigenvalues ~ |k|^(-2s) must be summable), got {name}={s}."
         )
     return s
-
-
-def check_positive(value: float, name: str) -> float:
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"`{name}` must be a positive finite number, got {value}.")
-    return value
 
 
 def check_dim(dim: int) -> int:
@@ -149,7 +142,14 @@ class AbstractPrior(eqx.Module):
         """
         return self._multiply(u, self.eigenvalues(self._field_grid(u)))
 
-    def _require_non_degenerate(self, what: str):
+    def require_non_degenerate(self, what: str):
+        """Raise a `ValueError` if the prior is degenerate (`degenerate`: some eigenvalue is zero),
+        saying that `what` (a quantity that needs $C^{-1}$, e.g. a log-density) does not exist.
+
+        **Arguments:**
+
+        - `what`: the quantity asked for, named in the message.
+        """
         if self.degenerate:
             raise ValueError(
                 f"{type(self).__name__} is degenerate (some eigenvalue is zero, e.g. the mean mode), "
@@ -167,7 +167,7 @@ class AbstractPrior(eqx.Module):
 
         A field of the same shape. Raises for a degenerate prior.
         """
-        self._require_non_degenerate("C^(-1/2)")
+        self.require_non_degenerate("C^(-1/2)")
         root = self.sqrt_eigenvalues(self._field_grid(u))
         return self._multiply(u, jnp.where(root > 0, 1.0 / jnp.where(root > 0, root, 1.0), 0.0))
 
@@ -256,7 +256,7 @@ class AbstractPrior(eqx.Module):
 
         The log-density in nats, a scalar. Raises for a degenerate prior.
         """
-        self._require_non_degenerate("the log-density")
+        self.require_non_degenerate("the log-density")
         grid = self._field_grid(u)
         kept = kept_modes(grid)
         multiplicity = jnp.where(rfft_frequencies(grid)[-1] == 0, 1.0, 2.0) * kept

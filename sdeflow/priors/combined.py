@@ -4,8 +4,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Real
 
-from .._custom_types import Grid
-from ._base import AbstractPrior, check_positive
+from ..checks import check_positive
+from ..custom_types import Grid
+from ._base import AbstractPrior
 from ._lattice import lattice_trace
 
 

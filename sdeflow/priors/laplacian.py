@@ -7,8 +7,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Real
 
-from .._custom_types import Grid
-from ._base import AbstractPrior, check_dim, check_positive, check_trace_class
+from ..checks import check_positive
+from ..custom_types import Grid
+from ._base import AbstractPrior, check_dim, check_trace_class
 from ._lattice import radial_lattice_sum
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Real
 
-from .._custom_types import Grid
+from ..custom_types import Grid
 from ..grid import fourier
 from ._base import AbstractPrior
 from .matern import Matern

@@ -11,6 +11,7 @@ from .conditional import (
     edit as edit,
 )
 from .ddim import DDIM as DDIM, DDIMSolver as DDIMSolver
+from .keys import time_key as time_key
 from .multilevel import MultilevelSampler as MultilevelSampler
 from .oracle import GaussianOracle as GaussianOracle
 from .predictor_corrector import (

@@ -3,7 +3,7 @@
 import diffrax
 from jaxtyping import Array, Float
 
-from .._custom_types import Field, RealScalarLike
+from ..custom_types import Field, RealScalarLike
 from ..sde import AbstractSDE
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .._custom_types import Field
+from ..custom_types import Field
 
 
 class VmapAsBatched(eqx.Module):

@@ -5,14 +5,14 @@ from typing import Any
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._custom_types import Field, RealScalarLike
+from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid, prolong, restrict
 from ..sde import AbstractSDE
+from .keys import time_key
 
 
 class AbstractObservation(eqx.Module):
@@ -124,11 +124,6 @@ class SuperResolution(AbstractObservation):
             )
 
 
-def _time_key(key: PRNGKeyArray, t: Array) -> PRNGKeyArray:
-    """A key for time `t`: distinct times (as float32 bit patterns) give independent keys."""
-    return jr.fold_in(key, jax.lax.bitcast_convert_type(jnp.asarray(t, jnp.float32), jnp.uint32))
-
-
 class ReplacementSolver(diffrax.AbstractWrappedSolver):
     """Wraps a fixed-step diffrax solver: after each step to $t$ the observation diffused to $t$ is
     inserted into the state (fresh noise each step, keyed by the time).
@@ -185,7 +180,7 @@ class ReplacementSolver(diffrax.AbstractWrappedSolver):
             terms, t0, t1, y0, args, solver_state, made_jump
         )
         # Diffrax steps in reversed time tau = -t.
-        y1 = self.observation.insert_noisy(self.sde, _time_key(self.key, t1), -t1, y1)
+        y1 = self.observation.insert_noisy(self.sde, time_key(self.key, t1), -t1, y1)
         if isinstance(dense_info, dict) and "y1" in dense_info:
             dense_info = dict(dense_info, y1=y1)
         return y1, error, dense_info, solver_state, result

@@ -6,7 +6,7 @@ import diffrax
 import jax.numpy as jnp
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from .._custom_types import Field
+from ..custom_types import Field
 from .base import AbstractSampler, Stepping, check_num_steps, check_spacing, fixed_stepping
 from .score import PreconditionedScore
 

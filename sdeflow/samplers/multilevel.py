@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import PRNGKeyArray
 
-from .._custom_types import Field, Grid, RealScalarLike
+from ..custom_types import Field, Grid, RealScalarLike
 from ..grid import fourier, inverse_fourier, kept_modes, resample
 from .base import AbstractSampler, SampleResult, start_shape
 from .score import PreconditionedScore

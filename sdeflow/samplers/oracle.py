@@ -7,7 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._custom_types import Field, RealScalarLike
+from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid, fourier, inverse_fourier, kept_modes, rfft_frequencies
 from ..priors import AbstractPrior
 from ..sde import AbstractSDE

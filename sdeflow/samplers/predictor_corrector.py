@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from .._custom_types import Field
+from ..custom_types import Field
 from ._noise import ReverseNoiseTerm
 from .base import AbstractSampler, Stepping, check_num_steps, check_spacing, fixed_stepping, in_reverse_time
-from .conditional import _time_key
+from .keys import time_key
 from .reverse_sde import reverse_drift
 from .score import PreconditionedScore
 
@@ -80,7 +80,7 @@ class PredictorCorrectorSolver(diffrax.AbstractItoSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        key = _time_key(self.key, t0)
+        key = time_key(self.key, t0)
 
         def correct(i, x):
             return langevin_step(self.score, jr.fold_in(key, i), -t0, x, self.snr)

@@ -3,7 +3,7 @@
 import diffrax
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from .._custom_types import Field
+from ..custom_types import Field
 from .base import (
     AbstractSampler,
     Stepping,

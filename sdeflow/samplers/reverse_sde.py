@@ -5,7 +5,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from .._custom_types import Field
+from ..custom_types import Field
 from ._noise import ReverseNoiseTerm
 from .base import (
     AbstractSampler,

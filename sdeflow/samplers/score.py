@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._custom_types import Field, RealScalarLike
+from ..custom_types import Field, RealScalarLike
 from ..parameterisation import check_parameterisation, to_epsilon
 from ..sde import AbstractSDE
 

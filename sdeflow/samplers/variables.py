@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._custom_types import Field, RealScalarLike
+from ..custom_types import Field, RealScalarLike
 from ..sde import AbstractSDE
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._custom_types import Field, RealScalarLike
+from ..custom_types import Field, RealScalarLike
 from ..priors import AbstractPrior
 
 

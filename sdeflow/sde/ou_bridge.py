@@ -3,10 +3,10 @@
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._custom_types import Field, RealScalarLike
+from ..checks import check_positive
+from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid, resample
 from ..priors import AbstractPrior
-from ..priors._base import check_positive
 from ._base import AbstractSDE, check_times
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._custom_types import RealScalarLike
+from ..custom_types import RealScalarLike
 
 
 class AbstractSchedule(eqx.Module):

@@ -4,7 +4,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._custom_types import RealScalarLike
+from ..custom_types import RealScalarLike
 from ..priors import AbstractPrior
 from ._base import AbstractCentredSDE, check_times
 from .schedules import AbstractSchedule, LinearSchedule

@@ -5,9 +5,9 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._custom_types import RealScalarLike
+from ..checks import check_positive
+from ..custom_types import RealScalarLike
 from ..priors import AbstractPrior
-from ..priors._base import check_positive
 from ._base import AbstractCentredSDE, check_times
 
 

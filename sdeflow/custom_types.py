@@ -1,4 +1,4 @@
-"""Type aliases shared across sdeflow (in the manner of `diffrax/_custom_types.py`)."""
+"""Type aliases shared across sdeflow and the networks of `nets`."""
 
 from typing import Union
 
