@@ -195,7 +195,7 @@ def test_vdm_elbo_runs_under_jit(grid, getkey):
     """The ELBO compiles (its dimension count depends on the static grid only) and equals the eager
     value, every term to float32 round-off; the reconstruction term, which holds the count, has its
     closed form $d/2 - \\log N(0; 0, C) + d \\log(s_0 / m_0)$ with $d$ the kept modes per channel
-    (here one channel: $9$ on a 9-grid, $7 \\cdot 7 = 49$ on an 8x7 grid, the Nyquist row dropped)."""
+    (here one channel: $9$ on a 9-grid, $7 \\cdot 7 = 49$ on an 8x7 grid, Nyquist row dropped)."""
     prior = Matern(len(grid), s=1.5, tau=3.0)
     sde = VPSDE(prior, t0=1e-2)
     x0 = jax.vmap(lambda k: prior.sample(k, (1, *grid)))(jr.split(getkey(), 8))

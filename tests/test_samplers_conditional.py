@@ -59,9 +59,9 @@ def _replacement_law(oracle, num_steps, mask, y, replace=True):
     exact score of Gaussian data on the 1-d grid: every step is affine in the state plus Gaussian
     noise, $x \\leftarrow x + \\Delta\\tau\\, \\beta (x/2 + S (x - m \\mu))
     + \\sqrt\\beta\\, C^{1/2} \\Delta W$ with $S = -C \\Sigma_t^{-1}$ (VP SDE, $b = 0$), and
-    replacement sets the observed points to
-    $m(t) y + s(t) \\xi$, $\\xi \\sim N(0, C)$, independent of everything else. `replace=False` gives
-    the law without replacement, which the test must be able to tell apart."""
+    replacement sets the observed points to $m(t) y + s(t) \\xi$, $\\xi \\sim N(0, C)$, independent
+    of everything else. `replace=False` gives the law without replacement, which the test must be
+    able to tell apart."""
     sde, n = oracle.sde, y.shape[-1]
     lam = np.asarray(sde.prior.eigenvalues((n,)), np.float64)
     prior = n * _point_operator(lam, n)
@@ -82,7 +82,7 @@ def _replacement_law(oracle, num_steps, mask, y, replace=True):
     mean, cov = np.zeros(n), s1**2 * prior
     if replace:
         mean, cov = replaced(mean, cov, ts[0])
-    for t, t_next in zip(ts[:-1].astype(np.float64), ts[1:].astype(np.float64)):
+    for t, t_next in zip(ts[:-1].astype(np.float64), ts[1:].astype(np.float64), strict=True):
         beta = float(sde.diffusion(jnp.float32(t))) ** 2
         m, _ = marginal(t)
         v = np.asarray(oracle.variances(jnp.float32(t), (n,)), np.float64)
@@ -134,9 +134,9 @@ def test_inpainting_has_the_law_of_replacement():
 )
 def test_replacement_inserts_the_diffused_observation_after_every_step(sampler):
     """After each step to $t$ (the chain, before `sample` writes $y$ itself into the result), the
-    observed points hold $m(t) y + s(t) \\xi$ with $\\xi \\sim N(0, C)$ drawn afresh: standardised by
-    $s(t)$, their mean is zero at every step and point (within 5 standard errors, n = 2000), their
-    variances at every step and point are those of $C$ (within $5 \\sqrt{2 / n}$ = 16%), their
+    observed points hold $m(t) y + s(t) \\xi$ with $\\xi \\sim N(0, C)$ drawn afresh: standardised
+    by $s(t)$, their mean is zero at every step and point (within 5 standard errors, n = 2000),
+    their variances at every step and point are those of $C$ (within $5 \\sqrt{2 / n}$ = 16%), their
     covariance pooled over the steps is $C$ (every entry within 5 standard errors) and consecutive
     steps are uncorrelated (within 5 standard errors of zero). A step that kept the solver's own
     values would have variances of the data's size, $10^4$ times $s(t_0)^2$, at the last steps."""
