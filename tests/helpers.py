@@ -38,3 +38,40 @@ def primitive_names(fn, *args) -> set[str]:
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return names
+
+
+def cifar_batch(images: np.ndarray, labels: list[int]) -> bytes:
+    """A CIFAR-10 batch in the official structure (a protocol-2 pickle, as the python version's)."""
+    import pickle
+
+    batch = {b"batch_label": b"synthetic", b"labels": labels, b"data": images.reshape(len(images), 3072),
+             b"filenames": [b"x.png"] * len(images)}
+    return pickle.dumps(batch, protocol=2)
+
+
+def write_tarball(path, members: dict[str, bytes]) -> str:
+    """A gzipped tarball of `members` (name -> bytes) at `path`; returns its MD5."""
+    import hashlib
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def cifar_tarball(folder, images: np.ndarray, labels: list[int], test_count: int) -> str:
+    """`folder/cifar-10-python.tar.gz` of the official structure: the last `test_count` images form
+    the test batch, the others five data batches. Returns the tarball's MD5."""
+    import pickle
+
+    train = len(images) - test_count
+    bounds = np.linspace(0, train, 6).astype(int)
+    members = {f"cifar-10-batches-py/data_batch_{i + 1}": cifar_batch(images[a:b], labels[a:b])
+               for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}
+    members["cifar-10-batches-py/test_batch"] = cifar_batch(images[train:], labels[train:])
+    members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [b"airplane"]}, protocol=2)
+    return write_tarball(folder / "cifar-10-python.tar.gz", members)

@@ -1,12 +1,10 @@
 """nets.FNO: batched path equals vmap, discretisation consistency, gradients, errors, config."""
 
 import equinox as eqx
-import hydra.utils
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
-from omegaconf import OmegaConf
 
 import nets
 import sdeflow
@@ -117,13 +115,9 @@ def test_errors(getkey):
             nets.FNO(1, 1, **({"width": 8, "modes": 3, "groups": 4} | kwargs), key=getkey())
 
 
-def test_config_instantiates_and_summary(getkey):
-    cfg = OmegaConf.load("configs/model/fno.yaml")
-    cfg.pop("name")
+def test_defaults_instantiate_and_summary(getkey):
     # shapes only: the default network is not allocated (keeps the test fast)
-    model = eqx.filter_eval_shape(
-        lambda key: hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=key),
-        getkey())
+    model = eqx.filter_eval_shape(lambda key: nets.FNO(1, 1, dim=2, key=key), getkey())
     assert isinstance(model, nets.FNO)
     expected = sum(x.size for x in jax.tree.leaves(model) if isinstance(x, jax.ShapeDtypeStruct))
     spectral = model.depth * 2 * (2 * 12 + 1) * 13 * model.width**2

@@ -1,12 +1,10 @@
 """nets.UNet: shapes, shift equivariance on the torus, no BatchNorm, gradients, errors, config."""
 
 import equinox as eqx
-import hydra.utils
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
-from omegaconf import OmegaConf
 
 import nets
 
@@ -54,12 +52,8 @@ def test_errors(getkey):
         _small(getkey(), attention_levels=(3,))
 
 
-def test_config_instantiates(getkey):
-    cfg = OmegaConf.load("configs/model/unet.yaml")
-    cfg.pop("name")
+def test_defaults_instantiate(getkey):
     # shapes only: the default network is not allocated (keeps the test fast)
-    model = eqx.filter_eval_shape(
-        lambda key: hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=key),
-        getkey())
+    model = eqx.filter_eval_shape(lambda key: nets.UNet(1, 1, dim=2, key=key), getkey())
     assert isinstance(model, nets.UNet)
     assert nets.summary(model).startswith("UNet(")

@@ -1,12 +1,10 @@
 """nets.UNO: any grid, discretisation consistency, gradients, skips, errors, config."""
 
 import equinox as eqx
-import hydra.utils
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
-from omegaconf import OmegaConf
 
 import nets
 import sdeflow
@@ -113,13 +111,9 @@ def test_errors(getkey):
         model(0.1, jnp.zeros((1, 16, 16)))
 
 
-def test_config_instantiates(getkey):
-    cfg = OmegaConf.load("configs/model/uno.yaml")
-    cfg.pop("name")
+def test_defaults_instantiate(getkey):
     # shapes only: the default network is not allocated (keeps the test fast)
-    model = eqx.filter_eval_shape(
-        lambda key: hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=key),
-        getkey())
+    model = eqx.filter_eval_shape(lambda key: nets.UNO(1, 1, dim=2, key=key), getkey())
     assert isinstance(model, nets.UNO)
     assert nets.summary(model).startswith("UNO(")
     assert nets.count_parameters(model) > 0

@@ -48,9 +48,9 @@ def test_save_restore_equal_and_keep_last(tmp_path, request):
     assert int(restored.step) == 7 and jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
     # The restored arrays carry the template's (replicated, 4-device) sharding; the static parts
     # (activations...) are the template's.
-    leaf = restored.model.layers[0].weight
+    leaf = restored.parts.layers[0].weight
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
-    assert restored.model.activation is template.model.activation
+    assert restored.parts.activation is template.parts.activation
     older, extra = fresh.restore(template, step=5)
     assert extra["data"] == {"next_index": 5}
 

@@ -43,7 +43,13 @@ def test_experiments_compose_and_validate(exp):
 def test_curriculum_bookkeeping():
     run = validate(compose("+exp=smoke", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}]"))
     assert run.train.total_steps() == 5
-    assert [run.train.level_at(s) for s in range(6)] == [0, 0, 0, 1, 1, 1]
+    assert [run.train.phase_at(s).level for s in range(6)] == [0, 0, 0, 1, 1, 1]
+    staged = validate(compose("+exp=smoke", "train.stages=[{name:a,levels:[{grid:16,steps:3}]},"
+                              "{name:b,trainable:[network],levels:[{grid:16,steps:1},{grid:32,steps:2}]}]"))
+    assert staged.train.total_steps() == 6
+    assert [(p.stage, p.level, p.grid, p.start, p.end) for p in staged.train.phases()] == [
+        (0, 0, 16, 0, 3), (1, 0, 16, 3, 4), (1, 1, 32, 4, 6)]
+    assert [staged.train.phase_at(s).stage for s in range(7)] == [0, 0, 0, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize(
@@ -111,16 +117,23 @@ def test_the_library_tables_are_the_choices():
         ("sde.t0=2.0", "sde: need 0 <= `t0` < `t1`, got t0=2.0"),
         ("sde.beta_max=0.01", "sde: "),
         ("sde.name=ve", "sde.name is 'vp' for this schema; choose another option with sde=NAME"),
-        ("data.holdout_range=[100,9000]", "data.holdout_range [100, 9000] overlaps data.train_range"),
-        ("data.train_range=[0,20000]", "data.train_range must be [start, stop] with 0 <= start < stop <= 10000"),
-        ("data.smoothing=-1", "data.smoothing must be a number >= 0"),
+        ("data.holdout_range=[100,9000]", "data: "),  # the source's own checks, under its group
+        ("data.train_range=[0,20000]", "data: "),
+        ("data.smoothing=-1", "data: `smoothing` must be >= 0"),
+        ("data.worker_count=-1", "data.worker_count must be >= 0, got -1"),
         ("optim.warmup_steps=100000", "optim.warmup_steps must be an int in [0,"),
         ("optim.ema_decay=1.0", "optim.ema_decay must be a number in [0, 1)"),
         ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
         ("train.devices=0", "train.devices must be auto or a positive int, got 0"),
         ("train.devices=3", "train.batch_size 16 must be a multiple of train.devices 3"),
         ("train.batch_size=0", "train.batch_size must be a positive int, got 0"),
-        ("train.batch_size=1000", "train.batch_size 1000 must not exceed the 512 examples"),
+        ("train.stages=[{trainable:[schedule],levels:[{grid:16,steps:2}]}]",
+         "train.stages[0].trainable must name some of the parts ['network'], got ['schedule']"),
+        ("train.stages=[{levels:[]}]", "train.stages[0].levels must be a non-empty list of {grid, steps}"),
+        ("train.stages=[{levels:[{grid:16,steps:4}],loss:{name:dsm,parameterisation:x0}}]",
+         "train.stages[0].loss.parameterisation must be the run's loss.parameterisation epsilon"),
+        ("+optim_parts={schedule:{lr:1.0}}", "optim_parts must name parts of the run ['network'], got ['schedule']"),
+        ("+optim_parts={network:{lr:0}}", "optim_parts.network.lr must be a number > 0, got 0"),
         ("sampler.coarse_grid=64", "sampler.coarse_grid 64 must not exceed any of the grids it samples [16, 32]"),
         ("sampler.coarse_grid=2", "sampler.coarse_grid must be >= 4, got 2"),
         ("train.sample_grids=[32,-1]", "train.sample_grids must be a list of positive ints"),
@@ -219,3 +232,21 @@ def test_predictor_corrector_sampler_fields_are_validated():
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             validate(compose("+exp=smoke", "sampler=pc", override))
+
+
+@pytest.mark.parametrize("name", sorted(config.GROUPS["model"]))
+def test_every_model_option_builds_on_the_data(name, getkey):
+    """Each model option's defaults build its network with the data's channels and dimension (the
+    defaults of the schema are the constructor's own)."""
+    import equinox as eqx
+    import jax
+
+    import nets
+    from train.build import build_model
+
+    cfg = compose("data=cifar10", f"model={name}")
+    model = eqx.filter_eval_shape(lambda key: build_model(cfg, key), getkey())  # shapes only: fast
+    assert type(model).__name__ == {"fno": "FNO", "uno": "UNO", "unet": "UNet"}[name]
+    reference = eqx.filter_eval_shape(lambda key: getattr(nets, type(model).__name__)(3, 3, dim=2, key=key), getkey())
+    shapes = lambda m: [x.shape for x in jax.tree.leaves(m) if isinstance(x, jax.ShapeDtypeStruct)]  # noqa: E731
+    assert shapes(model) == shapes(reference)

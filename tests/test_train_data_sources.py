@@ -12,13 +12,13 @@ import hashlib
 import io
 import logging
 import pickle
-import tarfile
 import urllib.error
 import urllib.request
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cifar_batch, write_tarball
 
 import sdeflow
 from train.data import (
@@ -32,14 +32,16 @@ from train.data import (
     MnistSource,
     as_grid,
     batches,
+    cifar10,
+    fashion_mnist,
     gaussian_fields,
+    generated,
     images_to_functions,
     load_mnist,
     make_dataset,
     make_source,
     matern_spectrum,
 )
-from train.data import cifar10, fashion_mnist, generated
 
 
 def _restrict(batch: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
@@ -247,22 +249,6 @@ def test_fashion_mnist_corrupt_files_refused(fashion, monkeypatch):
 # ----------------------------------------------------------------------------- CIFAR-10 (synthetic)
 
 
-def _batch(images: np.ndarray, labels: list[int]) -> bytes:
-    """A batch in the official structure (protocol 2, as the python version's pickles)."""
-    batch = {b"batch_label": b"synthetic", b"labels": labels, b"data": images.reshape(len(images), 3072),
-             b"filenames": [b"x.png"] * len(images)}
-    return pickle.dumps(batch, protocol=2)
-
-
-def _tarball(path, members: dict[str, bytes]) -> str:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture
 def cifar(tmp_path, monkeypatch):
     """A small cifar-10-python.tar.gz: five data batches of 2 images, a test batch of 3."""
@@ -271,13 +257,13 @@ def cifar(tmp_path, monkeypatch):
     images[0, 0], images[0, 1], images[0, 2] = 255, 0, 128  # red, no green, half blue
     images[1, 0] = np.arange(32, dtype=np.uint8)[:, None] * 8  # red increasing down the rows
     labels = [int(v) for v in rng.integers(0, 10, 13)]
-    members = {f"cifar-10-batches-py/data_batch_{i + 1}": _batch(images[2 * i : 2 * i + 2], labels[2 * i : 2 * i + 2])
+    members = {f"cifar-10-batches-py/data_batch_{i + 1}": cifar_batch(images[2 * i : 2 * i + 2], labels[2 * i : 2 * i + 2])
                for i in range(5)}
-    members["cifar-10-batches-py/test_batch"] = _batch(images[10:], labels[10:])
+    members["cifar-10-batches-py/test_batch"] = cifar_batch(images[10:], labels[10:])
     members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [b"airplane"]}, protocol=2)
     folder = tmp_path / "cifar"
     folder.mkdir()
-    md5 = _tarball(folder / cifar10.ARCHIVE, members)
+    md5 = write_tarball(folder / cifar10.ARCHIVE, members)
     monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, md5)
     monkeypatch.delenv(cifar10.ROOT_ENV, raising=False)
     return folder, images, np.array(labels), members
@@ -329,11 +315,11 @@ def test_cifar10_missing_and_corrupt(cifar, tmp_path, monkeypatch):
         official.load("train")
     evil = dict(members)
     evil["cifar-10-batches-py/test_batch"] = pickle.dumps({b"data": print, b"labels": []}, protocol=2)
-    monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, _tarball(path, evil))
+    monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, write_tarball(path, evil))
     with pytest.raises(Cifar10Error, match="test_batch: not a CIFAR-10 batch.*unexpected object .*print"):
         official.load("train")
     del evil["cifar-10-batches-py/test_batch"]
-    monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, _tarball(path, evil))
+    monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, write_tarball(path, evil))
     with pytest.raises(Cifar10Error, match="lacks cifar-10-batches-py/test_batch"):
         official.load("train")
 

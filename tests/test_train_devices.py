@@ -1,11 +1,10 @@
 """The choice of the device count of the data mesh (`train.devices`)."""
 
 import json
+import time
 
 import jax
 import pytest
-
-import time
 
 from train.devices import MARGIN, candidates, choose, time_calls
 

@@ -9,7 +9,6 @@ import pytest
 
 from train.memory import glibc_version
 
-
 SCRIPT = """
 import resource, sys
 if sys.argv[1] == "retain":

@@ -2,11 +2,11 @@
 
 import json
 import re
-import pathlib
 
 import equinox as eqx
 import hydra
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
@@ -15,9 +15,9 @@ from PIL import Image
 
 from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
-from train.training import run
 from train.restore import load_run
 from train.sampling import output_tag
+from train.training import run
 
 
 def compose(*overrides):
@@ -64,13 +64,13 @@ def test_smoke_run_folder(uninterrupted):
     assert pixels.std() > 0  # a sample, not a blank tile
     # The sampling programs restore the EMA or the raw weights (one test: one run of the fixture
     # per test worker)
-    for weights, expected in (("ema", state.ema), ("raw", state.model)):
+    for weights, expected in (("ema", state.ema["network"]), ("raw", state.parts["network"])):
         run_cfg, model, _, step = load_run(run_dir, weights=weights)
         assert step == int(state.step) and run_cfg.name == "smoke"
         for a, b in zip(_leaves(model), _leaves(expected), strict=True):
             np.testing.assert_array_equal(a, b)
     # after 10 steps at decay 0.9 the average still differs from the last weights
-    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(_leaves(state.ema), _leaves(state.model)))
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(_leaves(state.ema["network"]), _leaves(state.parts["network"])))
     with pytest.raises(ValueError, match=re.escape("weights must be one of ema | raw, got 'best'")):
         load_run(run_dir, weights="best")
     sampler = {"name": "euler_maruyama", "steps": 8}
@@ -100,3 +100,34 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     after = {r["step"]: r["loss"] for r in records if "loss" in r and r["step"] - 2 >= 5}
     assert sorted(after) == [8, 10] and all(after[s] == reference_losses[s] for s in after)
 
+
+
+STAGES = ("train.stages=[{name:first,levels:[{grid:16,steps:4}]},"
+          "{name:second,trainable:[network],loss:{name:dsm,weighting:likelihood},"
+          "levels:[{grid:16,steps:2},{grid:32,steps:2}]}]")
+
+
+@pytest.mark.slow
+def test_staged_run_resumes_inside_a_stage_and_at_its_boundary(tmp_path):
+    """Two stages (each its own loss and a fresh optimiser): stopped inside the first and again
+    exactly at the boundary, then resumed, the run ends with the bits of an uninterrupted one."""
+    common = [STAGES, "train.sample_grids=[]", "train.log_every=1", "optim.warmup_steps=1"]
+    reference = run(compose(f"train.run_dir={tmp_path / 'whole'}", *common), progress_bar=False)
+    run_dir = tmp_path / "stopped"
+    for stop in (2, 4):
+        stopped = run(compose(f"train.run_dir={run_dir}", f"train.stop_after={stop}", *common), progress_bar=False)
+        assert int(stopped.step) == stop
+    resumed = run(compose(f"train.run_dir={run_dir}", *common), progress_bar=False)
+    assert int(resumed.step) == int(reference.step) == 8
+    for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+    records = MetricsLog(run_dir / "metrics.jsonl").read()
+    events = [(r["event"], r.get("stage")) for r in records if "event" in r]
+    assert events == [("start", None), ("level", 0), ("resume", None), ("resume", None), ("stage", 1),
+                      ("level", 1), ("level", 1), ("end", None)]
+    # the second stage's optimiser started afresh at step 4: its step counts are 4, not 8, and the
+    # logged rate (of the next step) jumps from the first stage's final rate back to the peak
+    counts = [int(x) for x in jax.tree.leaves(resumed.opt_state) if jnp.issubdtype(x.dtype, jnp.integer)]
+    assert counts and set(counts) == {4}
+    lr = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert lr[4] == pytest.approx(0.05 * 3e-3) and lr[5] == pytest.approx(3e-3)

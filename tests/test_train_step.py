@@ -58,7 +58,7 @@ def _run(devices, batches, *, ema_decay=0.9, keep_models=False):
     losses, models = [], []
     for batch in batches:
         if keep_models:
-            models.append(jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, state.model))
+            models.append(jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, state.parts))
         state, loss = step(state, shard_batch(batch, mesh))
         losses.append(float(loss))
     return state, losses, models, mesh
@@ -75,12 +75,12 @@ def test_four_devices_equal_one_device(batches):
     one, losses_one, _, _ = _run(jax.devices()[:1], batches)
     four, losses_four, _, mesh = _run(jax.devices()[:4], batches)
     # The state is replicated on the 4 devices; the weights moved.
-    weight = four.model.conv1.weight
+    weight = four.parts.conv1.weight
     assert weight.sharding.is_fully_replicated and len(weight.sharding.device_set) == 4
-    assert tree_max_difference(one.model, _Net(jr.key(0))) > 1e-3
+    assert tree_max_difference(one.parts, _Net(jr.key(0))) > 1e-3
     np.testing.assert_allclose(losses_four, losses_one, rtol=1e-6)
-    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(eqx.filter(one.model, eqx.is_array)))
-    assert tree_max_difference(one.model, four.model) < 1e-6 * scale
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(eqx.filter(one.parts, eqx.is_array)))
+    assert tree_max_difference(one.parts, four.parts) < 1e-6 * scale
     assert tree_max_difference(one.ema, four.ema) < 1e-6 * scale
     assert tree_max_difference(one.opt_state, four.opt_state) < 1e-6 * scale
     assert int(one.step) == int(four.step) == len(batches)
@@ -90,7 +90,7 @@ def test_four_devices_equal_one_device(batches):
 def test_ema_follows_its_recursion_and_buffers_are_donated(batches):
     decay = 0.7
     state, _, models, mesh = _run(jax.devices()[:2], batches, ema_decay=decay, keep_models=True)
-    models.append(state.model)
+    models.append(state.parts)
     # EMA_0 = theta_0 and EMA_k = d EMA_{k-1} + (1 - d) theta_k.
     expected = np.asarray(models[0].conv1.weight)
     for model in models[1:]:
@@ -101,7 +101,7 @@ def test_ema_follows_its_recursion_and_buffers_are_donated(batches):
     step = make_train_step(_loss, optimiser, decay, mesh)
     old = init_state(_Net(jr.key(0)), optimiser, jr.key(1), mesh)
     new, _ = step(old, shard_batch(batches[0], mesh))
-    assert old.model.conv1.weight.is_deleted() and not new.model.conv1.weight.is_deleted()
+    assert old.parts.conv1.weight.is_deleted() and not new.parts.conv1.weight.is_deleted()
     assert isinstance(new, TrainState)
 
 
@@ -166,5 +166,30 @@ def test_data_parallel_network_equals_one_device():
     one, losses_one = run(jax.devices()[:1])
     four, losses_four = run(jax.devices()[:4])
     np.testing.assert_allclose(losses_four, losses_one, rtol=1e-5)
-    assert tree_max_difference(one.model, net) > 1e-3
-    assert tree_max_difference(one.model, four.model) < 1e-5
+    assert tree_max_difference(one.parts, net) > 1e-3
+    assert tree_max_difference(one.parts, four.parts) < 1e-5
+
+
+def test_frozen_parts_stay_as_they_are(batches):
+    """A step trains only the named parts: the others, and their EMA, keep their values bit for
+    bit, and the optimiser holds state for the trained arrays only."""
+    mesh = make_mesh(jax.devices()[:2])
+    parts = {"network": _Net(jr.key(0)), "frozen": _Net(jr.key(3))}
+
+    def loss(parts, x0, key):  # both parts enter the loss: the frozen one gets no update anyway
+        return _loss(parts["network"], x0, key) + _loss(parts["frozen"], x0, key)
+
+    optimiser = make_optimiser(3e-3, 20, warmup_steps=0)
+    state = init_state(parts, optimiser, jr.key(1), mesh, trainable={"network"})
+    count = len(jax.tree.leaves(state.opt_state))
+    step = make_train_step(loss, optimiser, 0.5, mesh, trainable={"network"})
+    for batch in batches:
+        state, _ = step(state, shard_batch(batch, mesh))
+    assert tree_max_difference(state.parts["frozen"], parts["frozen"]) == 0.0
+    assert tree_max_difference(state.ema["frozen"], parts["frozen"]) == 0.0
+    assert tree_max_difference(state.parts["network"], parts["network"]) > 1e-3
+    assert tree_max_difference(state.ema["network"], parts["network"]) > 1e-4
+    every = init_state(parts, optimiser, jr.key(1), mesh)
+    assert len(jax.tree.leaves(every.opt_state)) > count  # the frozen part's moments are not kept
+    with pytest.raises(ValueError, match="must be among the parts"):
+        init_state(parts, optimiser, jr.key(1), mesh, trainable={"schedule"})

@@ -15,6 +15,7 @@ from jaxtyping import PRNGKeyArray
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
+from .config.programs import PARTS
 
 
 def _wrapped(group: str, fn, *args, **kwargs):
@@ -31,28 +32,19 @@ def _wrapped(group: str, fn, *args, **kwargs):
         raise ConfigError(f"{group}: {error}") from None
 
 
-SOURCES = {
-    "mnist": "train.data.mnist:MnistSource",
-    "fashion_mnist": "train.data.fashion_mnist:FashionMnistSource",
-    "cifar10": "train.data.cifar10:Cifar10Source",
-    "generated": "train.data.generated:GeneratedSource",
-}
-"""`data.name` -> the source class (`module:name`)."""
-
-
 def build_source(data: DictConfig):
-    """The data source of a `data` group (`train.data`), from its fields other than the pipeline's;
-    reads no file."""
+    """The data source of a `data` group (`train.data.make_source`), from its fields other than the
+    pipeline's; reads no file."""
     import dataclasses
-    import importlib
 
     from .config import PipelineConfig
+    from .data import make_source
 
     fields = OmegaConf.to_container(data, resolve=True, enum_to_str=True)
-    module, name = SOURCES[fields.pop("name")].split(":")
+    kind = fields.pop("name")
     for field in dataclasses.fields(PipelineConfig):
         fields.pop(field.name, None)
-    return _wrapped("data", getattr(importlib.import_module(module), name), **fields)
+    return _wrapped("data", make_source, kind, **fields)
 
 
 def _instantiate(group: str, node: DictConfig, **kwargs):
@@ -92,11 +84,12 @@ def build_sde(cfg: DictConfig):
     raise ConfigError(f"sde.name {s.name!r} is not known.")
 
 
-def build_loss(cfg: DictConfig, sde):
-    """`loss_fn(model, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` with the settings of `cfg.loss`."""
+def build_loss(cfg: DictConfig, sde, loss: Any = None):
+    """`loss_fn(parts, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` of `parts["network"]` with
+    the settings of `loss` (a loss option's fields; default `cfg.loss`)."""
     from sdeflow.losses import dsm_loss
 
-    l = cfg.loss  # noqa: E741
+    l = cfg.loss if loss is None else loss  # noqa: E741
     return functools.partial(
         _dsm,
         sde=sde,
@@ -110,8 +103,8 @@ def build_loss(cfg: DictConfig, sde):
     )
 
 
-def _dsm(model, x0, key, *, sde, kwargs, loss):
-    return loss(model, sde, x0, key, **kwargs)
+def _dsm(parts, x0, key, *, sde, kwargs, loss):
+    return loss(parts["network"], sde, x0, key, **kwargs)
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
@@ -126,16 +119,45 @@ def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = 
     return _wrapped(where, make_sampler, cfg.sampler if spec is None else spec, dimensions(cfg)[1])
 
 
-def build_optimiser(cfg: DictConfig):
-    """The optimiser of `cfg.optim` over the whole curriculum (`train.step.make_optimiser`)."""
+def build_parts(cfg: DictConfig, key: PRNGKeyArray) -> dict:
+    """The trainable parts of a run, by name (`PARTS`): the score network."""
+    return {"network": build_model(cfg, key)}
+
+
+def part_optim(cfg: DictConfig, name: str) -> DictConfig:
+    """The optimiser settings of part `name`: `cfg.optim_parts[name]`, else `cfg.optim`."""
+    return cfg.optim_parts[name] if name in cfg.get("optim_parts", {}) else cfg.optim
+
+
+def trainable(cfg: DictConfig, stage: int) -> bool | set[str]:
+    """The parts stage `stage` trains: `True` (every part) or their names."""
+    from .config import to_schema
+
+    names = to_schema(cfg.train).stage_list()[stage].trainable
+    return True if names is None else set(names)
+
+
+def build_optimiser(cfg: DictConfig, stage: int = 0):
+    """The optimiser of stage `stage`: for each part it trains, AdamW with the part's settings
+    (`part_optim`) and a schedule over the stage's steps (`train.step.make_optimiser`); one
+    `optax.multi_transform` over the dict of parts."""
+    import optax
+
+    from .config import to_schema
     from .step import make_optimiser
 
-    o = cfg.optim
-    return make_optimiser(
-        o.lr, sum(level.steps for level in cfg.train.levels), warmup_steps=o.warmup_steps,
-        final_lr_fraction=o.final_lr_fraction, clip_norm=o.clip_norm, weight_decay=o.weight_decay,
-        b1=o.b1, b2=o.b2,
-    )
+    steps = sum(level.steps for level in to_schema(cfg.train).stage_list()[stage].levels)
+    names = trainable(cfg, stage)
+    names = PARTS if names is True else names
+    transforms = {}
+    for name in PARTS:
+        o = part_optim(cfg, name)
+        transforms[name] = optax.set_to_zero() if name not in names else make_optimiser(
+            o.lr, steps, warmup_steps=o.warmup_steps, final_lr_fraction=o.final_lr_fraction,
+            clip_norm=o.clip_norm, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+        )
+    return optax.multi_transform(transforms, {name: name for name in transforms})
+
 
 
 def sampler_fields(spec: Any) -> DictConfig:

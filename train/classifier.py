@@ -9,9 +9,8 @@ if __name__ == "__main__":  # first of all, before any import starts a thread (t
 
     retain_freed_memory()
 
-import pathlib
-
-from .mnist_classifier import default_folder, train_and_save
+from .config import register
+from .mnist_classifier import holdout_split, load_or_train
 
 
 def _main(cfg) -> None:
@@ -20,13 +19,17 @@ def _main(cfg) -> None:
 
     configure_logging()
     retain_freed_memory()  # logs what the call at the top of the module did
-    folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else default_folder(cfg.data)
-    train_and_save(cfg.data, folder, steps=int(cfg.classifier.steps), seed=int(cfg.classifier.seed))
+    from .build import build_source
+
+    source = build_source(cfg.data)
+    holdout = source.load("holdout")
+    load_or_train(source, holdout, holdout_split(len(holdout), True), cfg.classifier)
 
 
 if __name__ == "__main__":
     import hydra
 
+    register()  # the schemas of the configs (stored when train.config is imported; again is harmless)
     hydra.main(config_path="configs", config_name="classifier", version_base=None)(_main)()
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import jax
 
-
 CHOICE_FILE = "devices.json"
 MARGIN = 0.05  # more devices are kept only when their step is faster by more than this fraction
 

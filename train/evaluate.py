@@ -14,14 +14,12 @@ import logging
 import pathlib
 
 import jax
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .config import ConfigError, to_schema
-
-from .evaluation import evaluate
+from .evaluation import evaluate, summary
 from .restore import load_run
 from .sampling import output_tag
-
 
 logger = logging.getLogger("train.evaluate")
 
@@ -40,9 +38,7 @@ def main(cfg: DictConfig) -> pathlib.Path:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    summary = {k: result[k] for k in ("riesz_mmd", "riesz_mmd_real", "frechet_distance", "frechet_distance_real",
-                                      "vendi_samples", "power_spectrum_error", "mean_network_evaluations")}
-    logger.info(f"evaluation written to {out}: {json.dumps(summary)}")
+    logger.info(f"evaluation written to {out}: {summary(result)}")
     return out
 
 

@@ -1,26 +1,26 @@
 """Evaluating a trained model against held-out data (`python -m train.evaluate` runs it).
 
-Draws `num_samples` samples on the `grid` x `grid` grid with the sampler of `configs/evaluate.yaml`
-and compares them with held-out real digits on the same grid. The run's `data.holdout_range` (never
-seen by the generative model) is split in two halves (`train.classifier.classifier_split`): the
-Fréchet classifier trains on the first, the metrics compare with the second ("reference"). The JSON
-holds:
+Draws `num_samples` samples on the grid of `grid` points per axis and compares them with the run's
+held-out examples (`data.holdout_range`, never seen by the generative model) on the same grid. For
+MNIST the held-out examples are split in two (`train.mnist_classifier.holdout_split`): a small
+classifier, whose features the Fréchet distance uses, trains on the first half; the samples are
+compared with the second ("reference"). Other data have no classifier: the metrics that need it
+are left out of the JSON, with the reason under `skipped`, and all held-out examples are the
+reference. The real-vs-real baselines (`_real`) compare the two halves of the reference set, so
+neither side trained the classifier. The JSON holds:
 
-- `riesz_mmd`: energy distance in $L^2(\\mathbb{T}^2)$ (`sdeflow.metrics.riesz_mmd`), and
-  `riesz_mmd_real`: the same between the two real halves (the noise floor of the statistic);
+- `riesz_mmd`: energy distance in $L^2(\\mathbb{T}^d)$ (`sdeflow.metrics.riesz_mmd`);
 - `sliced_wasserstein`: sliced $W_2$ of the fields;
-- `frechet_distance`: of the classifier's penultimate features, and `frechet_distance_real`
-  between the two real halves (how far a perfect model would be, with these sample sizes);
-- `vendi_samples`, `vendi_reference`: Vendi scores (cosine kernel) of the classifier features;
 - `power_spectrum_error` and both radially averaged spectra;
-- `class_histogram` and `classifier_confidence` (mean top softmax probability) of the samples
-  (`class_histogram_real`: the classes the classifier gives the reference digits), and
+- MNIST only: `frechet_distance` of the classifier's penultimate features; `vendi_samples`,
+  `vendi_reference`: Vendi scores (cosine kernel) of those features; `class_histogram` and
+  `classifier_confidence` (mean top softmax probability) of the samples and
   `classifier_confident_fraction`: the fraction whose top probability exceeds 0.9, a proxy for
-  "recognisable digits" among digit-like samples (`_real`: the same on the reference digits); a
-  classifier may be confident on fields that are no digits at all, which the Fréchet distance shows;
-- `likelihood`: nats and bits per dimension of `likelihood.num_digits` reference digits at this
+  "recognisable digits" among digit-like samples (a classifier may be confident on fields that are
+  no digits at all, which the Fréchet distance shows);
+- `likelihood`: nats and bits per dimension of `likelihood.num_digits` reference examples at this
   grid (Hutchinson, probability-flow ODE), with the 8-bit dequantised bound when the data are the
-  exact pixels (grid 32, no smoothing);
+  exact pixels (8-bit images on their native grid, no blur);
 - the sampler, its mean number of network evaluations and the time taken.
 """
 
@@ -30,51 +30,45 @@ import math
 import pathlib
 import time
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-
 logger = logging.getLogger("train.evaluation")
 CONFIDENT = 0.9  # top softmax probability above which a sample counts as a confidently classified digit
 
 
-def reference_fields(run_cfg: DictConfig, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The held-out digits of a run as fields on `grid`: `(reference, labels, other_half, other_labels)`,
-    the reference half and the classifier's half of `data.holdout_range`."""
-    from .mnist_classifier import classifier_split
-    from .data import images_to_functions, load_mnist
+class Reference:
+    """The held-out examples of a run on one grid, split as `holdout_split` says.
 
-    d = run_cfg.data
-    classifier_range, reference_range = classifier_split(d.holdout_range)
-    kwargs = dict(root=d.root, download_missing=d.download)
-    reference = load_mnist(d.split, reference_range, **kwargs)
-    other = load_mnist(d.split, classifier_range, **kwargs)
-    to_fields = lambda images: images_to_functions(images, grid, float(d.smoothing))  # noqa: E731
-    return to_fields(reference.images), reference.labels, to_fields(other.images), other.labels
+    **Fields:**
+
+    - `source`: the run's data source; `holdout`: its held-out examples (raw).
+    - `split`: the `HoldoutSplit` of them.
+    - `fields`: the reference examples as functions on the grid; `labels` theirs (or `None`).
+    - `half_a`, `half_b`: the two halves of `fields`, for the real-vs-real baselines.
+    """
+
+    def __init__(self, run_cfg: DictConfig, grid: int):
+        from .build import build_source
+        from .data import as_grid
+        from .mnist_classifier import holdout_split
+
+        self.source = build_source(run_cfg.data)
+        self.holdout = self.source.load("holdout")
+        self.split = holdout_split(len(self.holdout), has_classifier(self.source))
+        to_fields = self.source.converter(as_grid(grid, self.source.dim))
+        a, b = self.split.reference
+        self.fields = to_fields(self.holdout.values[a:b])
+        self.labels = None if self.holdout.labels is None else self.holdout.labels[a:b]
+        middle = self.split.reference_a[1] - a
+        self.half_a, self.half_b = self.fields[:middle], self.fields[middle:]
 
 
-def classifier_for(run_cfg: DictConfig, cfg: DictConfig):
-    """The run's Fréchet classifier: loaded from `classifier.dir` (default folder per holdout and
-    blur), trained and saved there first if missing."""
-    from . import mnist_classifier as clf
-
-    folder = pathlib.Path(cfg.classifier.dir) if cfg.classifier.dir else clf.default_folder(run_cfg.data)
-    try:
-        model, info = clf.load(folder)
-    except FileNotFoundError:
-        logger.info(f"training the evaluation classifier into {folder}")
-        model, info = clf.train_and_save(run_cfg.data, folder, steps=int(cfg.classifier.steps),
-                                         seed=int(cfg.classifier.seed))
-    expected = clf.classifier_split(run_cfg.data.holdout_range)[0]
-    if list(info["train_range"]) != list(expected) or info["split"] != run_cfg.data.split:
-        raise ValueError(
-            f"the classifier in {folder} trained on {info['split']}{info['train_range']}, not on the first "
-            f"half {run_cfg.data.split}{list(expected)} of this run's holdout; use another classifier.dir."
-        )
-    return model, info
+def has_classifier(source) -> bool:
+    """Whether the metrics of the MNIST classifier apply to the data of `source`."""
+    return source.name == "mnist"
 
 
 def likelihoods(model, sde, parameterisation: str, fields: np.ndarray, cfg: DictConfig, exact_pixels: bool) -> dict:
@@ -124,80 +118,110 @@ def likelihoods(model, sde, parameterisation: str, fields: np.ndarray, cfg: Dict
                                                                              bin_width=bin_width))
     else:
         out["bits_per_dim_8bit_dequantised"] = None
-        out["why_no_8bit_value"] = ("the fields are not the exact 8-bit pixels (grid != 32 or data.smoothing > 0), "
-                                    "so no quantisation bin exists; bits_per_dim is that of the continuous density")
+        out["why_no_8bit_value"] = ("the fields are not the exact 8-bit pixels (not 8-bit images, another grid "
+                                    "than theirs, or data.smoothing > 0), so no quantisation bin exists; "
+                                    "bits_per_dim is that of the continuous density")
     return out
 
 
 def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None = None) -> dict:
-    """All metrics of a model against its run's held-out digits, as a JSON-ready dict."""
+    """All metrics of a model against its run's held-out data, as a JSON-ready dict."""
     from sdeflow import metrics
 
+    from . import build
     from . import mnist_classifier as clf
-    from .build import make_sampler
-    from .sampling import draw, sampler_tag
+    from .sampling import draw, field_shape, sampler_tag
 
     grid = int(cfg.grid)
     started = time.perf_counter()
-    sampler = make_sampler(cfg.sampler)
     # The data and the classifier first: missing or corrupt files stop the program before it samples.
-    reference, _, other, _ = reference_fields(run_cfg, grid)
-    classifier, info = classifier_for(run_cfg, cfg)
-    parameterisation = run_cfg.loss.parameterisation
+    reference = Reference(run_cfg, grid)
+    source = reference.source
+    sampler = build.make_sampler(cfg.sampler, source.dim)
+    classifier = None
+    skipped = {}
+    if has_classifier(source):
+        classifier, info = clf.load_or_train(source, reference.holdout, reference.split, cfg.classifier)
+    else:
+        skipped["classifier_metrics"] = (f"no classifier for the {source.name!r} data (the Fréchet distance, "
+                                         "Vendi scores and class statistics use the MNIST classifier)")
+        logger.info(f"skipped: {skipped['classifier_metrics']}")
+    parameterisation = str(run_cfg.loss.parameterisation)
     sampling_started = time.perf_counter()
-    samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(cfg.seed), grid,
-                                int(cfg.num_samples), min(int(cfg.batch_size), int(cfg.num_samples)),
-                                t_end=cfg.sampler.get("t_end"))
+    samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(cfg.seed),
+                                field_shape(source.channels, source.dim, grid), int(cfg.num_samples),
+                                min(int(cfg.batch_size), int(cfg.num_samples)), t_end=cfg.sampler.t_end)
     sampling_seconds = time.perf_counter() - sampling_started
     block = int(cfg.metrics_block_size)
-    f_samples = clf.features(classifier, samples)
-    f_reference = clf.features(classifier, reference)
-    f_other = clf.features(classifier, other)
-    probabilities = clf.probabilities(classifier, samples)
-    probabilities_real = clf.probabilities(classifier, reference)
+    real, a, b = reference.fields, reference.half_a, reference.half_b
     k, spectrum_samples = metrics.radial_power_spectrum(jnp.asarray(samples))
-    _, spectrum_reference = metrics.radial_power_spectrum(jnp.asarray(reference))
+    _, spectrum_reference = metrics.radial_power_spectrum(jnp.asarray(real))
     key = jr.key(cfg.seed + 2)
+    start = int(source.holdout_range[0]) if source.holdout_range is not None else 0
     result = {
         "run_dir": str(cfg.run_dir),
         "step": step,
         "grid": grid,
+        "data": source.name,
         "num_samples": int(cfg.num_samples),
-        "num_reference": int(len(reference)),
-        "reference": f"{run_cfg.data.split}{list(clf.classifier_split(run_cfg.data.holdout_range)[1])}",
-        "sampler": OmegaConf.to_container(cfg.sampler),
+        "num_reference": int(len(real)),
+        "reference": [start + i for i in reference.split.reference],
+        "real_halves": [[start + i for i in reference.split.reference_a], [start + i for i in reference.split.reference_b]],
+        "sampler": OmegaConf.to_container(cfg.sampler, enum_to_str=True),
         "sampler_tag": sampler_tag(cfg.sampler),
         "weights": str(cfg.weights),
         "mean_network_evaluations": float(np.mean(evaluations)),
         "sampling_seconds": sampling_seconds,
         "sample_value_range": [float(samples.min()), float(samples.max())],
-        "riesz_mmd": float(metrics.riesz_mmd(samples, reference, block_size=block)),
-        "riesz_mmd_real": float(metrics.riesz_mmd(other, reference, block_size=block)),
-        "sliced_wasserstein": float(metrics.sliced_wasserstein(key, samples, reference,
+        "riesz_mmd": float(metrics.riesz_mmd(samples, real, block_size=block)),
+        "riesz_mmd_real": float(metrics.riesz_mmd(a, b, block_size=block)),
+        "sliced_wasserstein": float(metrics.sliced_wasserstein(key, samples, real,
                                                               num_projections=int(cfg.sliced_projections))),
-        "frechet_distance": float(metrics.frechet_distance(f_samples, f_reference, block_size=block)),
-        "frechet_distance_real": float(metrics.frechet_distance(f_other, f_reference, block_size=block)),
-        "vendi_samples": float(metrics.vendi_score(f_samples, block_size=block)),
-        "vendi_reference": float(metrics.vendi_score(f_reference, block_size=block)),
-        "power_spectrum_error": float(metrics.power_spectrum_error(jnp.asarray(samples), jnp.asarray(reference))),
+        "sliced_wasserstein_real": float(metrics.sliced_wasserstein(key, a, b, num_projections=int(cfg.sliced_projections))),
+        "power_spectrum_error": float(metrics.power_spectrum_error(jnp.asarray(samples), jnp.asarray(real))),
+        "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(a), jnp.asarray(b))),
         "power_spectrum": {
             "wavenumbers": np.asarray(k).tolist(),
             "samples": np.asarray(spectrum_samples).tolist(),
             "reference": np.asarray(spectrum_reference).tolist(),
         },
-        "class_histogram": np.bincount(probabilities.argmax(1), minlength=10).tolist(),
-        "class_histogram_real": np.bincount(probabilities_real.argmax(1), minlength=10).tolist(),
-        "classifier_confidence": float(probabilities.max(1).mean()),
-        "classifier_confidence_real": float(probabilities_real.max(1).mean()),
-        "classifier_confident_fraction": float(np.mean(probabilities.max(1) > CONFIDENT)),
-        "classifier_confident_fraction_real": float(np.mean(probabilities_real.max(1) > CONFIDENT)),
-        "classifier": {"dir": str(cfg.classifier.dir or clf.default_folder(run_cfg.data)),
-                       "reference_accuracy": info["reference_accuracy"]},
     }
-    exact_pixels = grid == 32 and float(run_cfg.data.smoothing) == 0.0
-    result["likelihood"] = likelihoods(model, sde, parameterisation, reference, cfg, exact_pixels)
+    if classifier is not None:
+        result.update(classifier_metrics(classifier, samples, real, a, b, block))
+        result["classifier"] = {"dir": str(cfg.classifier.dir or clf.default_folder(info)),
+                                "reference_accuracy": info["reference_accuracy"]}
+    # 8-bit images on their native grid without blur are the exact pixel values: bins of 2/255
+    exact_pixels = (reference.holdout.values.dtype == np.uint8 and float(getattr(source, "smoothing", 0.0)) == 0.0
+                    and tuple(source.native_grid) == (grid,) * source.dim)
+    result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, exact_pixels)
+    result["skipped"] = skipped
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def classifier_metrics(classifier, samples: np.ndarray, real: np.ndarray, a: np.ndarray, b: np.ndarray,
+                       block: int) -> dict:
+    """The metrics of the classifier's features and probabilities: of the samples against the
+    reference `real`, and (`_real`) of its half `b` against its half `a`."""
+    from sdeflow import metrics
+
+    from . import mnist_classifier as clf
+
+    f_samples, f_real = clf.features(classifier, samples), clf.features(classifier, real)
+    f_a, f_b = clf.features(classifier, a), clf.features(classifier, b)
+    p_samples, p_real = clf.probabilities(classifier, samples), clf.probabilities(classifier, real)
+    return {
+        "frechet_distance": float(metrics.frechet_distance(f_samples, f_real, block_size=block)),
+        "frechet_distance_real": float(metrics.frechet_distance(f_a, f_b, block_size=block)),
+        "vendi_samples": float(metrics.vendi_score(f_samples, block_size=block)),
+        "vendi_reference": float(metrics.vendi_score(f_real, block_size=block)),
+        "class_histogram": np.bincount(p_samples.argmax(1), minlength=10).tolist(),
+        "class_histogram_real": np.bincount(p_real.argmax(1), minlength=10).tolist(),
+        "classifier_confidence": float(p_samples.max(1).mean()),
+        "classifier_confidence_real": float(p_real.max(1).mean()),
+        "classifier_confident_fraction": float(np.mean(p_samples.max(1) > CONFIDENT)),
+        "classifier_confident_fraction_real": float(np.mean(p_real.max(1) > CONFIDENT)),
+    }
 
 
 def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
@@ -205,7 +229,8 @@ def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
     composed with the run's config) for the run folder `run_dir`."""
     from .config import EvaluateConfig
 
-    return OmegaConf.merge(OmegaConf.structured(EvaluateConfig), cfg.train.evaluation, {"run_dir": str(run_dir)})
+    fields = OmegaConf.to_container(cfg.train.evaluation, resolve=True)
+    return OmegaConf.merge(OmegaConf.structured(EvaluateConfig), fields, {"run_dir": str(run_dir)})
 
 
 def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
@@ -217,11 +242,15 @@ def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     result = evaluate(select_weights(state, eval_cfg.weights), sde, cfg, eval_cfg, step)
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(result, indent=1))
-    logger.info(
-        f"evaluation: {path} (grid {result['grid']}, {result['num_samples']} samples, Riesz MMD "
-        f"{result['riesz_mmd']:.4g} vs real {result['riesz_mmd_real']:.4g}, Frechet "
-        f"{result['frechet_distance']:.4g} vs real {result['frechet_distance_real']:.4g}, confidently "
-        f"classified {result['classifier_confident_fraction']:.0%} vs real "
-        f"{result['classifier_confident_fraction_real']:.0%})"
-    )
+    logger.info(f"evaluation: {path} ({summary(result)})")
     return path
+
+
+def summary(result: dict) -> str:
+    """One line of an evaluation's main numbers, each beside its real-vs-real baseline."""
+    parts = [f"grid {result['grid']}, {result['num_samples']} samples"]
+    for key, name in (("riesz_mmd", "Riesz MMD"), ("frechet_distance", "Frechet"),
+                      ("classifier_confident_fraction", "confidently classified")):
+        if key in result:
+            parts.append(f"{name} {result[key]:.4g} vs real {result[key + '_real']:.4g}")
+    return ", ".join(parts)

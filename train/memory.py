@@ -28,7 +28,6 @@ import ctypes
 import logging
 import os
 
-
 logger = logging.getLogger("train.memory")
 
 # glibc's mallopt parameters (malloc.h)

@@ -3,19 +3,23 @@
 It must not have seen the digits the generative model trained on, nor the real digits the samples
 are compared with: it trains on the first half of the data config's `holdout_range` and reports
 its accuracy on the second half, which `train.evaluate` uses as the real reference set
-(`classifier_split`). With the official split (`data=mnist`) that is train[50000:55000] for the
-classifier and train[55000:60000] for reference; on machines with only t10k (`data=mnist_t10k`)
-t10k[8000:9000] and t10k[9000:10000].
+(`holdout_split`); the real-vs-real baselines compare the two halves of that reference set, so
+neither side was seen by the classifier. With the official split (`data=mnist`) that is
+train[50000:55000] for the classifier and train[55000:60000] for reference; on machines with only
+t10k (`data=mnist_t10k`) t10k[8000:9000] and t10k[9000:10000].
 
 The classifier sees fields on the 32-grid (the digits' native grid, `train.data.NATIVE_GRID`);
 samples from any grid are resampled spectrally to it first (`features`).
 
 Saved as `<folder>/model.eqx` (equinox serialisation of the weights) and `<folder>/classifier.json`
-(the architecture's fields, data ranges, smoothing and accuracy), under the ignored `runs/` folder.
+(its `settings`: data, training and architecture, and its accuracy), by default in a folder of
+the ignored `runs/` named by those settings, so a change of any of them trains a new one.
 
     python -m train.classifier [data=mnist_t10k] [classifier.steps=2000] [classifier.dir=...]
 """
 
+import dataclasses
+import hashlib
 import json
 import logging
 import pathlib
@@ -31,8 +35,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import sdeflow
 
-from .data import NATIVE_GRID, images_to_functions, load_mnist
-
+from .data import NATIVE_GRID
 
 logger = logging.getLogger("train.mnist_classifier")
 
@@ -102,20 +105,39 @@ def accuracy(model: Classifier, fields: np.ndarray, labels: np.ndarray) -> float
     return float(np.mean(probabilities(model, fields).argmax(1) == labels))
 
 
-def classifier_split(holdout_range) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The holdout range split in two halves: (classifier training range, reference range)."""
-    start, stop = int(holdout_range[0]), int(holdout_range[1])
-    if stop - start < 2:
-        raise ValueError(f"the holdout range {[start, stop]} needs at least two digits.")
-    middle = (start + stop) // 2
-    return (start, middle), (middle, stop)
+@dataclasses.dataclass(frozen=True)
+class HoldoutSplit:
+    """The parts of a data source's held-out examples, as `[start, stop)` positions in them.
+
+    **Fields:**
+
+    - `classifier`: the examples the classifier trains on (the first half), or `None` when the
+        data have no classifier.
+    - `reference`: the examples samples are compared with (the rest).
+    - `reference_a`, `reference_b`: the two halves of `reference`; metrics between them are the
+        real-vs-real baselines, from examples neither of which trained the classifier.
+    """
+
+    classifier: tuple[int, int] | None
+    reference: tuple[int, int]
+    reference_a: tuple[int, int]
+    reference_b: tuple[int, int]
+
+
+def holdout_split(count: int, with_classifier: bool) -> HoldoutSplit:
+    """Split `count` held-out examples: the first half for a classifier (if any), the rest for
+    reference, itself in two halves."""
+    start = count // 2 if with_classifier else 0
+    if count - start < 2:
+        raise ValueError(f"the held-out examples ({count}) are too few for a reference set in two halves.")
+    middle = (start + count) // 2
+    return HoldoutSplit((0, start) if with_classifier else None, (start, count), (start, middle), (middle, count))
 
 
 def train_classifier(
-    images: np.ndarray,
+    fields: np.ndarray,
     labels: np.ndarray,
     *,
-    smoothing: float,
     steps: int = 2000,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -123,13 +145,12 @@ def train_classifier(
     channels: tuple[int, int] = (32, 64),
     width: int = 128,
 ) -> Classifier:
-    """Train a `Classifier` with Adam on uint8 MNIST images (as 32-grid fields, random shifts by up
-    to 2 pixels on the torus as augmentation).
+    """Train a `Classifier` with Adam on digits as fields on the 32-grid (as the data pipeline
+    makes them), with random shifts by up to 2 pixels on the torus as augmentation.
 
     **Arguments:**
 
-    - `images`, `labels`: the training digits `(N, 28, 28)` and labels `(N,)`.
-    - `smoothing`: the blur of the data pipeline (the classifier sees the data as the model does).
+    - `fields`, `labels`: the training digits `(N, 1, 32, 32)` and labels `(N,)`.
     - `steps`, `batch_size`, `lr`, `seed`: the optimisation.
     - `channels`, `width`: the architecture.
 
@@ -137,7 +158,7 @@ def train_classifier(
 
     The trained classifier.
     """
-    fields = jnp.asarray(images_to_functions(images, GRID, smoothing))
+    fields = jnp.asarray(fields)
     labels = jnp.asarray(labels, jnp.int32)
     key_model, key_train = jr.split(jr.key(seed))
     model = Classifier(tuple(channels), int(width), key=key_model)
@@ -187,35 +208,64 @@ def load(folder: str | pathlib.Path) -> tuple[Classifier, dict]:
     return eqx.tree_deserialise_leaves(folder / "model.eqx", template), info
 
 
-def train_and_save(
-    data_cfg,
-    folder: str | pathlib.Path,
-    *,
-    steps: int = 2000,
-    seed: int = 0,
-    channels: tuple[int, int] = (32, 64),
-    width: int = 128,
-) -> tuple[Classifier, dict]:
-    """Train on the first half of `data_cfg.holdout_range`, measure accuracy on the second, save."""
-    train_range, reference_range = classifier_split(data_cfg.holdout_range)
-    kwargs = dict(root=data_cfg.root, download_missing=data_cfg.download)
-    train = load_mnist(data_cfg.split, train_range, **kwargs)
-    reference = load_mnist(data_cfg.split, reference_range, **kwargs)
-    started = time.perf_counter()
-    model = train_classifier(train.images, train.labels, smoothing=float(data_cfg.smoothing), steps=steps,
-                             seed=seed, channels=channels, width=width)
-    acc = accuracy(model, images_to_functions(reference.images, GRID, float(data_cfg.smoothing)), reference.labels)
-    info = dict(
-        channels=list(channels), width=int(width), split=data_cfg.split, train_range=list(train_range),
-        reference_range=list(reference_range), smoothing=float(data_cfg.smoothing), steps=int(steps),
-        seed=int(seed), reference_accuracy=acc, train_seconds=time.perf_counter() - started,
+def settings(source, classifier_range: tuple[int, int], steps: int, seed: int,
+             channels: tuple[int, int] = (32, 64), width: int = 128) -> dict:
+    """Everything that changes a trained classifier: its data (source, split, the examples it
+    trains on, blur), its training (steps, seed) and its architecture."""
+    start = int(source.holdout_range[0])
+    return dict(
+        source=source.name, split=str(source.split), smoothing=float(source.smoothing),
+        train_range=[start + classifier_range[0], start + classifier_range[1]], steps=int(steps),
+        seed=int(seed), channels=list(channels), width=int(width),
     )
+
+
+def default_folder(settings: dict) -> pathlib.Path:
+    """`runs/classifier/<source>_<split>_<start>_<stop>_<hash>`: one folder per `settings`."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    start, stop = settings["train_range"]
+    return pathlib.Path("runs") / "classifier" / f"{settings['source']}_{settings['split']}_{start}_{stop}_{digest}"
+
+
+def train_and_save(source, holdout, split: HoldoutSplit, folder: str | pathlib.Path, *, steps: int = 2000,
+                   seed: int = 0, channels: tuple[int, int] = (32, 64), width: int = 128) -> tuple[Classifier, dict]:
+    """Train on `split.classifier` of the held-out examples `holdout` of `source`, measure the
+    accuracy on `split.reference`, save into `folder`.
+
+    **Returns:**
+
+    `(model, info)`: the classifier and its description (its `settings`, accuracy, time).
+    """
+    to_fields = source.converter((GRID, GRID))
+    (a, b), (c, d) = split.classifier, split.reference
+    started = time.perf_counter()
+    model = train_classifier(to_fields(holdout.values[a:b]), holdout.labels[a:b], steps=steps, seed=seed,
+                             channels=channels, width=width)
+    acc = accuracy(model, to_fields(holdout.values[c:d]), holdout.labels[c:d])
+    info = dict(settings(source, split.classifier, steps, seed, channels, width), reference_accuracy=acc,
+                train_seconds=time.perf_counter() - started)
     save(model, folder, info)
-    logger.info(f"classifier saved in {folder}: accuracy {acc:.4f} on {data_cfg.split}{list(reference_range)}")
+    logger.info(f"classifier saved in {folder}: accuracy {acc:.4f} on {d - c} held-out examples")
     return model, info
 
 
-def default_folder(data_cfg) -> pathlib.Path:
-    """`runs/classifier/<split>_<start>_<stop>_s<smoothing>`: one classifier per holdout and blur."""
-    start, stop = (int(v) for v in data_cfg.holdout_range)
-    return pathlib.Path("runs") / "classifier" / f"{data_cfg.split}_{start}_{stop}_s{float(data_cfg.smoothing):g}"
+def load_or_train(source, holdout, split: HoldoutSplit, spec) -> tuple[Classifier, dict]:
+    """The classifier of the settings `spec` (`train.config.ClassifierSettings`: `dir`, `steps`,
+    `seed`, `channels`, `width`): loaded from `spec.dir` (default `default_folder`), trained and
+    saved there first if missing. A classifier in `spec.dir` trained otherwise is refused."""
+    arch = dict(channels=tuple(spec.channels), width=int(spec.width))
+    wanted = settings(source, split.classifier, spec.steps, spec.seed, **arch)
+    folder = pathlib.Path(spec.dir) if spec.dir else default_folder(wanted)
+    try:
+        model, info = load(folder)
+    except FileNotFoundError:
+        logger.info(f"training the evaluation classifier into {folder}")
+        return train_and_save(source, holdout, split, folder, steps=spec.steps, seed=spec.seed, **arch)
+    differing = sorted(k for k in wanted if info.get(k) != wanted[k])
+    if differing:
+        raise ValueError(
+            f"the classifier in {folder} differs from the one asked for in {differing} "
+            f"({ {k: info.get(k) for k in differing} } against { {k: wanted[k] for k in differing} }); "
+            "use another classifier.dir, or none for the default folder of these settings."
+        )
+    return model, info

@@ -12,7 +12,6 @@ from typing import Any
 
 import matplotlib
 
-
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402

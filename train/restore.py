@@ -6,19 +6,19 @@ import jax
 from omegaconf import OmegaConf
 
 from . import build
-from .checkpoint import Checkpointer
-from .config import typed, Weights
+from .checkpoint import Checkpointer, CheckpointError
+from .config import Weights, to_schema, typed
 from .step import init_state, make_mesh
 
 
-def select_weights(state, weights: str):
-    """The network of a training state: `state.ema` for `"ema"`, `state.model` for `"raw"` (with
-    `state=None`, only the name is checked)."""
+def select_weights(state, weights: str, part: str = "network"):
+    """A part of a training state (default the network): from `state.ema` for `"ema"`, from
+    `state.parts` for `"raw"` (with `state=None`, only the name is checked)."""
     if weights not in tuple(Weights):
         raise ValueError(f"weights must be one of {' | '.join(Weights)}, got {weights!r}.")
     if state is None:
         return None
-    return state.ema if weights == "ema" else state.model
+    return (state.ema if weights == "ema" else state.parts)[part]
 
 
 def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema"):
@@ -42,10 +42,15 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
         raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it the folder of a training run?")
     cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
     model_key, train_key, _ = build.split_keys(cfg.train.seed)
-    model = build.build_model(cfg, model_key)
+    parts = build.build_parts(cfg, model_key)
     sde = build.build_sde(cfg)
-    optimiser = build.build_optimiser(cfg)
-    template = init_state(model, optimiser, train_key, make_mesh(jax.devices()[:1]))
     with Checkpointer(run_dir / "checkpoints") as checkpointer:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {checkpointer.directory}.")
+        # the checkpoint holds the optimiser state of the stage of its last step
+        stage = to_schema(cfg).train.phase_at(max(step - 1, 0)).stage
+        template = init_state(parts, build.build_optimiser(cfg, stage), train_key,
+                              make_mesh(jax.devices()[:1]), build.trainable(cfg, stage))
         state, extra = checkpointer.restore(template, step)
     return cfg, select_weights(state, weights), sde, int(extra["step"])

@@ -25,9 +25,9 @@ def _main(cfg: DictConfig) -> None:
 
     absl.flags.FLAGS.mark_as_parsed()
     configure_logging(basic=False)  # hydra configures the handlers
-    validate(cfg)  # before JAX starts: a wrong field fails at once
+    devices_lib.request_cpu_devices()  # before anything starts JAX's backends
+    validate(cfg)  # before anything is compiled: a wrong field fails at once
     retain_freed_memory()  # logs what the call at the top of the module did
-    devices_lib.request_cpu_devices()
     run(cfg)
 
 

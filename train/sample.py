@@ -34,7 +34,6 @@ from .progress import save_samples
 from .restore import load_run
 from .sampling import draw, field_shape, output_tag
 
-
 logger = logging.getLogger("train.sample")
 
 

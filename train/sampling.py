@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from . import build
 from .progress import save_samples
 
-
 logger = logging.getLogger("train.sampling")
 
 

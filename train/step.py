@@ -11,7 +11,7 @@ weights. Left to XLA's partitioner, the networks' spatial-major layout `(n_d, ..
 whose reshapes merge the sharded batch axis with others, made two devices slower than one.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -23,24 +23,31 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-
 LossFn = Callable[[PyTree, Float[Array, "batch ..."], PRNGKeyArray], Float[Array, ""]]
-"""`loss_fn(model, x0, key) -> scalar`, e.g. `sdeflow.losses.dsm_loss` with the SDE bound."""
+"""`loss_fn(parts, x0, key) -> scalar`: the loss of the trainable parts on a batch, e.g.
+`sdeflow.losses.dsm_loss` of `parts["network"]` with the SDE bound."""
+
+Trainable = bool | Collection[str]
+"""Which parts a step trains: `True` (every array of the parts), or the names of the parts (keys of
+a dict of parts) that it trains, the others staying frozen."""
 
 
 class TrainState(eqx.Module):
-    """Everything a step changes: the model, its EMA, the optimiser state, the RNG key and the step count.
+    """Everything a step changes: the trainable parts, their EMA, the optimiser state, the RNG key
+    and the step count.
 
     **Fields:**
 
-    - `model`: the score network (an `eqx.Module`).
-    - `ema`: the exponential moving average of the model's weights (same structure).
-    - `opt_state`: the optax state of the model's arrays.
+    - `parts`: the tree of trainable parts: in the programs a dict `{"network": ..., ...}` (the
+        score network, and any other part a run trains: a learned schedule, prior, autoencoder);
+        any PyTree, e.g. one network, in research code.
+    - `ema`: the exponential moving average of the parts' weights (same structure).
+    - `opt_state`: the optax state of the arrays being trained.
     - `key`: the RNG key that the next step splits.
     - `step`: the number of steps taken (int32 scalar).
     """
 
-    model: PyTree
+    parts: PyTree
     ema: PyTree
     opt_state: PyTree
     key: PRNGKeyArray
@@ -144,15 +151,46 @@ def shard_batch(batch: np.ndarray | Array, mesh: Mesh) -> Array:
     return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
 
 
-def init_state(model: PyTree, optimiser: optax.GradientTransformation, key: PRNGKeyArray, mesh: Mesh) -> TrainState:
-    """The state at step 0: the EMA starts at the model, the optimiser state from `optimiser.init`.
+def trainable_filter(parts: PyTree, trainable: Trainable = True) -> PyTree:
+    """The filter spec (for `eqx.filter` / `eqx.partition`) of the arrays a step trains.
 
     **Arguments:**
 
-    - `model`: the initial network.
+    - `parts`: the trainable parts.
+    - `trainable`: `True` (all their inexact arrays) or the names of the parts trained (`parts`
+        must then be a dict holding every one of them).
+
+    **Returns:**
+
+    `eqx.is_inexact_array`, or a dict with that filter for the trained parts and `False` for the others.
+    """
+    if trainable is True:
+        return eqx.is_inexact_array
+    if not isinstance(parts, dict) or not set(trainable) <= set(parts):
+        names = sorted(parts) if isinstance(parts, dict) else "a single part"
+        raise ValueError(f"the trainable parts {sorted(trainable)} must be among the parts {names}.")
+    return {name: eqx.is_inexact_array if name in trainable else False for name in parts}
+
+
+def init_state(
+    parts: PyTree,
+    optimiser: optax.GradientTransformation,
+    key: PRNGKeyArray,
+    mesh: Mesh,
+    trainable: Trainable = True,
+    ema: PyTree | None = None,
+) -> TrainState:
+    """The state at the start of a stage: the optimiser state from `optimiser.init` of the
+    trained arrays, the EMA from `ema` (default: the parts themselves).
+
+    **Arguments:**
+
+    - `parts`: the initial trainable parts (e.g. `{"network": net}`).
     - `optimiser`: the optax transformation the steps will use.
     - `key`: the RNG key of the run.
     - `mesh`: the mesh whose devices hold the (replicated) state.
+    - `trainable`: the parts the steps train (see `trainable_filter`).
+    - `ema`: the EMA so far (when a new stage starts), or `None` to start it at `parts`.
 
     **Returns:**
 
@@ -163,10 +201,10 @@ def init_state(model: PyTree, optimiser: optax.GradientTransformation, key: PRNG
     def copy(tree):
         return jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree)
 
-    params = eqx.filter(model, eqx.is_inexact_array)
+    params = eqx.filter(parts, trainable_filter(parts, trainable))
     state = TrainState(
-        model=copy(model),
-        ema=copy(model),
+        parts=copy(parts),
+        ema=copy(parts if ema is None else ema),
         opt_state=optimiser.init(params),
         key=copy(key),
         step=jnp.zeros((), jnp.int32),
@@ -174,28 +212,49 @@ def init_state(model: PyTree, optimiser: optax.GradientTransformation, key: PRNG
     return replicate(state, mesh)
 
 
+def data_parallel(parts: PyTree, mesh: Mesh) -> PyTree:
+    """The parts with every network (a module with `batched`) wrapped in `DataParallel` when the
+    mesh has several devices."""
+    if mesh.size == 1:
+        return parts
+
+    def wrap(part):
+        return DataParallel(part, mesh) if callable(getattr(part, "batched", None)) else part
+
+    return {name: wrap(part) for name, part in parts.items()} if isinstance(parts, dict) else wrap(parts)
+
+
 def make_train_step(
-    loss_fn: LossFn, optimiser: optax.GradientTransformation, ema_decay: float, mesh: Mesh
+    loss_fn: LossFn,
+    optimiser: optax.GradientTransformation,
+    ema_decay: float | dict[str, float],
+    mesh: Mesh,
+    trainable: Trainable = True,
 ) -> Callable[[TrainState, Array], tuple[TrainState, Float[Array, ""]]]:
     """The jitted training step `step(state, batch) -> (state, loss)`.
 
-    One step splits the state's key, evaluates `loss_fn(model, batch, key)` and its gradient,
-    applies the optimiser, and updates the EMA $\\bar\\theta \\leftarrow d \\bar\\theta + (1 - d) \\theta$.
-    `state` and `batch` are donated: do not use them after the call. A new grid (another batch
-    shape) compiles the step once more.
+    One step splits the state's key, evaluates `loss_fn(parts, batch, key)` and its gradient with
+    respect to the trained parts, applies the optimiser, and updates their EMA
+    $\\bar\\theta \\leftarrow d \\bar\\theta + (1 - d) \\theta$; frozen parts and their EMA stay as
+    they are. `state` and `batch` are donated: do not use them after the call. A new grid
+    (another batch shape) compiles the step once more.
 
     **Arguments:**
 
-    - `loss_fn`: `loss_fn(model, x0, key) -> scalar`, the mean loss over the batch `x0`.
-    - `optimiser`: the optax transformation (e.g. from `make_optimiser`).
-    - `ema_decay`: the EMA decay $d \\in [0, 1)$.
+    - `loss_fn`: `loss_fn(parts, x0, key) -> scalar`, the mean loss over the batch `x0`.
+    - `optimiser`: the optax transformation (e.g. from `make_optimiser`), initialised by
+        `init_state` with the same `trainable`.
+    - `ema_decay`: the EMA decay $d \\in [0, 1)$, or one per part (a dict by part name, for a dict
+        of parts).
     - `mesh`: the mesh with a `data` axis; batches must be sharded on it (`shard_batch`).
+    - `trainable`: the parts trained (see `trainable_filter`).
 
     **Returns:**
 
     The step function.
     """
-    if not 0.0 <= ema_decay < 1.0:
+    decays = ema_decay.values() if isinstance(ema_decay, dict) else [ema_decay]
+    if not all(0.0 <= d < 1.0 for d in decays):
         raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}.")
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
@@ -205,26 +264,29 @@ def make_train_step(
         state = eqx.filter_shard(state, replicated)
         batch = eqx.filter_shard(batch, batch_sharding)
         key, step_key = jr.split(state.key)
+        spec = trainable_filter(state.parts, trainable)
+        params, frozen = eqx.partition(state.parts, spec)
 
-        def loss_of(model):
-            if mesh.size > 1 and callable(getattr(model, "batched", None)):
-                model = DataParallel(model, mesh)
-            return loss_fn(model, batch, step_key)
+        def loss_of(params):
+            return loss_fn(data_parallel(eqx.combine(params, frozen), mesh), batch, step_key)
 
-        loss, grads = eqx.filter_value_and_grad(loss_of)(state.model)
-        params = eqx.filter(state.model, eqx.is_inexact_array)
+        loss, grads = eqx.filter_value_and_grad(loss_of)(params)
         updates, opt_state = optimiser.update(grads, state.opt_state, params)
-        model = eqx.apply_updates(state.model, updates)
-        ema = jax.tree.map(
-            lambda e, p: ema_decay * e + (1.0 - ema_decay) * p if eqx.is_inexact_array(p) else e,
-            state.ema,
-            model,
-            is_leaf=lambda x: x is None,
-        )
-        new = TrainState(model=model, ema=ema, opt_state=opt_state, key=key, step=state.step + 1)
+        params = eqx.apply_updates(params, updates)
+        ema_params, ema_frozen = eqx.partition(state.ema, spec)
+        ema_params = _ema_update(ema_params, params, ema_decay)
+        new = TrainState(parts=eqx.combine(params, frozen), ema=eqx.combine(ema_params, ema_frozen),
+                         opt_state=opt_state, key=key, step=state.step + 1)
         return eqx.filter_shard(new, replicated), loss
 
     return step
+
+
+def _ema_update(ema: PyTree, params: PyTree, decay: float | dict[str, float]) -> PyTree:
+    """$d\\,\\bar\\theta + (1 - d)\\,\\theta$ leaf by leaf, with one $d$ or one per part."""
+    if isinstance(decay, dict):
+        return {name: _ema_update(ema[name], params[name], decay[name]) for name in params}
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
 def tree_max_difference(a: Any, b: Any) -> float:

@@ -19,7 +19,6 @@ where it stopped: the same batches, the same random numbers, the same devices.
 import logging
 import pathlib
 import time
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -27,33 +26,52 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import build, devices as devices_lib
+from . import build
+from . import devices as devices_lib
 from .checkpoint import Checkpointer
 from .config import validate
-from .data import batches, load_mnist, make_dataset
+from .config.programs import stage_loss
+from .data import batches, make_dataset
 from .evaluation import write_evaluation
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
 from .sampling import write_samples
 from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
 
-
 logger = logging.getLogger("train.training")
 
 
-def _dataset(cfg: DictConfig, images: np.ndarray, grid: int):
+def _dataset(cfg: DictConfig, source, values: np.ndarray, grid: int):
     d = cfg.data
     return make_dataset(
-        images,
-        grid=grid,
+        values,
+        source.converter(grid),
         batch_size=cfg.train.batch_size,
         seed=cfg.train.seed,
-        smoothing=d.smoothing,
         worker_count=d.worker_count,
         worker_buffer_size=d.worker_buffer_size,
         read_threads=d.read_threads,
         prefetch_buffer=d.prefetch_buffer,
     )
+
+
+class _Stage:
+    """What one stage of a run compiles: its trainable parts, loss, optimiser and step."""
+
+    def __init__(self, cfg: DictConfig, run_cfg, index: int, sde, mesh):
+        spec = run_cfg.train.stage_list()[index]
+        self.index, self.name = index, spec.name
+        self.trainable = build.trainable(cfg, index)
+        loss = None if spec.loss is None else stage_loss(spec)
+        self.loss_fn = build.build_loss(cfg, sde, loss)
+        self.optimiser = build.build_optimiser(cfg, index)
+        decay = {name: build.part_optim(cfg, name).ema_decay for name in build.PARTS}
+        self.step = make_train_step(self.loss_fn, self.optimiser, decay, mesh, self.trainable)
+        self.steps = sum(level.steps for level in spec.levels)
+
+    def start(self, parts, key, mesh, ema=None) -> TrainState:
+        """The state at this stage's start: a fresh optimiser state for its parts."""
+        return init_state(parts, self.optimiser, key, mesh, self.trainable, ema)
 
 
 _RUN_CONTROL = ("stop_after", "progress_bar")  # may change between a run and its resumption
@@ -96,25 +114,23 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     metrics = MetricsLog(run_dir / "metrics.jsonl")
 
     # Build everything before compiling anything: a bad model or prior fails here.
-    data = load_mnist(cfg.data.split, cfg.data.train_range, root=cfg.data.root,
-                      download_missing=cfg.data.download)
+    source = build.build_source(cfg.data)
+    data = source.load("train")
     model_key, train_key, sample_key = build.split_keys(t.seed)
-    model = build.build_model(cfg, model_key)
+    parts = build.build_parts(cfg, model_key)
     sde = build.build_sde(cfg)
-    loss_fn = build.build_loss(cfg, sde)
-    o = cfg.optim
+    phases = run_cfg.train.phases()
     steps_total = run_cfg.train.total_steps()
-    optimiser = build.build_optimiser(cfg)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
     resumed_at = checkpointer.latest_step()
     _save_config(cfg, run_dir, resumed_at)
 
     def time_step(devs: list[jax.Device]) -> float:
         mesh = make_mesh(devs)
-        state = init_state(model, optimiser, train_key, mesh)
-        step = make_train_step(loss_fn, optimiser, o.ema_decay, mesh)
-        batch = next(batches(_dataset(cfg, data.images, t.levels[0].grid)))
-        box = [state]
+        stage = _Stage(cfg, run_cfg, 0, sde, mesh)
+        batch = next(batches(_dataset(cfg, source, data.values, phases[0].grid)))
+        box = [stage.start(parts, train_key, mesh)]
+        step = stage.step
 
         def call():
             box[0], loss = step(box[0], shard_batch(batch, mesh))
@@ -124,53 +140,65 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
     devs = devices_lib.choose(t.devices, t.batch_size, run_dir, time_step, log=logger.info)
     mesh = make_mesh(devs)
-    state = init_state(model, optimiser, train_key, mesh)
     data_state = None
     start = 0
     if resumed_at is not None:
-        state, extra = checkpointer.restore(state)
+        # the checkpoint holds the optimiser state of the stage of its last step
+        stage = _Stage(cfg, run_cfg, run_cfg.train.phase_at(max(resumed_at - 1, 0)).stage, sde, mesh)
+        state, extra = checkpointer.restore(stage.start(parts, train_key, mesh))
         start, data_state = int(extra["step"]), extra["data"]
         metrics.write(event="resume", step=start, time=time.time())
         logger.info(f"resumed from {checkpointer.directory / str(resumed_at)} at step {start}")
     else:
+        stage = _Stage(cfg, run_cfg, 0, sde, mesh)
+        state = stage.start(parts, train_key, mesh)
         metrics.write(event="start", step=0, time=time.time(), devices=len(devs),
-                      parameters=sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))))
-    step_fn = make_train_step(loss_fn, optimiser, o.ema_decay, mesh)
+                      parameters={name: sum(x.size for x in jax.tree.leaves(eqx.filter(part, eqx.is_inexact_array)))
+                                  for name, part in parts.items()})
     stop = steps_total if t.stop_after is None else min(t.stop_after, steps_total)
     show = t.progress_bar if progress_bar is None else progress_bar
     bar = ProgressBar(steps_total, initial=start, disable=not show or start >= stop)
 
     def checkpoint(step: int, iterator) -> None:
+        phase = run_cfg.train.phase_at(max(step - 1, 0))
         checkpointer.save(step, state, {"step": step, "data": iterator.get_state(),
-                                        "level": run_cfg.train.level_at(max(step - 1, 0))})
+                                        "stage": phase.stage, "level": phase.level})
         plot_loss(metrics.read(), run_dir / "loss.png")
 
     step = start
-    level_end = 0
     iterator = None
     guard = ResidentGuard()  # bounds the kept heap's growth on several devices (train.memory)
     try:
-        for index, level in enumerate(t.levels):
-            level_start, level_end = level_end, level_end + level.steps
+        for phase in phases:
+            level_start, level_end = phase.start, phase.end
             if step >= level_end or step >= stop:
                 continue
-            iterator = batches(_dataset(cfg, data.images, level.grid), data_state)
+            if phase.stage != stage.index:  # a new stage: its own optimiser, from the parts so far
+                stage = _Stage(cfg, run_cfg, phase.stage, sde, mesh)
+                state = eqx.tree_at(lambda s: (s.key, s.step), stage.start(state.parts, state.key, mesh, state.ema),
+                                    (state.key, state.step))
+                metrics.write(event="stage", step=step, stage=stage.index, name=stage.name)
+                logger.info(f"stage {stage.index} ({stage.name}): trains {stage.trainable}")
+            iterator = batches(_dataset(cfg, source, data.values, phase.grid), data_state)
             if step == level_start:  # (not when resuming in the middle of a level)
-                metrics.write(event="level", step=step, level=index, grid=level.grid)
-            logger.info(f"level {index}: grid {level.grid}, steps {max(step, level_start)}..{level_end}")
+                metrics.write(event="level", step=step, stage=phase.stage, level=phase.level, grid=phase.grid)
+            logger.info(f"stage {phase.stage} level {phase.level}: grid {phase.grid}, "
+                        f"steps {max(step, level_start)}..{level_end}")
             losses, window_start = [], time.perf_counter()
             guard.reset()
             while step < min(level_end, stop):
-                state, loss = step_fn(state, shard_batch(next(iterator), mesh))
+                state, loss = stage.step(state, shard_batch(next(iterator), mesh))
                 losses.append(loss)
                 step += 1
                 if step % t.log_every == 0 or step == min(level_end, stop):
                     mean = float(jnp.mean(jnp.stack(losses)))
                     elapsed = time.perf_counter() - window_start
                     rate = len(losses) / elapsed
-                    metrics.write(step=step, loss=mean, grid=level.grid, steps_per_s=rate,
-                                  lr=float(optimiser_lr(o, steps_total, step)), time=time.time())
-                    bar.update(len(losses), loss=mean, grid=level.grid)
+                    metrics.write(step=step, loss=mean, grid=phase.grid, steps_per_s=rate,
+                                  lr=optimiser_lr(build.part_optim(cfg, "network"), stage.steps,
+                                                  step - phases_start(phases, stage.index)),
+                                  time=time.time())
+                    bar.update(len(losses), loss=mean, grid=phase.grid)
                     if not np.isfinite(mean):
                         raise FloatingPointError(f"the loss is {mean} at step {step}; lower optim.lr?")
                     guard.check()
@@ -178,7 +206,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                 if step % t.ckpt_every == 0:
                     checkpoint(step, iterator)
                 if t.sample_every and step % t.sample_every == 0 and step < steps_total:
-                    write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
+                    write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
             data_state = iterator.get_state()
         if step > start and step % t.ckpt_every != 0 and iterator is not None:
             checkpoint(step, iterator)
@@ -187,7 +215,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         checkpointer.close()
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
-        write_samples(state.ema, sde, cfg, run_dir, sample_key, step)
+        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
         if t.evaluate:
             write_evaluation(state, sde, cfg, run_dir, step)
     else:
@@ -195,8 +223,13 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     return state
 
 
+def phases_start(phases, stage: int) -> int:
+    """The first global step of stage `stage`."""
+    return next(phase.start for phase in phases if phase.stage == stage)
+
+
 def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
-    """The learning rate of `make_optimiser`'s schedule at `step` (for the log)."""
+    """The learning rate of `make_optimiser`'s schedule at `step` of a stage (for the log)."""
     import optax
 
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, steps_total, o.lr * o.final_lr_fraction)

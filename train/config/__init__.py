@@ -6,32 +6,80 @@ value of the wrong type when it composes a config, naming the field; `validate` 
 at start-up, before anything is compiled, and raises `ConfigError` naming the field.
 """
 
-from .data import MnistConfig as MnistConfig, PipelineConfig as PipelineConfig
+from .data import (
+    Cifar10Config as Cifar10Config,
+)
+from .data import (
+    FashionMnistConfig as FashionMnistConfig,
+)
+from .data import (
+    GeneratedConfig as GeneratedConfig,
+)
+from .data import (
+    MnistConfig as MnistConfig,
+)
+from .data import (
+    PipelineConfig as PipelineConfig,
+)
 from .diffusion import (
     DsmConfig as DsmConfig,
+)
+from .diffusion import (
     LaplacianConfig as LaplacianConfig,
+)
+from .diffusion import (
     MaternConfig as MaternConfig,
+)
+from .diffusion import (
     SubVPConfig as SubVPConfig,
+)
+from .diffusion import (
     VEConfig as VEConfig,
+)
+from .diffusion import (
     VPConfig as VPConfig,
+)
+from .diffusion import (
     WhiteConfig as WhiteConfig,
 )
-from .errors import Choice as Choice, ConfigError as ConfigError
-from .evaluation import EvaluationConfig as EvaluationConfig, Weights as Weights
-from .loop import AdamWConfig as AdamWConfig, LevelConfig as LevelConfig, TrainConfig as TrainConfig
-from .model import FNOConfig as FNOConfig, UNetConfig as UNetConfig, UNOConfig as UNOConfig
+from .errors import Choice as Choice
+from .errors import ConfigError as ConfigError
+from .evaluation import EvaluationConfig as EvaluationConfig
+from .evaluation import Weights as Weights
+from .loop import AdamWConfig as AdamWConfig
+from .loop import LevelConfig as LevelConfig
+from .loop import TrainConfig as TrainConfig
+from .model import FNOConfig as FNOConfig
+from .model import UNetConfig as UNetConfig
+from .model import UNOConfig as UNOConfig
+from .programs import (
+    GROUPS as GROUPS,
+)
 from .programs import (
     ClassifierConfig as ClassifierConfig,
+)
+from .programs import (
     EvaluateConfig as EvaluateConfig,
-    GROUPS as GROUPS,
-    register as register,
+)
+from .programs import (
     RunConfig as RunConfig,
+)
+from .programs import (
     SampleConfig as SampleConfig,
+)
+from .programs import (
+    register as register,
+)
+from .programs import (
     to_schema as to_schema,
+)
+from .programs import (
     typed as typed,
+)
+from .programs import (
     validate as validate,
 )
-from .sampler import SamplerConfig as SamplerConfig, SamplerName as SamplerName
-
+from .sampler import SamplerConfig as SamplerConfig
+from .sampler import SamplerName as SamplerName
 
 register()

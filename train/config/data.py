@@ -1,9 +1,13 @@
-"""Schemas of the `data` group: where the examples come from and how the pipeline batches them."""
+"""Schemas of the `data` group: where the examples come from and how the pipeline batches them.
+
+The source (`train.data`) checks its own fields when it is built at start-up (ranges inside the
+split and apart from each other, a blur >= 0...); the schemas type them and check the pipeline's.
+"""
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
-from .errors import Choice, ConfigError, fail, index_range, number, positive
+from .errors import Choice, fail, positive
 
 
 @dataclasses.dataclass
@@ -15,55 +19,81 @@ class PipelineConfig:
     read_threads: int = 1  # threads preparing batches in the main process (when worker_count is 0)
     prefetch_buffer: int = 4  # batches those threads keep ready
 
-    def check_pipeline(self, where: str) -> None:
+    def check(self, where: str = "data") -> None:
+        expected = SOURCE_NAMES[type(self)]
+        if self.name != expected:
+            fail(f"{where}.name", f"is {expected!r} for this schema; choose another source with data=NAME", self.name)
         positive(f"{where}.worker_count", self.worker_count, 0)
         positive(f"{where}.worker_buffer_size", self.worker_buffer_size)
         positive(f"{where}.read_threads", self.read_threads)
         positive(f"{where}.prefetch_buffer", self.prefetch_buffer)
 
 
-class MnistSplit(Choice):
-    """The official MNIST files: `train` (60,000 digits) or `t10k` (10,000)."""
+class IdxSplit(Choice):
+    """The official files of MNIST and Fashion-MNIST."""
 
-    train = "train"
-    t10k = "t10k"
+    train = "train"  # 60,000 images
+    t10k = "t10k"  # 10,000 images
 
 
-def check_ranges(where: str, train_range, holdout_range, size: int, split: str) -> None:
-    """Train and held-out index ranges inside `size` examples of `split`, not overlapping."""
-    train = index_range(f"{where}.train_range", train_range, size, f"split {split}") or (0, size)
-    held = index_range(f"{where}.holdout_range", holdout_range, size, f"split {split}")
-    if held is not None and max(train[0], held[0]) < min(train[1], held[1]):
-        raise ConfigError(
-            f"{where}.holdout_range {list(held)} overlaps {where}.train_range {list(train)}: held-out "
-            "examples must not be trained on."
-        )
+class CifarSplit(Choice):
+    """The official batches of CIFAR-10."""
+
+    train = "train"  # data_batch_1..5: 50,000 images
+    test = "test"  # test_batch: 10,000 images
 
 
 @dataclasses.dataclass
 class MnistConfig(PipelineConfig):
-    """MNIST digits as functions on the torus $[0,1)^2$ (`train.data` says how)."""
+    """MNIST digits (official IDX files) as functions on the torus $[0,1)^2$: padded to 32 x 32 with
+    background, mapped to [-1, 1], optionally blurred, resampled spectrally to each grid."""
 
-    name: str = "mnist"  # the data source: mnist (this schema) | mnist_t10k (the same, t10k only)
+    name: str = "mnist"  # the source kind (set by the group option)
     root: Optional[str] = None  # folder of the IDX .gz files; null: $SDEFLOW_MNIST_ROOT, else ~/.cache/sdeflow/mnist
     download: bool = True  # download missing files from the official mirrors when the network allows
-    split: MnistSplit = MnistSplit.train  # train (60,000 digits) | t10k (10,000)
-    train_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [0, 50000])  # [start, stop) trained on; null: all
+    split: IdxSplit = IdxSplit.train  # train (60,000 images) | t10k (10,000)
+    train_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [0, 50000])  # [start, stop) of the split trained on
     holdout_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [50000, 60000])  # [start, stop) held out for evaluation
     smoothing: float = 0.6  # Gaussian blur (std in pixels) before resampling; tames Gibbs ringing; 0: exact pixels
 
-    def check(self, where: str = "data") -> None:
-        from ..data.mnist import SPLIT_SIZES
 
-        if self.name != "mnist":
-            fail(f"{where}.name", "is set by the group option (data=mnist, data=mnist_t10k ...)", self.name)
-        check_ranges(where, self.train_range, self.holdout_range, SPLIT_SIZES[self.split.value], self.split.value)
-        number(f"{where}.smoothing", self.smoothing, lambda v: v >= 0, "a number >= 0 (pixels)")
-        self.check_pipeline(where)
+@dataclasses.dataclass
+class FashionMnistConfig(MnistConfig):
+    """Fashion-MNIST (the same IDX format and processing as MNIST)."""
 
-    def train_count(self) -> int:
-        """The number of examples trained on."""
-        from ..data.mnist import SPLIT_SIZES
+    name: str = "fashion_mnist"  # the source kind (set by the group option)
+    root: Optional[str] = None  # folder of the IDX .gz files; null: $SDEFLOW_FASHION_MNIST_ROOT, else ~/.cache/sdeflow/fashion_mnist
 
-        start, stop = self.train_range or (0, SPLIT_SIZES[self.split.value])
-        return stop - start
+
+@dataclasses.dataclass
+class Cifar10Config(PipelineConfig):
+    """CIFAR-10 (the official python-pickle tarball): 3-channel 32 x 32 images mapped to [-1, 1]."""
+
+    name: str = "cifar10"  # the source kind (set by the group option)
+    root: Optional[str] = None  # folder of cifar-10-python.tar.gz; null: $SDEFLOW_CIFAR10_ROOT, else ~/.cache/sdeflow/cifar10
+    download: bool = True  # download the tarball from the official site when the network allows
+    split: CifarSplit = CifarSplit.train  # train (50,000 images) | test (10,000)
+    train_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [0, 45000])  # [start, stop) of the split trained on
+    holdout_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [45000, 50000])  # [start, stop) held out for evaluation
+    smoothing: float = 0.0  # Gaussian blur (std in pixels) before resampling; 0: exact pixels
+
+
+@dataclasses.dataclass
+class GeneratedConfig(PipelineConfig):
+    """Fields the project generates itself (`train.data.GENERATORS`), cached on disk with a checksum."""
+
+    name: str = "generated"  # the source kind (set by the group option)
+    generator: str = "gaussian_fields"  # the generator's name in train.data.GENERATORS
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # the generator's own parameters
+    count: int = 1000  # number of fields generated
+    native_grid: list[int] = dataclasses.field(default_factory=lambda: [64, 64])  # the grid they are generated on (its length is the dimension)
+    channels: int = 1  # channels of each field
+    seed: int = 0  # the generator's seed
+    train_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [0, 900])  # [start, stop) trained on
+    holdout_range: Optional[list[int]] = dataclasses.field(default_factory=lambda: [900, 1000])  # [start, stop) held out for evaluation
+    cache_dir: Optional[str] = None  # the cache folder; null: $SDEFLOW_DATA_CACHE, else ~/.cache/sdeflow/generated
+
+
+SOURCE_NAMES = {MnistConfig: "mnist", FashionMnistConfig: "fashion_mnist", Cifar10Config: "cifar10",
+                GeneratedConfig: "generated"}
+"""Each schema's source kind (`train.data.make_source`)."""

@@ -15,8 +15,6 @@ from sdeflow.parameterisation import PARAMETERISATIONS
 
 from .errors import Choice, choices, fail
 
-
-
 Parameterisation = choices("Parameterisation", PARAMETERISATIONS)
 Weighting = choices("Weighting", WEIGHTINGS)
 TimeSampling = choices("TimeSampling", TIME_SAMPLINGS)

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from .errors import Choice, positive
+from .errors import Choice, fail, positive
 from .sampler import SamplerConfig
 
 
@@ -21,10 +21,15 @@ class ClassifierSettings:
     dir: Optional[str] = None  # its folder; null: runs/classifier/<key of its settings>, trained there if missing
     steps: int = 2000  # training steps (batch 64, Adam)
     seed: int = 0  # seed of its initialisation and batches
+    channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64])  # convolution channels of its two blocks
+    width: int = 128  # the number of its features (the penultimate layer)
 
     def check(self, where: str) -> None:
         positive(f"{where}.steps", self.steps)
         positive(f"{where}.seed", self.seed, 0)
+        positive(f"{where}.width", self.width)
+        if len(self.channels) != 2 or min(self.channels) < 1:
+            fail(f"{where}.channels", "must be two positive ints", list(self.channels))
 
 
 @dataclasses.dataclass

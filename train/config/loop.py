@@ -19,13 +19,13 @@ class AdamWConfig:
     weight_decay: float = 0.0  # decoupled weight decay, >= 0
     b1: float = 0.9  # Adam's first-moment decay, in [0, 1)
     b2: float = 0.999  # Adam's second-moment decay, in [0, 1)
-    ema_decay: float = 0.999  # decay of the EMA of the weights (the EMA model is the one sampled), in [0, 1)
+    ema_decay: float = 0.999  # decay of the EMA of the weights (the EMA weights are the ones sampled), in [0, 1)
 
     def check(self, where: str, total_steps: int) -> None:
         number(f"{where}.lr", self.lr, lambda v: v > 0, "a number > 0")
         if not 0 <= self.warmup_steps < total_steps:
             fail(f"{where}.warmup_steps", f"must be an int in [0, {total_steps - 1}] (below the "
-                 f"{total_steps} steps of train.levels)", self.warmup_steps)
+                 f"{total_steps} steps of the stage it trains in)", self.warmup_steps)
         number(f"{where}.final_lr_fraction", self.final_lr_fraction, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.clip_norm is not None:
             number(f"{where}.clip_norm", self.clip_norm, lambda v: v > 0, "a number > 0 or null")
@@ -43,6 +43,29 @@ class LevelConfig:
 
 
 @dataclasses.dataclass
+class StageConfig:
+    """One stage of a run: the parts it trains, its loss and its curriculum. A new stage starts its
+    optimiser afresh (a learning-rate schedule over its own steps); parts it does not train stay
+    frozen, with their EMA."""
+
+    name: str = "stage"  # the stage's name in the logs
+    trainable: Optional[list[str]] = None  # the parts it trains (e.g. [network]); null: every part
+    levels: list[LevelConfig] = dataclasses.field(default_factory=list)  # its curriculum: [{grid, steps}, ...]
+    loss: Optional[Any] = None  # its loss: the fields of a loss option with its name ({name: dsm, ...}); null: the run's loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One level of one stage, placed in the run's global step count."""
+
+    stage: int  # index of the stage
+    level: int  # index of the level within its stage
+    grid: int  # the level's grid size
+    start: int  # the first global step of the level
+    end: int  # one past its last global step
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """The training loop: one model trained on each grid of `levels` in turn."""
 
@@ -50,7 +73,8 @@ class TrainConfig:
     batch_size: int = 64  # examples per step; a multiple of the number of devices
     levels: list[LevelConfig] = dataclasses.field(
         default_factory=lambda: [LevelConfig(32, 2000), LevelConfig(64, 500)]
-    )  # the curriculum: [{grid, steps}, ...], trained in order (the step compiles once per grid)
+    )  # the curriculum: [{grid, steps}, ...], trained in order (the step compiles once per grid); used when stages is empty
+    stages: list[StageConfig] = dataclasses.field(default_factory=list)  # the run's stages in order; empty: one stage of every part over levels
     run_dir: str = "runs/${name}"  # the run folder; started again with the same folder, a run resumes
     log_every: int = 25  # steps between metrics-log records and progress-bar updates
     ckpt_every: int = 500  # steps between checkpoints (one is always written at the end)
@@ -67,11 +91,13 @@ class TrainConfig:
     def check(self, where: str = "train") -> None:
         positive(f"{where}.seed", self.seed, 0)
         positive(f"{where}.batch_size", self.batch_size)
-        if not self.levels:
-            fail(f"{where}.levels", "must be a non-empty list of {grid, steps}", [])
-        for i, level in enumerate(self.levels):
-            positive(f"{where}.levels[{i}].grid", level.grid)
-            positive(f"{where}.levels[{i}].steps", level.steps)
+        for i, stage in enumerate(self.stage_list()):
+            at = f"{where}.stages[{i}]" if self.stages else where
+            if not stage.levels:
+                fail(f"{at}.levels", "must be a non-empty list of {grid, steps}", [])
+            for j, level in enumerate(stage.levels):
+                positive(f"{at}.levels[{j}].grid", level.grid)
+                positive(f"{at}.levels[{j}].steps", level.steps)
         if not self.run_dir:
             fail(f"{where}.run_dir", "must be a folder path", self.run_dir)
         for field in ("log_every", "ckpt_every", "keep_checkpoints", "num_samples"):
@@ -87,16 +113,25 @@ class TrainConfig:
         if self.stop_after is not None:
             positive(f"{where}.stop_after", self.stop_after)
 
-    def total_steps(self) -> int:
-        """The number of steps of the whole curriculum."""
-        return sum(level.steps for level in self.levels)
+    def stage_list(self) -> list[StageConfig]:
+        """The stages of the run: `stages`, or one stage of every part over `levels`."""
+        return list(self.stages) or [StageConfig(name="train", levels=list(self.levels))]
 
-    def level_at(self, step: int) -> int:
-        """The index of the level that global step `step` (0-based, the next to take) belongs to."""
-        end = 0
-        for i, level in enumerate(self.levels):
-            end += level.steps
-            if step < end:
-                return i
-        return len(self.levels) - 1
+    def phases(self) -> list[Phase]:
+        """Every level of every stage, in order, with its global steps."""
+        out, end = [], 0
+        for i, stage in enumerate(self.stage_list()):
+            for j, level in enumerate(stage.levels):
+                out.append(Phase(i, j, level.grid, end, end + level.steps))
+                end += level.steps
+        return out
+
+    def total_steps(self) -> int:
+        """The number of steps of the whole run."""
+        return sum(level.steps for stage in self.stage_list() for level in stage.levels)
+
+    def phase_at(self, step: int) -> Phase:
+        """The level that global step `step` (0-based, the next to take) belongs to; past the end, the last."""
+        phases = self.phases()
+        return next((phase for phase in phases if step < phase.end), phases[-1])
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from .data import MnistConfig, MnistSplit
+from .data import Cifar10Config, FashionMnistConfig, GeneratedConfig, IdxSplit, MnistConfig
 from .diffusion import LOSSES, PRIORS, SDES
 from .errors import ConfigError, fail, positive
 from .evaluation import ClassifierSettings, EvaluationConfig, Weights
@@ -26,7 +26,8 @@ class RunConfig:
     prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white)
     sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve)
     loss: Any = MISSING  # the training loss (loss=dsm)
-    optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA
+    optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA of every part
+    optim_parts: dict[str, AdamWConfig] = dataclasses.field(default_factory=dict)  # per part name: its own optimiser settings instead of optim
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # sampler of the sample grids
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # the training loop and its curriculum
 
@@ -77,7 +78,10 @@ GROUPS = {
     "data": {
         "mnist": MnistConfig(),
         # machines that hold only the 10,000-digit t10k files: train on t10k[0:8000], hold out the rest
-        "mnist_t10k": MnistConfig(split=MnistSplit.t10k, train_range=[0, 8000], holdout_range=[8000, 10000]),
+        "mnist_t10k": MnistConfig(split=IdxSplit.t10k, train_range=[0, 8000], holdout_range=[8000, 10000]),
+        "fashion_mnist": FashionMnistConfig(),
+        "cifar10": Cifar10Config(),
+        "generated": GeneratedConfig(),
     },
     "model": {name: schema() for name, schema in MODELS.items()},
     "prior": {name: schema() for name, schema in PRIORS.items()},
@@ -143,6 +147,22 @@ def to_schema(cfg: DictConfig) -> Any:
     return OmegaConf.to_object(cfg)
 
 
+PARTS = ("network",)
+"""The trainable parts of a run (`train.build.build_parts`)."""
+
+
+def stage_loss(stage: Any) -> Any:
+    """The loss of a stage typed by its option's schema (a stage's `loss` is a plain mapping)."""
+    fields = dict(stage.loss)
+    name = fields.get("name")
+    if name not in LOSSES:
+        fail("train.stages[].loss.name", f"must be one of {', '.join(LOSSES)}", name)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LOSSES[name]), fields))
+    except Exception as error:  # omegaconf's own errors name the key
+        raise ConfigError(f"train.stages[].loss: {error}") from None
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every field of a composed training config; raise `ConfigError` naming the first bad one.
 
@@ -167,14 +187,32 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.sde.check("sde")
     run.loss.check("loss")
     run.train.check("train")
-    run.optim.check("optim", run.train.total_steps())
+    parts = PARTS
+    for i, stage in enumerate(run.train.stage_list()):
+        where = f"train.stages[{i}]"
+        steps = sum(level.steps for level in stage.levels)
+        names = parts if stage.trainable is None else stage.trainable
+        unknown = sorted(set(names) - set(parts))
+        if unknown or not names:
+            fail(f"{where}.trainable", f"must name some of the parts {list(parts)}", stage.trainable)
+        for name in names:
+            settings, at = (run.optim_parts[name], f"optim_parts.{name}") if name in run.optim_parts else (run.optim, "optim")
+            settings.check(at, steps)
+        if stage.loss is not None:
+            loss = stage_loss(stage)
+            loss.check(f"{where}.loss")
+            if loss.parameterisation != run.loss.parameterisation:
+                fail(f"{where}.loss.parameterisation", f"must be the run's loss.parameterisation "
+                     f"{run.loss.parameterisation.value} (the samplers read the network's output by it)",
+                     loss.parameterisation.value)
+    unknown = sorted(set(run.optim_parts) - set(parts))
+    if unknown:
+        fail("optim_parts", f"must name parts of the run {list(parts)}", unknown)
     t0, t1 = run.sde.t0, run.sde.t1
     run.sampler.check("sampler", t0, t1, run.train.sample_grids)
     if run.train.evaluate:
         run.train.evaluation.check("train.evaluation", t0, t1)
-    count = run.data.train_count()
-    if run.train.batch_size > count:
-        raise ConfigError(f"train.batch_size {run.train.batch_size} must not exceed the {count} examples of data.train_range.")
+    build.build_source(cfg.data)
     build.build_sde(cfg)
     build.build_sampler(cfg)
     if run.train.evaluate:

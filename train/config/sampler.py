@@ -8,7 +8,6 @@ from sdeflow.samplers.probability_flow import VARIABLES
 
 from .errors import Choice, ConfigError, choices, fail, number, positive
 
-
 Spacing = choices("Spacing", SPACINGS)
 Variables = choices("Variables", VARIABLES)
 

@@ -7,46 +7,94 @@ A source (`AbstractSource`: `MnistSource`, `FashionMnistSource`, `Cifar10Source`
 
 from .cifar10 import (
     Cifar10Error as Cifar10Error,
+)
+from .cifar10 import (
     Cifar10Source as Cifar10Source,
 )
 from .factory import (
     SOURCES as SOURCES,
+)
+from .factory import (
     make_source as make_source,
 )
 from .fashion_mnist import (
     FashionMnistError as FashionMnistError,
+)
+from .fashion_mnist import (
     FashionMnistSource as FashionMnistSource,
 )
 from .generated import (
     GENERATORS as GENERATORS,
+)
+from .generated import (
     GeneratedDataError as GeneratedDataError,
+)
+from .generated import (
     GeneratedSource as GeneratedSource,
+)
+from .generated import (
     gaussian_fields as gaussian_fields,
+)
+from .generated import (
     matern_spectrum as matern_spectrum,
+)
+from .generated import (
     register_generator as register_generator,
 )
 from .mnist import (
     CONTENT_SHA256 as CONTENT_SHA256,
+)
+from .mnist import (
     MIRRORS as MIRRORS,
+)
+from .mnist import (
     ROOT_ENV as ROOT_ENV,
+)
+from .mnist import (
     SPLITS as SPLITS,
+)
+from .mnist import (
     Mnist as Mnist,
+)
+from .mnist import (
     MnistError as MnistError,
+)
+from .mnist import (
     MnistSource as MnistSource,
+)
+from .mnist import (
     load_mnist as load_mnist,
+)
+from .mnist import (
     parse_idx as parse_idx,
+)
+from .mnist import (
     resolve_root as resolve_root,
 )
 from .pipeline import (
     NATIVE_GRID as NATIVE_GRID,
+)
+from .pipeline import (
     batches as batches,
+)
+from .pipeline import (
     images_to_functions as images_to_functions,
+)
+from .pipeline import (
     make_dataset as make_dataset,
 )
 from .source import (
     PARTS as PARTS,
+)
+from .source import (
     AbstractSource as AbstractSource,
+)
+from .source import (
     DataError as DataError,
+)
+from .source import (
     Examples as Examples,
+)
+from .source import (
     as_grid as as_grid,
 )

@@ -37,7 +37,6 @@ from .source import (
     part_range,
 )
 
-
 ROOT_ENV = "SDEFLOW_CIFAR10_ROOT"
 DEFAULT_ROOT = pathlib.Path("~/.cache/sdeflow/cifar10")
 

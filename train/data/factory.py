@@ -9,7 +9,6 @@ from .generated import GeneratedSource
 from .mnist import MnistSource
 from .source import AbstractSource
 
-
 SOURCES: dict[str, type[AbstractSource]] = {
     "mnist": MnistSource,
     "fashion_mnist": FashionMnistSource,

@@ -23,7 +23,6 @@ from typing import ClassVar, final
 from . import idx
 from .source import DataError
 
-
 ROOT_ENV = "SDEFLOW_FASHION_MNIST_ROOT"
 
 MIRRORS = (

@@ -38,7 +38,6 @@ from .source import (
     part_range,
 )
 
-
 logger = logging.getLogger("train.data")
 
 CACHE_ENV = "SDEFLOW_DATA_CACHE"

@@ -30,7 +30,6 @@ from .source import (
     part_range,
 )
 
-
 _IDX_DTYPES = {0x08: np.dtype(np.uint8)}
 
 

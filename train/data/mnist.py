@@ -33,7 +33,6 @@ import numpy as np
 from . import idx
 from .source import DataError
 
-
 ROOT_ENV = "SDEFLOW_MNIST_ROOT"
 DEFAULT_ROOT = pathlib.Path("~/.cache/sdeflow/mnist")
 

@@ -35,7 +35,6 @@ import numpy as np
 
 from .source import ImageConverter
 
-
 NATIVE_GRID = 32
 """The grid of the padded images, on which pixel values are kept exactly."""
 

@@ -19,7 +19,6 @@ import numpy as np
 
 from sdeflow import resample_matrix
 
-
 PARTS = ("train", "holdout")
 """The parts of every source: the training examples and the held-out ones."""
 
