@@ -1,6 +1,6 @@
 """Grids on the torus, the Fourier convention, and spectral resampling between grids.
 
-Conventions (DESIGN §1):
+Conventions:
 
 - a sample of $u: \\mathbb{T}^d = [0, 1)^d \\to \\mathbb{R}^c$ is stored as point values $u(x_j)$ at
   $x_j = j / n$, in an array of shape `(c, n_1, ..., n_d)`;
@@ -129,7 +129,7 @@ def kept_modes(grid: Sequence[int], band: Sequence[int] | None = None) -> Bool[A
     """Mask of the modes a grid represents unambiguously: $|k_i| < n_i / 2$ on every axis.
 
     On an even axis this drops the Nyquist bin, which is where a grid's meaning is ambiguous.
-    Samples of the priors live on these modes (DESIGN §2).
+    Samples of the priors live on these modes.
 
     **Arguments:**
 

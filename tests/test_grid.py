@@ -1,4 +1,4 @@
-"""Grids, the Fourier convention and spectral resampling (DESIGN §1)."""
+"""Grids, the Fourier convention and spectral resampling."""
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ def test_constant_has_same_values_at_every_resolution():
 
 @pytest.mark.parametrize("m", [32, 33])
 def test_prolong_is_exact_interpolation_of_trig_polynomial(m):
-    """The DESIGN's regression: padding in the wrong place gave an error of 0.98 here."""
+    """A known bug of neural-operator codes: padding negative frequencies at the end of each axis gave an error of 0.98 here."""
     u = _trig((16, 16))
     assert max_abs(sdeflow.prolong(u, (m, m)), _trig((m, m))) < 1e-5
 

@@ -1,4 +1,4 @@
-"""Gaussian priors with covariance diagonal in Fourier (DESIGN §2)."""
+"""Gaussian priors with covariance diagonal in Fourier."""
 
 import math
 

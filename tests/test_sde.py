@@ -1,4 +1,4 @@
-"""Forward SDEs: closed-form marginals against diffrax simulations, schedules (DESIGN §3)."""
+"""Forward SDEs: closed-form marginals against diffrax simulations, schedules."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Denoising losses, time weightings and time sampling (DESIGN §3)."""
+"""Denoising losses, time weightings and time sampling."""
 
 from .dsm import (
     apply_batched as apply_batched,

@@ -1,4 +1,4 @@
-"""Gaussian priors $N(0, C)$ with covariance diagonal in the Fourier basis (DESIGN §2)."""
+"""Gaussian priors $N(0, C)$ with covariance diagonal in the Fourier basis."""
 
 from ._base import AbstractPrior as AbstractPrior
 from ._lattice import lattice_trace as lattice_trace, radial_lattice_sum as radial_lattice_sum

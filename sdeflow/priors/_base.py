@@ -175,7 +175,7 @@ class AbstractPrior(eqx.Module):
         """$\\sqrt N C^{1/2} w$: unit-variance point noise $w \\sim N(0, I)$ on an $N$-point grid to a
         draw of $N(0, C)$ (the law of `sample`).
 
-        The cylindrical Wiener process on an $N$-point grid has point variance $N t$ (DESIGN §1), so
+        The cylindrical Wiener process on an $N$-point grid has point variance $N t$, so
         this is also the map from its increments to those of $C^{1/2} W$.
 
         **Arguments:**

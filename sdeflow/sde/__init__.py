@@ -1,4 +1,4 @@
-"""Forward SDEs driven by a prior's $C^{1/2} dW$, and their noise schedules (DESIGN §3)."""
+"""Forward SDEs driven by a prior's $C^{1/2} dW$, and their noise schedules."""
 
 from ._base import AbstractCentredSDE as AbstractCentredSDE, AbstractSDE as AbstractSDE
 from .ou_bridge import OUBridge as OUBridge

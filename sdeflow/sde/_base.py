@@ -27,8 +27,7 @@ class AbstractSDE(eqx.Module):
     Its transition from the data is Gaussian in closed form,
     $X_t | X_0 \\sim N(m(t) X_0 + b(t), s(t)^2 C)$ with $C$ the prior's covariance, so training
     never simulates it. `W` is a cylindrical Wiener process: on an $N$-point grid its point values
-    have variance $N t$ (DESIGN §1's convention), and $C^{1/2} dW$ then has the prior's law times
-    $dt$.
+    have variance $N t$, and $C^{1/2} dW$ then has the prior's law times $dt$.
     """
 
     prior: eqx.AbstractVar[AbstractPrior]
