@@ -52,7 +52,8 @@ def test_constant_has_same_values_at_every_resolution():
 
 @pytest.mark.parametrize("m", [32, 33])
 def test_prolong_is_exact_interpolation_of_trig_polynomial(m):
-    """A known bug of neural-operator codes: padding negative frequencies at the end of each axis gave an error of 0.98 here."""
+    """A known bug of neural-operator codes: padding every axis at its end puts negative
+    frequencies in the wrong place, an error of 0.98 here."""
     u = _trig((16, 16))
     assert max_abs(sdeflow.prolong(u, (m, m)), _trig((m, m))) < 1e-5
 
