@@ -2,6 +2,7 @@
 train/configs, and from the unpacked wheel the programs compose their configs in any folder."""
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,8 +15,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_holds_the_configs_and_composes_from_any_folder(tmp_path):
+    # built from a copy: setuptools writes build/ and egg-info folders beside the sources
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "runs", "*.egg-info", "__pycache__",
+                                                                 ".venv", "benchmarks", "docs"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    str(REPO), "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
+                    str(source), "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "wheel").glob("sdeflow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"train/{p.relative_to(REPO / 'train').as_posix()}" for p in (REPO / "train" / "configs").rglob("*.yaml")}
