@@ -31,11 +31,7 @@ MIRRORS = (
 )
 """The official download links of the project's README, then the copy in its repository."""
 
-SPLITS = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-SPLIT_SIZES = {"train": 60_000, "t10k": 10_000}
+SPLITS, SPLIT_SIZES = idx.SPLITS, idx.SPLIT_SIZES  # the same four file names and sizes
 
 ARCHIVE_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",

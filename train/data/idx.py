@@ -33,6 +33,16 @@ from .source import (
 _IDX_DTYPES = {0x08: np.dtype(np.uint8)}
 
 
+SPLITS = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+"""The images and labels files of each split: the same names for MNIST and Fashion-MNIST."""
+
+SPLIT_SIZES = {"train": 60_000, "t10k": 10_000}
+"""The number of images of each split (both data sets)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class IdxDataset:
     """An image data set distributed as IDX gzip files (the format of MNIST).

@@ -42,11 +42,7 @@ MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
-SPLITS = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-SPLIT_SIZES = {"train": 60_000, "t10k": 10_000}
+SPLITS, SPLIT_SIZES = idx.SPLITS, idx.SPLIT_SIZES  # the same four file names and sizes
 
 CONTENT_SHA256 = {
     "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
