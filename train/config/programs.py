@@ -118,10 +118,9 @@ def _schema_of(group: str, node: DictConfig) -> Any:
 def typed(cfg: DictConfig) -> DictConfig:
     """A plain (e.g. loaded from a run's `config.yaml`) training config, typed by the schemas: the
     same checks apply to it as to a composed one."""
-    groups = {group: OmegaConf.structured(_schema_of(group, cfg[group])) for group in ("data", "model", "prior", "sde", "loss")}
     schema = OmegaConf.structured(RunConfig)
-    for group, node in groups.items():
-        schema[group] = node
+    for group in ("data", "model", "prior", "sde", "loss"):
+        schema[group] = OmegaConf.structured(_schema_of(group, cfg[group]))
     return OmegaConf.merge(schema, cfg)
 
 
@@ -135,10 +134,11 @@ def check_keys(node: Any, where: str = "") -> None:
             field = f"{where}.{key}" if where else str(key)
             if names is not None and key not in names:
                 raise ConfigError(f"{field} is not a field of {schema.__name__} (misspelled?).")
-            check_keys(node._get_node(key), field)
+            if not OmegaConf.is_missing(node, key):
+                check_keys(node[key], field)
     elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            check_keys(node._get_node(i), f"{where}[{i}]")
+        for i, item in enumerate(node):
+            check_keys(item, f"{where}[{i}]")
 
 
 def to_schema(cfg: DictConfig) -> Any:
@@ -151,16 +151,16 @@ PARTS = ("network",)
 """The trainable parts of a run (`train.build.build_parts`)."""
 
 
-def stage_loss(stage: Any) -> Any:
+def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
     """The loss of a stage typed by its option's schema (a stage's `loss` is a plain mapping)."""
     fields = dict(stage.loss)
     name = fields.get("name")
     if name not in LOSSES:
-        fail("train.stages[].loss.name", f"must be one of {', '.join(LOSSES)}", name)
+        fail(f"{where}.loss.name", f"must be one of {', '.join(LOSSES)}", name)
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LOSSES[name]), fields))
     except Exception as error:  # omegaconf's own errors name the key
-        raise ConfigError(f"train.stages[].loss: {error}") from None
+        raise ConfigError(f"{where}.loss: {error}") from None
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -172,7 +172,7 @@ def validate(cfg: DictConfig) -> RunConfig:
 
     **Arguments:**
 
-    - `cfg`: the config composed by hydra (`configs/config.yaml` and its groups).
+    - `cfg`: the config composed by hydra (`train/configs/config.yaml` and its groups).
 
     **Returns:**
 
@@ -199,7 +199,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             settings, at = (run.optim_parts[name], f"optim_parts.{name}") if name in run.optim_parts else (run.optim, "optim")
             settings.check(at, steps)
         if stage.loss is not None:
-            loss = stage_loss(stage)
+            loss = stage_loss(stage, where)
             loss.check(f"{where}.loss")
             if loss.parameterisation != run.loss.parameterisation:
                 fail(f"{where}.loss.parameterisation", f"must be the run's loss.parameterisation "
