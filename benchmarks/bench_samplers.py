@@ -99,19 +99,20 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from sdeflow import metrics
-    from train.build import make_sampler
+    from sdeflow.parameterisation import Epsilon
+    from train.build import build_parameterisation, make_sampler
     from train.evaluation import reference_fields
     from train.restore import load_run
     from train.sampling import draw, sampler_tag
 
     if args.run_dir == "oracle":
         model, sde, reference, other = oracle_problem(args.grid, args.num_samples)
-        parameterisation, step = "epsilon", None
+        parameterisation, step = Epsilon(), None
     else:
         run_cfg, model, sde, step = load_run(args.run_dir, args.step)
         model = jax.device_put(model, jax.devices()[0])
         reference, _, other, _ = reference_fields(run_cfg, args.grid)
-        parameterisation = run_cfg.loss.parameterisation
+        parameterisation = build_parameterisation(run_cfg.loss.parameterisation)
     reference_j = jnp.asarray(reference)
     only = None if args.only is None else set(args.only.split(","))
     rows = []

@@ -1,6 +1,11 @@
 """Argument checks shared across sdeflow's subpackages."""
 
 import math
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+
+T = TypeVar("T")
 
 
 def check_positive(value: float, name: str) -> float:
@@ -20,3 +25,34 @@ def check_positive(value: float, name: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"`{name}` must be a positive finite number, got {value}.")
     return value
+
+
+def check_instance(
+    value: object, name: str, base: type[T], table: Mapping[str, Callable[..., T]], where: str
+) -> T:
+    """`value` if it is an instance of `base`, or a `TypeError` naming the argument `name` and the
+    objects to pass. The names of `table` are for configs; a string among them is answered with the
+    class it stands for.
+
+    **Arguments:**
+
+    - `value`: the argument to check.
+    - `name`: the argument's name, for the message.
+    - `base`: the abstract class the argument must be an instance of.
+    - `table`: the concept's table of config names to classes (`sdeflow.losses.WEIGHTINGS`...).
+    - `where`: the public module of the classes, e.g. `"sdeflow.parameterisation"`.
+
+    **Returns:**
+
+    `value`.
+    """
+    if isinstance(value, base):
+        return value
+    options = ", ".join(f"{cls.__name__}()" for cls in table.values())
+    message = f"`{name}` takes an {base.__name__} object ({where}: {options}), got {value!r}"
+    if isinstance(value, str) and value in table:
+        message += (
+            f"; pass {where}.{table[value].__name__}() instead of the string (names are for "
+            "configs, which map them to the classes through the library's table)"
+        )
+    raise TypeError(message + ".")

@@ -11,7 +11,7 @@ from test_samplers import compiled
 
 import sdeflow
 from sdeflow import likelihood, samplers
-from sdeflow.parameterisation import from_epsilon
+from sdeflow.parameterisation import Epsilon, V
 from sdeflow.priors import Laplacian, Matern
 from sdeflow.sde import VPSDE
 
@@ -27,7 +27,7 @@ def _oracle(grid):
 @pytest.mark.parametrize("grid", [(9,), (6, 6)])
 def test_exact_trace_matches_exact_log_density(grid):
     oracle = _oracle(grid)
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     x = oracle.sample(jr.key(3), oracle.sde.t0)
     exact = float(oracle.log_density(oracle.sde.t0, x))
     result = compiled(lambda u: likelihood.log_likelihood(score, u, trace="exact"), x)(x)
@@ -40,7 +40,7 @@ def test_exact_trace_matches_exact_log_density(grid):
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
 def test_hutchinson_is_unbiased_within_its_stated_error(probe):
     oracle = _oracle((9,))
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     x = oracle.sample(jr.key(3), oracle.sde.t0)
     exact = float(oracle.log_density(oracle.sde.t0, x))
     keys = jr.split(jr.key(1), 32)
@@ -62,10 +62,10 @@ def test_likelihood_does_not_depend_on_the_parameterisation():
 
     def as_v(t, u):
         m, s = sde.marginal(t)
-        return from_epsilon("v", oracle(t, u), u, m, s)
+        return V().from_epsilon(oracle(t, u), u, m, s)
 
-    eps = samplers.PreconditionedScore(oracle, sde, "epsilon")
-    v = samplers.PreconditionedScore(as_v, sde, "v")
+    eps = samplers.PreconditionedScore(oracle, sde, Epsilon())
+    v = samplers.PreconditionedScore(as_v, sde, V())
     a = likelihood.log_likelihood(eps, x, trace="exact")
     b = likelihood.log_likelihood(v, x, trace="exact")
     assert np.allclose(a.log_likelihood, b.log_likelihood, rtol=1e-4)
@@ -88,10 +88,10 @@ def test_bits_per_dim_and_dimensions():
 
 def test_degenerate_prior_and_bad_options_raise():
     sde = VPSDE(Laplacian(1, 1.5))
-    score = samplers.PreconditionedScore(lambda t, u: u, sde, "epsilon")
+    score = samplers.PreconditionedScore(lambda t, u: u, sde, Epsilon())
     with pytest.raises(ValueError, match="degenerate"):
         likelihood.log_likelihood(score, jnp.zeros((1, 8)), jr.key(0))
-    oracle_score = samplers.PreconditionedScore(_oracle((9,)), _oracle((9,)).sde, "epsilon")
+    oracle_score = samplers.PreconditionedScore(_oracle((9,)), _oracle((9,)).sde, Epsilon())
     with pytest.raises(ValueError, match="trace"):
         likelihood.log_likelihood(oracle_score, jnp.zeros((1, 9)), trace="approximate")
     with pytest.raises(ValueError, match="key"):

@@ -11,13 +11,18 @@ import pytest
 
 import sdeflow
 from sdeflow.losses import (
+    AntitheticTimeSampling,
+    CameronMartinNorm,
+    L2Norm,
     LikelihoodWeighting,
     P2Weighting,
+    SimpleWeighting,
+    StratifiedTimeSampling,
+    UniformTimeSampling,
     dsm_loss,
-    sample_times,
     vdm_elbo,
 )
-from sdeflow.parameterisation import from_epsilon
+from sdeflow.parameterisation import Score, V, X0
 from sdeflow.priors import Matern
 from sdeflow.sde import OUBridge, VPSDE
 
@@ -52,7 +57,8 @@ def _vertex(per_sample_losses):
     return 1 + shift, se
 
 
-@pytest.mark.parametrize("weighting", ["simple", "likelihood", P2Weighting(p2_gamma=0.5, p2_k=2.0)])
+@pytest.mark.parametrize("weighting", [SimpleWeighting(), LikelihoodWeighting(), P2Weighting(p2_gamma=0.5, p2_k=2.0)],
+                         ids=["simple", "likelihood", "p2"])
 def test_loss_is_minimised_by_the_optimal_denoiser(weighting, getkey):
     """The loss along alpha * (optimal epsilon) is a parabola with its minimum at alpha = 1, within 4
     standard errors (common random numbers, 4096 samples), and the standard error is below 0.05 so
@@ -70,7 +76,7 @@ def test_loss_is_minimised_by_the_optimal_denoiser(weighting, getkey):
     assert abs(vertex - 1) < 4 * se + 1e-3, (vertex, se)
 
 
-@pytest.mark.parametrize("kind", ["x0", "v", "score"])
+@pytest.mark.parametrize("kind", [X0(), V(), Score()], ids=["x0", "v", "score"])
 def test_parameterisations_share_one_objective(kind, getkey):
     """A model predicting `kind` is scored exactly as the epsilon model it stands for, so the optimal
     denoiser above is optimal in every parameterisation."""
@@ -81,9 +87,9 @@ def test_parameterisations_share_one_objective(kind, getkey):
 
     def kind_model(t, x):
         m, s = sde.marginal(t)
-        return from_epsilon(kind, eps_model(t, x), x, m, s)
+        return kind.from_epsilon(eps_model(t, x), x, m, s)
 
-    for weighting in ("simple", "likelihood", "p2"):
+    for weighting in (SimpleWeighting(), LikelihoodWeighting(), P2Weighting()):
         reference = dsm_loss(eps_model, sde, x0, key, weighting=weighting)
         ours = dsm_loss(kind_model, sde, x0, key, parameterisation=kind, weighting=weighting)
         np.testing.assert_allclose(ours, reference, rtol=2e-4)
@@ -107,7 +113,8 @@ def test_minimum_value_is_the_posterior_variance(getkey):
     """At the optimum the simple loss is E_t sum_k lambda_k m^2 d_k / (m^2 d_k + s^2 lambda_k)."""
     sde = VPSDE(PRIOR)
     x0 = _data(getkey(), 8192)
-    loss = float(dsm_loss(lambda t, x: _optimal_eps(sde, t, x), sde, x0, getkey(), time_sampling="stratified"))
+    optimal = lambda t, x: _optimal_eps(sde, t, x)
+    loss = float(dsm_loss(optimal, sde, x0, getkey(), time_sampling=StratifiedTimeSampling()))
     lam, d = PRIOR.eigenvalues(GRID), DATA.eigenvalues(GRID)
     mult = jnp.where(jnp.arange(lam.shape[-1]) == 0, 1.0, 2.0)
 
@@ -121,15 +128,26 @@ def test_minimum_value_is_the_posterior_variance(getkey):
 
 
 def test_time_sampling(getkey):
-    t = sample_times(getkey(), 64, 0.1, 0.9, "stratified")
+    t = StratifiedTimeSampling()(getkey(), 64, 0.1, 0.9)
     strata = np.floor((np.asarray(t) - 0.1) / 0.8 * 64).astype(int)
     assert sorted(strata.tolist()) == list(range(64))
-    t = sample_times(getkey(), 64, 0.1, 0.9, "antithetic")
+    t = AntitheticTimeSampling()(getkey(), 64, 0.1, 0.9)
     np.testing.assert_allclose(np.sort(np.asarray(t[:32] + t[32:])), 1.0, atol=1e-6)
-    many = sample_times(getkey(), 20000, 0.0, 1.0, "uniform")
+    many = UniformTimeSampling()(getkey(), 20000, 0.0, 1.0)
     assert abs(float(jnp.mean(many)) - 0.5) < 5 * math.sqrt(1 / 12 / 20000)
-    with pytest.raises(ValueError, match="time_sampling"):
-        sample_times(getkey(), 4, 0.0, 1.0, "sobol")
+
+
+def test_norms(getkey):
+    """The L2 norm is the mean over points summed over channels; the Cameron-Martin norm is the
+    prior's, and the loss measures the error in the norm it is given."""
+    sde = VPSDE(PRIOR)
+    v = jr.normal(getkey(), (2, *GRID))
+    np.testing.assert_allclose(L2Norm().squared(sde, v), jnp.sum(jnp.mean(v**2, axis=1)), rtol=1e-6)
+    np.testing.assert_allclose(CameronMartinNorm().squared(sde, v), PRIOR.cameron_martin_norm2(v), rtol=1e-6)
+    x0, key = _data(getkey(), 8), getkey()
+    model = lambda t, x: 0.5 * x
+    assert dsm_loss(model, sde, x0, key) == dsm_loss(model, sde, x0, key, norm=L2Norm())
+    assert dsm_loss(model, sde, x0, key, norm=CameronMartinNorm()) > dsm_loss(model, sde, x0, key)
 
 
 def test_weightings():

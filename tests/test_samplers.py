@@ -22,6 +22,7 @@ import pytest
 
 import sdeflow
 from sdeflow import samplers
+from sdeflow.parameterisation import Epsilon
 from sdeflow.priors import Matern
 from sdeflow.sde import AbstractSchedule, CosineSchedule, LinearSchedule, VPSDE
 
@@ -45,11 +46,11 @@ def compiled(fn, *args):
 
 SAMPLERS = {
     "euler_maruyama": samplers.EulerMaruyama(200),
-    "shark": samplers.ReverseSDE(diffrax.ShARK(), 50, spacing="log_snr"),
-    "pf_heun": samplers.ProbabilityFlow(diffrax.Heun(), 50, spacing="log_snr"),
+    "shark": samplers.ReverseSDE(diffrax.ShARK(), 50, spacing=samplers.LogSNRSpacing()),
+    "pf_heun": samplers.ProbabilityFlow(diffrax.Heun(), 50, spacing=samplers.LogSNRSpacing()),
     # The modes near the grid's cut-off have amplitudes ~1e-3: atol must be below them.
     "pf_tsit5": samplers.ProbabilityFlow(rtol=1e-5, atol=1e-5),
-    "ddim": samplers.DDIM(200, spacing="log_snr"),
+    "ddim": samplers.DDIM(200, spacing=samplers.LogSNRSpacing()),
     "predictor_corrector": samplers.PredictorCorrector(100, corrector_steps=1),
 }
 
@@ -77,7 +78,7 @@ def check_gaussian_law(name: str, n: int, schedule: AbstractSchedule | None = No
     oracle = gaussian_oracle(n, schedule)
     sampler = sampler or SAMPLERS[name]
     sde = oracle.sde
-    result = draw_samples(samplers.PreconditionedScore(oracle, sde, "epsilon"), sampler, n)
+    result = draw_samples(samplers.PreconditionedScore(oracle, sde, Epsilon()), sampler, n)
     x = np.asarray(result.samples)
     # Mean: within 5 standard errors at every point (pointwise variance = sum over all k of v_k).
     v = np.asarray(oracle.variances(sde.t0, (n,)))

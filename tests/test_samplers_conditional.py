@@ -10,6 +10,7 @@ from test_samplers import compiled, gaussian_oracle
 
 import sdeflow
 from sdeflow import samplers
+from sdeflow.parameterisation import Epsilon
 from sdeflow.priors import Matern
 from sdeflow.sde import VPSDE
 
@@ -33,7 +34,7 @@ def _batch(sampler, score, shape, count, **kwargs):
 )
 def test_inpainting_keeps_observed_values(sampler, per_step):
     oracle = gaussian_oracle(16)
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     observed = oracle.sample(jr.key(1), oracle.sde.t0)
     mask = (jnp.arange(16) < 6)[None]
     result = _batch(sampler, score, (1, 16), 64, observation=samplers.Inpainting(mask, observed))
@@ -107,7 +108,7 @@ def test_inpainting_has_the_law_of_replacement():
     be a sixth of the chain's, which the test checks it would catch."""
     n, num_samples, num_steps = 16, 4000, 100
     oracle = gaussian_oracle(n)
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     y = oracle.sample(jr.key(1), oracle.sde.t0)
     mask = np.arange(n) % 2 == 0
     observation = samplers.Inpainting(jnp.asarray(mask)[None], y)
@@ -143,7 +144,7 @@ def test_replacement_inserts_the_diffused_observation_after_every_step(sampler):
     n, num_samples, observed = 16, 2000, 6
     oracle = gaussian_oracle(n)
     sde = oracle.sde
-    score = samplers.PreconditionedScore(oracle, sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, sde, Epsilon())
     y = oracle.sample(jr.key(1), sde.t0)
     mask = (jnp.arange(n) < observed)[None]
     result = _batch(sampler, score, (1, n), num_samples, observation=samplers.Inpainting(mask, y),
@@ -170,7 +171,7 @@ def test_replacement_inserts_the_diffused_observation_after_every_step(sampler):
 
 def test_inpainting_on_a_2d_grid():
     oracle = _oracle_2d(8)
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     observed = oracle.sample(jr.key(2), oracle.sde.t0)
     mask = jr.bernoulli(jr.key(3), 0.3, (1, 8, 8))
     result = _batch(samplers.EulerMaruyama(40), score, (1, 8, 8), 16, observation=samplers.Inpainting(mask, observed))
@@ -182,7 +183,7 @@ def test_inpainting_on_a_2d_grid():
 @pytest.mark.parametrize("coarse, fine", [((8, 8), (16, 16)), ((9,), (27,))])
 def test_super_resolution_restricts_to_the_coarse_field(coarse, fine):
     oracle = _oracle_2d(fine[0]) if len(fine) == 2 else gaussian_oracle(fine[0])
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     truth = oracle.sample(jr.key(4), oracle.sde.t0)
     low = sdeflow.restrict(truth, coarse)
     observation = samplers.SuperResolution(low, fine)
@@ -196,7 +197,7 @@ def test_super_resolution_restricts_to_the_coarse_field(coarse, fine):
 
 def test_edit_from_an_intermediate_time():
     oracle = gaussian_oracle(16)
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     x0 = oracle.sample(jr.key(5), oracle.sde.t0)
     sampler = samplers.DDIM(20)
     keys = jr.split(jr.key(6), 64)
@@ -214,7 +215,7 @@ def test_edit_from_an_intermediate_time():
 
 def test_conditional_sampling_rejects_bad_input():
     oracle = gaussian_oracle(16)
-    score = samplers.PreconditionedScore(oracle, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     observation = samplers.Inpainting(jnp.ones((1, 16), bool), jnp.zeros((1, 16)))
     with pytest.raises(ValueError, match="fixed-step"):
         samplers.ProbabilityFlow().sample(score, jr.key(0), (1, 16), observation=observation)

@@ -10,12 +10,13 @@ from test_samplers import compiled, gaussian_oracle
 
 import sdeflow
 from sdeflow import samplers
+from sdeflow.parameterisation import Epsilon
 from sdeflow.priors import Matern
 
 
 def _score(n=16, model=None):
     oracle = gaussian_oracle(n)
-    return oracle, samplers.PreconditionedScore(oracle if model is None else model, oracle.sde, "epsilon")
+    return oracle, samplers.PreconditionedScore(oracle if model is None else model, oracle.sde, Epsilon())
 
 
 def test_evaluation_counts_match_a_counter():
@@ -90,7 +91,7 @@ def test_adaptive_stochastic_runge_kutta_reproduces_gaussian_law():
     # field (the law acts per channel), so all samples share the adaptive steps.
     oracle = gaussian_oracle(16)
     batch = samplers.GaussianOracle(oracle.sde, jnp.tile(oracle.mean, (2000, 1)), oracle.covariance)
-    score = samplers.PreconditionedScore(batch, oracle.sde, "epsilon")
+    score = samplers.PreconditionedScore(batch, oracle.sde, Epsilon())
     sampler = samplers.ReverseSDE(diffrax.ShARK(), None, rtol=1e-2, atol=1e-2)
     result = jax.jit(lambda k: sampler.sample(score, k, (2000, 16)))(jr.key(3))
     assert int(result.num_evaluations) == 2 * int(result.num_steps)
@@ -101,11 +102,11 @@ def test_adaptive_stochastic_runge_kutta_reproduces_gaussian_law():
 
 
 def test_bad_configuration_raises():
-    with pytest.raises(ValueError, match="spacing"):
+    with pytest.raises(TypeError, match="spacing"):
         samplers.DDIM(10, spacing="cosine")
     with pytest.raises(ValueError, match="num_steps"):
         samplers.DDIM(0)
     with pytest.raises(ValueError, match="error estimate"):
         samplers.ProbabilityFlow(diffrax.Euler(), None)
-    with pytest.raises(ValueError, match="parameterisation"):
+    with pytest.raises(TypeError, match="parameterisation"):
         samplers.PreconditionedScore(lambda t, x: x, gaussian_oracle(8).sde, "noise")

@@ -10,12 +10,16 @@ from test_samplers import compiled, gaussian_oracle
 
 import sdeflow
 from sdeflow import samplers
+from sdeflow.parameterisation import Epsilon
 from sdeflow.priors import Matern
+
+
+LOG_SNR = samplers.LogSNRSpacing()
 
 
 def _score(n=16, model=None):
     oracle = gaussian_oracle(n)
-    return oracle, samplers.PreconditionedScore(oracle if model is None else model, oracle.sde, "epsilon")
+    return oracle, samplers.PreconditionedScore(oracle if model is None else model, oracle.sde, Epsilon())
 
 
 def test_fixed_step_ode_convergence_orders():
@@ -35,9 +39,9 @@ def test_fixed_step_ode_convergence_orders():
             out.append(float(jnp.sqrt(jnp.mean((y - reference) ** 2))))
         return np.array(out)
 
-    euler = errors(lambda k: samplers.ProbabilityFlow(diffrax.Euler(), k, spacing="log_snr"))
-    heun = errors(lambda k: samplers.ProbabilityFlow(diffrax.Heun(), k, spacing="log_snr"))
-    ddim = errors(lambda k: samplers.DDIM(k, spacing="log_snr"))
+    euler = errors(lambda k: samplers.ProbabilityFlow(diffrax.Euler(), k, spacing=LOG_SNR))
+    heun = errors(lambda k: samplers.ProbabilityFlow(diffrax.Heun(), k, spacing=LOG_SNR))
+    ddim = errors(lambda k: samplers.DDIM(k, spacing=LOG_SNR))
     # Observed orders log2(e_k / e_2k) (measured: Euler 1.2, 1.1; Heun 1.94, 1.98; DDIM 1.0, 1.0).
     assert np.all((np.log2(euler[:-1] / euler[1:]) > 0.8) & (np.log2(euler[:-1] / euler[1:]) < 1.5)), euler
     assert np.all((np.log2(heun[:-1] / heun[1:]) > 1.7) & (np.log2(heun[:-1] / heun[1:]) < 2.3)), heun
@@ -91,25 +95,29 @@ def test_noise_level_variables():
         return compiled(lambda x: sampler.sample(score, jr.key(1), x_start=x, t_end=t_end).samples, x1)(x1)
 
     for steps in (10,):
-        euler = solve(samplers.ProbabilityFlow(diffrax.Euler(), steps, spacing="log_snr", variables="sigma"))
-        ddim = solve(samplers.DDIM(steps, spacing="log_snr"))
+        sigma = samplers.NoiseLevel()
+        euler = solve(samplers.ProbabilityFlow(diffrax.Euler(), steps, spacing=LOG_SNR, variables=sigma))
+        ddim = solve(samplers.DDIM(steps, spacing=LOG_SNR))
         assert float(jnp.max(jnp.abs(euler - ddim))) < 2e-5  # measured 1.8e-6 (|x| ~ 1.6)
         # In log sigma, Euler is a different first-order method: not DDIM.
-        log_euler = solve(samplers.ProbabilityFlow(diffrax.Euler(), steps, spacing="log_snr", variables="log_sigma"))
+        log_sigma = samplers.LogNoiseLevel()
+        log_euler = solve(samplers.ProbabilityFlow(diffrax.Euler(), steps, spacing=LOG_SNR, variables=log_sigma))
         assert float(jnp.max(jnp.abs(log_euler - ddim))) > 1e-2
     reference = solve(samplers.ProbabilityFlow(rtol=1e-7, atol=1e-7))
-    for variables in ("sigma", "log_sigma"):
+    for variables in (samplers.NoiseLevel(), samplers.LogNoiseLevel()):
         y = solve(samplers.ProbabilityFlow(rtol=1e-6, atol=1e-6, variables=variables))
         assert float(jnp.sqrt(jnp.mean((y - reference) ** 2))) < 1e-4  # measured ~1e-5 at 1e-5
     # Stopping early: the same solution at the intermediate time.
     t_mid = 0.3
-    mid = {v: solve(samplers.ProbabilityFlow(rtol=1e-6, atol=1e-6, variables=v), t_mid) for v in ("t", "sigma")}
-    assert float(jnp.max(jnp.abs(mid["t"] - mid["sigma"]))) < 1e-3
+    mid_t, mid_sigma = (solve(samplers.ProbabilityFlow(rtol=1e-6, atol=1e-6, variables=v), t_mid)
+                        for v in (samplers.ReversedTime(), samplers.NoiseLevel()))
+    assert float(jnp.max(jnp.abs(mid_t - mid_sigma))) < 1e-3
 
 
 def test_noise_level_variables_chain_and_conditioning():
     _, score = _score(16)
-    result = samplers.ProbabilityFlow(max_steps=64, variables="sigma").sample(score, jr.key(0), (1, 16), chain=True)
+    sampler = samplers.ProbabilityFlow(max_steps=64, variables=samplers.NoiseLevel())
+    result = sampler.sample(score, jr.key(0), (1, 16), chain=True)
     ts, chain = np.asarray(result.ts), np.asarray(result.chain)
     finite = np.isfinite(ts)
     k = finite.sum()
@@ -119,7 +127,7 @@ def test_noise_level_variables_chain_and_conditioning():
     assert np.allclose(chain[k - 1], np.asarray(result.samples), atol=1e-6)
     observation = samplers.Inpainting(jnp.ones((1, 16), bool), jnp.zeros((1, 16)))
     with pytest.raises(ValueError, match="variables"):
-        samplers.ProbabilityFlow(diffrax.Heun(), 10, variables="sigma").sample(
+        samplers.ProbabilityFlow(diffrax.Heun(), 10, variables=samplers.NoiseLevel()).sample(
             score, jr.key(0), (1, 16), observation=observation)
-    with pytest.raises(ValueError, match="variables"):
+    with pytest.raises(TypeError, match="variables"):
         samplers.ProbabilityFlow(variables="x")

@@ -94,18 +94,29 @@ def test_unknown_group_options_are_refused_by_hydra(group, option):
 def test_the_library_tables_are_the_choices():
     """Every name the library accepts composes (and builds), so the config's choices are the
     library's, not a copy that can fall behind."""
-    from sdeflow.losses import TIME_SAMPLINGS
-    from sdeflow.losses.weighting import WEIGHTINGS
+    from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS
     from sdeflow.parameterisation import PARAMETERISATIONS
-    from sdeflow.samplers.base import SPACINGS
-    from sdeflow.samplers.probability_flow import VARIABLES
+    from sdeflow.samplers import SPACINGS, VARIABLES
+    from train.build import build_loss, build_parameterisation, build_sampler
 
-    for field, values in (("loss.parameterisation", PARAMETERISATIONS), ("loss.weighting", WEIGHTINGS),
-                          ("loss.time_sampling", TIME_SAMPLINGS), ("sampler.spacing", SPACINGS)):
-        for value in values:
-            validate(compose("+exp=smoke", f"{field}={value}"))
-    for value in VARIABLES:
-        validate(compose("+exp=smoke", "sampler=ode", f"sampler.variables={value}"))
+    loss_fields = (("parameterisation", PARAMETERISATIONS), ("weighting", WEIGHTINGS),
+                   ("time_sampling", TIME_SAMPLINGS), ("norm", NORMS))
+    for field, table in loss_fields:
+        for name, cls in table.items():
+            cfg = compose("+exp=smoke", f"loss.{field}={name}")
+            validate(cfg)
+            # the program layer turns the name into the library's object
+            assert type(build_loss(cfg, sde=None).keywords["kwargs"][field]) is cls
+    for name, cls in PARAMETERISATIONS.items():
+        assert build_parameterisation(name) == cls()
+    for name, cls in SPACINGS.items():
+        cfg = compose("+exp=smoke", f"sampler.spacing={name}")
+        validate(cfg)
+        assert type(build_sampler(cfg).spacing) is cls
+    for name, cls in VARIABLES.items():
+        cfg = compose("+exp=smoke", "sampler=ode", f"sampler.variables={name}")
+        validate(cfg)
+        assert type(build_sampler(cfg).variables) is cls
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sdeflow import metrics, samplers
+from sdeflow.parameterisation import Epsilon
 from sdeflow.priors import Matern
 from sdeflow.sde import VPSDE
 from train import mnist_classifier as clf
@@ -39,8 +40,8 @@ def test_make_sampler_from_config_fields():
     assert sampler_tag({"name": "ode", "solver": "tsit5", "steps": None, "rtol": 1e-3}) == "ode_tsit5_adaptive_tol0.001"
     with pytest.raises(Exception, match="langevin"):  # the schema refuses a name it does not know
         make_sampler({"name": "langevin", "steps": 10})
-    log = make_sampler({"name": "ode", "steps": None, "variables": "log_sigma"})
-    assert log.variables == "log_sigma"
+    log = make_sampler({"name": "ode", "steps": None, "variables": "log_sigma", "spacing": "log_snr"})
+    assert log.variables == samplers.LogNoiseLevel() and log.spacing == samplers.LogSNRSpacing()
     assert (sampler_tag({"name": "ode", "steps": None, "rtol": 0.06, "variables": "sigma", "t_end": 0.01})
             == "ode_tsit5_adaptive_tol0.06_sigma_tend0.01")
     with pytest.raises(Exception, match="variables"):
@@ -68,7 +69,7 @@ def test_draw_coarse_to_fine_counts_both_phases():
     sde = VPSDE(Matern(2, 2.0, 2 * math.pi))
     sampler = make_sampler({"name": "euler_maruyama", "steps": 10, "denoise": True, "coarse_grid": 8,
                             "switch_time": 0.3})
-    x, n = draw(lambda t, u: jnp.zeros_like(u), sde, "epsilon", sampler, jax.random.key(0), (1, 16, 16), 3, 3)
+    x, n = draw(lambda t, u: jnp.zeros_like(u), sde, Epsilon(), sampler, jax.random.key(0), (1, 16, 16), 3, 3)
     assert x.shape == (3, 1, 16, 16) and np.all(n == 11) and np.all(np.isfinite(x))
 
 
@@ -191,11 +192,11 @@ def test_end_of_run_evaluation_uses_the_chosen_weights(trained_classifier, tmp_p
 
 def test_draw_pads_the_last_batch():
     sde = VPSDE(Matern(2, 2.0, 2 * math.pi))
-    x, n = draw(lambda t, u: jnp.zeros_like(u), sde, "epsilon", samplers.DDIM(3), jax.random.key(0),
+    x, n = draw(lambda t, u: jnp.zeros_like(u), sde, Epsilon(), samplers.DDIM(3), jax.random.key(0),
                 (1, 12, 12), 5, 2)
     assert x.shape == (5, 1, 12, 12) and np.all(n == 3)
     with pytest.raises(ValueError, match="sampler.t_end"):
-        draw(lambda t, u: u, sde, "epsilon", samplers.DDIM(3), jax.random.key(0), (1, 12, 12), 5, 2, t_end=2.0)
+        draw(lambda t, u: u, sde, Epsilon(), samplers.DDIM(3), jax.random.key(0), (1, 12, 12), 5, 2, t_end=2.0)
 
 
 def test_evaluate_stops_on_missing_data_before_sampling(tmp_path):

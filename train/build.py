@@ -84,20 +84,38 @@ def build_sde(cfg: DictConfig):
     raise ConfigError(f"sde.name {s.name!r} is not known.")
 
 
+def named(field: str, table: dict, name: Any):
+    """The object a config's `name` stands for in a library's `table` of names to classes (built
+    with its defaults); a `ConfigError` naming `field` for a name outside it."""
+    key = str(name)
+    if key not in table:
+        raise ConfigError(f"{field} must be one of {list(table)}, got {key!r}.")
+    return table[key]()
+
+
+def build_parameterisation(name: Any):
+    """The `sdeflow.parameterisation` object of a `loss.parameterisation` name, e.g. `"v"` ->
+    `V()`: what the network predicts, for the loss, the samplers and the likelihood."""
+    from sdeflow.parameterisation import PARAMETERISATIONS
+
+    return named("loss.parameterisation", PARAMETERISATIONS, name)
+
+
 def build_loss(cfg: DictConfig, sde, loss: Any = None):
     """`loss_fn(parts, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` of `parts["network"]` with
-    the settings of `loss` (a loss option's fields; default `cfg.loss`)."""
-    from sdeflow.losses import dsm_loss
+    the settings of `loss` (a loss option's fields; default `cfg.loss`), each name made the
+    library's object."""
+    from sdeflow.losses import dsm_loss, NORMS, TIME_SAMPLINGS, WEIGHTINGS
 
     l = cfg.loss if loss is None else loss  # noqa: E741
     return functools.partial(
         _dsm,
         sde=sde,
         kwargs=dict(
-            parameterisation=str(l.parameterisation),
-            weighting=str(l.weighting),
-            time_sampling=str(l.time_sampling),
-            norm=str(l.norm),
+            parameterisation=build_parameterisation(l.parameterisation),
+            weighting=named("loss.weighting", WEIGHTINGS, l.weighting),
+            time_sampling=named("loss.time_sampling", TIME_SAMPLINGS, l.time_sampling),
+            norm=named("loss.norm", NORMS, l.norm),
         ),
         loss=dsm_loss,
     )
@@ -200,7 +218,7 @@ def make_sampler(spec: Any, dim: int = 2):
             (s.coarse_grid,) * dim,
             float(s.switch_time),
         )
-    common = dict(denoise=s.denoise, spacing=str(s.spacing))
+    common = dict(denoise=s.denoise, spacing=named("sampler.spacing", samplers.SPACINGS, s.spacing))
     if s.name == "euler_maruyama":
         return samplers.ReverseSDE(diffrax.Euler(), s.steps, **common)
     if s.name == "shark":
@@ -210,8 +228,9 @@ def make_sampler(spec: Any, dim: int = 2):
     if s.name == "pc":
         return samplers.PredictorCorrector(s.steps, corrector_steps=s.corrector_steps, snr=s.snr, **common)
     solvers = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}
+    variables = named("sampler.variables", samplers.VARIABLES, s.variables)
     return samplers.ProbabilityFlow(
-        solvers[s.solver](), s.steps, rtol=s.rtol, atol=s.atol, variables=str(s.variables), **common
+        solvers[s.solver](), s.steps, rtol=s.rtol, atol=s.atol, variables=variables, **common
     )
 
 

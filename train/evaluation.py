@@ -71,8 +71,9 @@ def has_classifier(source) -> bool:
     return source.name == "mnist"
 
 
-def likelihoods(model, sde, parameterisation: str, fields: np.ndarray, cfg: DictConfig, exact_pixels: bool) -> dict:
-    """Bits per dimension of held-out fields under the probability-flow ODE (Hutchinson)."""
+def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfig, exact_pixels: bool) -> dict:
+    """Bits per dimension of held-out fields under the probability-flow ODE (Hutchinson), for a
+    model predicting `parameterisation` (an `sdeflow.parameterisation` object)."""
     import equinox as eqx
 
     from sdeflow import likelihood, samplers
@@ -146,7 +147,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         skipped["classifier_metrics"] = (f"no classifier for the {source.name!r} data (the Fréchet distance, "
                                          "Vendi scores and class statistics use the MNIST classifier)")
         logger.info(f"skipped: {skipped['classifier_metrics']}")
-    parameterisation = str(run_cfg.loss.parameterisation)
+    parameterisation = build.build_parameterisation(run_cfg.loss.parameterisation)
     sampling_started = time.perf_counter()
     samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(cfg.seed),
                                 field_shape(source.channels, source.dim, grid), int(cfg.num_samples),

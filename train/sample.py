@@ -45,6 +45,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     OmegaConf.to_object(cfg.sampler).check("sampler", sde.t0, sde.t1, grids)
     channels, dim = build_lib.dimensions(run_cfg)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
+    parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)
     model = jax.device_put(model, jax.devices()[0])
     out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     for n in grids:
         started = time.perf_counter()
         samples, evaluations = draw(
-            model, sde, str(run_cfg.loss.parameterisation), sampler, jr.key(cfg.seed),
+            model, sde, parameterisation, sampler, jr.key(cfg.seed),
             field_shape(channels, dim, n), cfg.num_samples, min(cfg.batch_size, cfg.num_samples),
             cfg.resolution_consistent_noise, cfg.sampler.t_end,
         )

@@ -49,11 +49,12 @@ def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
     return (int(channels),) + (int(n),) * int(dim)
 
 
-def draw(model, sde, parameterisation: str, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
+def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
          consistent_noise: bool = False, t_end: float | None = None):
     """`count` samples of shape `shape` = `(c, n_1, ..., n_d)`, `batch_size` at a time (vmapped and
     jitted), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's
-    `denoise` step then acts at `t_end`).
+    `denoise` step then acts at `t_end`). `parameterisation` is what the network predicts, an
+    `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name).
 
     **Returns:**
 
@@ -105,13 +106,14 @@ def write_samples(
     The paths of the PNGs, `samples/step<step>_grid<n>.png` in the run folder.
     """
     sampler = build.build_sampler(cfg)
+    parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     channels, dim = build.dimensions(cfg)
     model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids:
         started = time.perf_counter()
-        samples, evaluations = draw(model, sde, str(cfg.loss.parameterisation), sampler, key,
+        samples, evaluations = draw(model, sde, parameterisation, sampler, key,
                                     field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end)
         path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
         save_samples(samples, path)

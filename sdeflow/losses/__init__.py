@@ -1,17 +1,28 @@
-"""Denoising losses, time weightings and time sampling."""
+"""Denoising losses, time weightings, time sampling and the norms of the error."""
 
 from .dsm import (
     apply_batched as apply_batched,
     dsm_loss as dsm_loss,
     perturb_batch as perturb_batch,
-    squared_norm as squared_norm,
 )
-from .time_sampling import TIME_SAMPLINGS as TIME_SAMPLINGS, sample_times as sample_times
+from .norms import (
+    AbstractNorm as AbstractNorm,
+    CameronMartinNorm as CameronMartinNorm,
+    L2Norm as L2Norm,
+    NORMS as NORMS,
+)
+from .time_sampling import (
+    AbstractTimeSampling as AbstractTimeSampling,
+    AntitheticTimeSampling as AntitheticTimeSampling,
+    StratifiedTimeSampling as StratifiedTimeSampling,
+    TIME_SAMPLINGS as TIME_SAMPLINGS,
+    UniformTimeSampling as UniformTimeSampling,
+)
 from .vdm import vdm_elbo as vdm_elbo
 from .weighting import (
     AbstractWeighting as AbstractWeighting,
     LikelihoodWeighting as LikelihoodWeighting,
-    make_weighting as make_weighting,
     P2Weighting as P2Weighting,
     SimpleWeighting as SimpleWeighting,
+    WEIGHTINGS as WEIGHTINGS,
 )

@@ -8,13 +8,11 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..custom_types import Field
-from ..parameterisation import check_parameterisation, from_epsilon, to_epsilon
+from ..parameterisation import AbstractParameterisation, check_parameterisation, Epsilon, X0
 from ..sde import AbstractSDE
-from .time_sampling import sample_times
-from .weighting import AbstractWeighting, make_weighting
-
-
-NORMS: tuple[str, ...] = ("l2", "cameron_martin")
+from .norms import AbstractNorm, check_norm, L2Norm
+from .time_sampling import AbstractTimeSampling, check_time_sampling, StratifiedTimeSampling
+from .weighting import AbstractWeighting, check_weighting, SimpleWeighting
 
 
 def apply_batched(
@@ -53,35 +51,24 @@ def perturb_batch(
     return x_t, eps, m[expand], s[expand], b
 
 
-def squared_norm(sde: AbstractSDE, v: Field, norm: str) -> Float[Array, ""]:
-    """$\\|v\\|^2$ of one field: `"l2"` is the $L^2(\\mathbb{T}^d)$ norm (mean over grid points, summed over
-    channels), finite as the grid is refined for $\\epsilon \\sim N(0, C)$ with $C$ trace class;
-    `"cameron_martin"` is $\\|C^{-1/2} v\\|^2_{L^2} = \\sum_k |\\hat v_k|^2 / \\lambda_k$ on the grid, the norm of
-    the likelihood, which grows with the resolution."""
-    if norm == "l2":
-        return jnp.sum(jnp.mean(v**2, axis=tuple(range(1, v.ndim))))
-    if norm == "cameron_martin":
-        return sde.prior.cameron_martin_norm2(v)
-    raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
-
-
 def dsm_loss(
     model: Callable[..., Field],
     sde: AbstractSDE,
     x0: Float[Array, "batch c *grid"],
     key: PRNGKeyArray,
     *,
-    parameterisation: str = "epsilon",
-    weighting: str | AbstractWeighting = "simple",
-    time_sampling: str = "stratified",
-    norm: str = "l2",
+    parameterisation: AbstractParameterisation = Epsilon(),
+    weighting: AbstractWeighting = SimpleWeighting(),
+    time_sampling: AbstractTimeSampling = StratifiedTimeSampling(),
+    norm: AbstractNorm = L2Norm(),
     self_conditioning: float | None = None,
 ) -> Float[Array, ""]:
     """The batch mean of $w(t) \\|\\hat\\epsilon(t, x_t) - \\epsilon\\|^2$, $x_t = m x_0 + b + s \\epsilon$,
     $\\epsilon \\sim N(0, C)$.
 
-    The network predicts `parameterisation` (`"epsilon"`, `"x0"`, `"v"` or `"score"`); its output is
-    converted exactly to $\\hat\\epsilon$, so the objective is fixed by the weighting alone.
+    The network predicts `parameterisation` (`Epsilon()`, `X0()`, `V()` or `Score()` of
+    `sdeflow.parameterisation`); its output is converted exactly to $\\hat\\epsilon$, so the
+    objective is fixed by the weighting alone.
 
     **Arguments:**
 
@@ -92,10 +79,12 @@ def dsm_loss(
     - `sde`: the forward SDE.
     - `x0`: a batch of clean fields, `(batch, c, *grid)`.
     - `key`: a JAX random key.
-    - `parameterisation`: what the model predicts.
-    - `weighting`: `"simple"`, `"likelihood"`, `"p2"` or an `AbstractWeighting`.
-    - `time_sampling`: `"uniform"`, `"stratified"` or `"antithetic"`.
-    - `norm`: `"l2"` or `"cameron_martin"` (see `squared_norm`).
+    - `parameterisation`: what the model predicts, an `AbstractParameterisation`.
+    - `weighting`: the time weighting, an `AbstractWeighting` (`SimpleWeighting()`,
+      `LikelihoodWeighting()`, `P2Weighting(...)`).
+    - `time_sampling`: how the batch's times are drawn, an `AbstractTimeSampling`
+      (`UniformTimeSampling()`, `StratifiedTimeSampling()`, `AntitheticTimeSampling()`).
+    - `norm`: the norm of the error, an `AbstractNorm` (`L2Norm()`, `CameronMartinNorm()`).
     - `self_conditioning`: `None` for a plain model; for a self-conditioned one, the probability that
       the extra channels hold the model's own detached estimate of $x_0$ (from a first pass with
       zeros) rather than zeros.
@@ -105,25 +94,27 @@ def dsm_loss(
     The scalar loss.
     """
     check_parameterisation(parameterisation)
+    check_weighting(weighting)
+    check_time_sampling(time_sampling)
+    check_norm(norm)
     if self_conditioning is not None and not 0.0 <= self_conditioning <= 1.0:
         raise ValueError(f"`self_conditioning` must be a probability, got {self_conditioning}.")
     if x0.ndim < 3:
         raise ValueError(f"`x0` must be a batch of fields (batch, c, *grid), got shape {x0.shape}.")
-    weight_fn = make_weighting(weighting)
     batch = x0.shape[0]
     t_key, noise_key, sc_key = jr.split(key, 3)
-    t = sample_times(t_key, batch, sde.t0, sde.t1, time_sampling)
+    t = time_sampling(t_key, batch, sde.t0, sde.t1)
     x_t, eps, m, s, b = perturb_batch(sde, noise_key, t, x0)
     if self_conditioning is not None:
         zeros = jnp.zeros_like(x_t)
         first = apply_batched(model, t, jnp.concatenate([x_t, zeros], axis=1))
-        estimate = from_epsilon("x0", to_epsilon(parameterisation, first, x_t, m, s, b), x_t, m, s, b)
+        estimate = X0().from_epsilon(parameterisation.to_epsilon(first, x_t, m, s, b), x_t, m, s, b)
         use = jr.bernoulli(sc_key, self_conditioning, (batch,) + (1,) * (x0.ndim - 1))
         cond = jnp.where(use, jax.lax.stop_gradient(estimate), zeros)
         output = apply_batched(model, t, jnp.concatenate([x_t, cond], axis=1))
     else:
         output = apply_batched(model, t, x_t)
-    eps_hat = to_epsilon(parameterisation, output, x_t, m, s, b)
-    weights = jax.vmap(lambda t: weight_fn(sde, t))(t)
-    norms = jax.vmap(lambda v: squared_norm(sde, v, norm))(eps_hat - eps)
+    eps_hat = parameterisation.to_epsilon(output, x_t, m, s, b)
+    weights = jax.vmap(lambda t: weighting(sde, t))(t)
+    norms = jax.vmap(lambda v: norm.squared(sde, v))(eps_hat - eps)
     return jnp.mean(weights * norms)

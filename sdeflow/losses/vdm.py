@@ -11,10 +11,10 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..custom_types import Field
 from ..grid import field_grid, integer_frequencies
-from ..parameterisation import check_parameterisation, to_epsilon
+from ..parameterisation import AbstractParameterisation, check_parameterisation, Epsilon
 from ..sde import AbstractSDE
 from .dsm import apply_batched, perturb_batch
-from .time_sampling import sample_times
+from .time_sampling import AbstractTimeSampling, check_time_sampling, StratifiedTimeSampling
 
 
 def _kept_count(x: Field) -> int:
@@ -37,8 +37,8 @@ def vdm_elbo(
     x0: Float[Array, "batch c *grid"],
     key: PRNGKeyArray,
     *,
-    parameterisation: str = "epsilon",
-    time_sampling: str = "stratified",
+    parameterisation: AbstractParameterisation = Epsilon(),
+    time_sampling: AbstractTimeSampling = StratifiedTimeSampling(),
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
     """The negative ELBO in nats per sample on the grid of `x0` (an upper bound on $-\\log p(x_0)$).
 
@@ -59,22 +59,23 @@ def vdm_elbo(
     - `sde`: the forward SDE.
     - `x0`: a batch of clean fields `(batch, c, *grid)`.
     - `key`: a JAX random key.
-    - `parameterisation`: what the model predicts.
-    - `time_sampling`: how the diffusion term's times are drawn.
+    - `parameterisation`: what the model predicts, an `AbstractParameterisation`.
+    - `time_sampling`: how the diffusion term's times are drawn, an `AbstractTimeSampling`.
 
     **Returns:**
 
     `(loss, terms)`: the batch mean of the negative ELBO and a dict of its three terms.
     """
     check_parameterisation(parameterisation)
+    check_time_sampling(time_sampling)
     if sde.prior.degenerate:
         raise ValueError("the ELBO needs a non-degenerate prior (its log-density); use Matern.")
     batch = x0.shape[0]
     t_key, noise_key = jr.split(key)
-    t = sample_times(t_key, batch, sde.t0, sde.t1, time_sampling)
+    t = time_sampling(t_key, batch, sde.t0, sde.t1)
     dims = _kept_count(x0[0])
     x_t, eps, m, s, b = perturb_batch(sde, noise_key, t, x0)
-    eps_hat = to_epsilon(parameterisation, apply_batched(model, t, x_t), x_t, m, s, b)
+    eps_hat = parameterisation.to_epsilon(apply_batched(model, t, x_t), x_t, m, s, b)
     gamma_prime = jax.vmap(sde.gamma_derivative)(t)
     diffusion = 0.5 * (sde.t1 - sde.t0) * gamma_prime * jax.vmap(lambda v: _cm(sde, v))(eps_hat - eps)
     m1, s1 = sde.marginal(sde.t1)

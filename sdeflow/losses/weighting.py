@@ -6,6 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..checks import check_instance
 from ..custom_types import RealScalarLike
 from ..sde import AbstractSDE
 
@@ -29,7 +30,7 @@ class SimpleWeighting(AbstractWeighting):
 class LikelihoodWeighting(AbstractWeighting):
     """$w = \\gamma'(t)$, with $\\gamma = \\log(s^2/m^2)$.
 
-    With the Cameron–Martin norm on the grid (`norm="cameron_martin"`) half this loss is the
+    With the Cameron–Martin norm on the grid (`norm=CameronMartinNorm()`) half this loss is the
     continuous-time diffusion term of the ELBO (variational diffusion models); with the $L^2$ norm it
     is the same time weighting applied to a norm that stays finite as the grid is refined.
     """
@@ -60,13 +61,14 @@ class P2Weighting(AbstractWeighting):
         return (self.p2_k + snr) ** (-self.p2_gamma)
 
 
-WEIGHTINGS = {"simple": SimpleWeighting, "likelihood": LikelihoodWeighting, "p2": P2Weighting}
+WEIGHTINGS: dict[str, type[AbstractWeighting]] = {
+    "simple": SimpleWeighting,
+    "likelihood": LikelihoodWeighting,
+    "p2": P2Weighting,
+}
+"""The names a config gives the weightings, and their classes (`P2Weighting` with its defaults)."""
 
 
-def make_weighting(weighting: str | AbstractWeighting) -> AbstractWeighting:
-    """A weighting from its name (`"simple"`, `"likelihood"`, `"p2"`) or as given."""
-    if isinstance(weighting, AbstractWeighting):
-        return weighting
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"`weighting` must be one of {tuple(WEIGHTINGS)}, got {weighting!r}.")
-    return WEIGHTINGS[weighting]()
+def check_weighting(weighting: object) -> AbstractWeighting:
+    """`weighting` if it is an `AbstractWeighting`, else a `TypeError` saying which object to pass."""
+    return check_instance(weighting, "weighting", AbstractWeighting, WEIGHTINGS, "sdeflow.losses")

@@ -1,7 +1,7 @@
 """Reverse-time samplers of score-based diffusions, on diffrax, at any resolution."""
 
 from ._noise import ReverseNoiseTerm as ReverseNoiseTerm
-from .base import AbstractSampler as AbstractSampler, SampleResult as SampleResult, time_grid as time_grid
+from .base import AbstractSampler as AbstractSampler, SampleResult as SampleResult
 from .batching import VmapAsBatched as VmapAsBatched
 from .conditional import (
     AbstractObservation as AbstractObservation,
@@ -22,8 +22,18 @@ from .predictor_corrector import (
 from .probability_flow import ProbabilityFlow as ProbabilityFlow, probability_flow as probability_flow
 from .reverse_sde import EulerMaruyama as EulerMaruyama, ReverseSDE as ReverseSDE, reverse_drift as reverse_drift
 from .score import PreconditionedScore as PreconditionedScore
+from .spacing import (
+    AbstractSpacing as AbstractSpacing,
+    LogSNRSpacing as LogSNRSpacing,
+    SPACINGS as SPACINGS,
+    time_grid as time_grid,
+    UniformSpacing as UniformSpacing,
+)
 from .variables import (
+    AbstractNoiseLevel as AbstractNoiseLevel,
     AbstractVariables as AbstractVariables,
+    LogNoiseLevel as LogNoiseLevel,
     NoiseLevel as NoiseLevel,
     ReversedTime as ReversedTime,
+    VARIABLES as VARIABLES,
 )

@@ -15,7 +15,8 @@ from ..grid import field_grid
 from ..sde import AbstractSDE
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
-from .variables import AbstractVariables, inverse_gamma, ReversedTime
+from .spacing import AbstractSpacing, time_grid
+from .variables import AbstractVariables, ReversedTime
 
 
 class SampleResult(eqx.Module):
@@ -54,58 +55,18 @@ class Stepping(eqx.Module):
     variables: AbstractVariables = ReversedTime()
 
 
-SPACINGS = ("uniform", "log_snr")
-
-
-def check_spacing(spacing: str) -> str:
-    if spacing not in SPACINGS:
-        raise ValueError(f"`spacing` must be one of {SPACINGS}, got {spacing!r}.")
-    return spacing
-
-
-def time_grid(
-    sde: AbstractSDE, num_steps: int, t_start: Array, t_end: Array, spacing: str = "uniform"
-) -> Float[Array, " k"]:
-    """`num_steps + 1` decreasing times from `t_start` to `t_end`.
-
-    - `"uniform"`: equal steps in $t$;
-    - `"log_snr"`: equal steps in $\\gamma(t) = \\log(s^2/m^2)$ (the log noise-to-signal ratio),
-      which puts more steps near $t_0$ where the marginals change fastest; $\\gamma$ is inverted by
-      bisection (it is increasing).
-
-    **Arguments:**
-
-    - `sde`: the forward SDE.
-    - `num_steps`: the number of steps.
-    - `t_start`, `t_end`: the end points, `t_start > t_end`.
-    - `spacing`: `"uniform"` or `"log_snr"`.
-
-    **Returns:**
-
-    The times, shape `(num_steps + 1,)`, exactly `t_start` first and `t_end` last.
-    """
-    u = jnp.linspace(0.0, 1.0, int(num_steps) + 1)
-    if check_spacing(spacing) == "uniform":
-        ts = t_start + (t_end - t_start) * u
-    else:
-        g_start, g_end = sde.gamma(t_start), sde.gamma(t_end)
-        targets = g_start + (g_end - g_start) * u
-        ts = jax.vmap(lambda g: inverse_gamma(sde, g, t_end, t_start))(targets)
-    return ts.at[0].set(t_start).at[-1].set(t_end)
-
-
 def fixed_stepping(
     score: PreconditionedScore,
     num_steps: int,
     tau_start: Array,
     tau_end: Array,
-    spacing: str,
+    spacing: AbstractSpacing,
     variables: AbstractVariables = ReversedTime(),
 ) -> Stepping:
     """`num_steps` steps from `tau_start` to `tau_end` on `time_grid` (`diffrax.StepTo`), the
     times mapped to the solver time of `variables`."""
     ts = time_grid(score.sde, num_steps, -tau_start, -tau_end, spacing)
-    ts = jax.vmap(variables.time)(ts)
+    ts = jax.vmap(lambda t: variables.time(score.sde, t))(ts)
     return Stepping(diffrax.StepTo(ts), None, int(num_steps), True, variables=variables)
 
 
@@ -223,7 +184,7 @@ class AbstractSampler(eqx.Module):
             if not isinstance(variables, ReversedTime):
                 raise ValueError(
                     "conditional sampling by replacement needs the variables (t, x) "
-                    f"(`variables='t'`), not {type(variables).__name__}."
+                    f"(`variables=ReversedTime()`), not {type(variables).__name__}."
                 )
             observation.check(x)
             if getattr(solver, "scan_kind", "") is None:
@@ -232,7 +193,8 @@ class AbstractSampler(eqx.Module):
             solver = ReplacementSolver(solver, observation, sde, key_obs)
             x = observation.insert_noisy(sde, key_first, t_start, x)
         if save_ts is not None:
-            saveat = diffrax.SaveAt(ts=jax.vmap(variables.time)(jnp.asarray(save_ts, jnp.float32)), t1=True)
+            to_time = jax.vmap(lambda t: variables.time(sde, t))
+            saveat = diffrax.SaveAt(ts=to_time(jnp.asarray(save_ts, jnp.float32)), t1=True)
         elif chain:
             saveat = diffrax.SaveAt(steps=True)
         else:
@@ -240,10 +202,10 @@ class AbstractSampler(eqx.Module):
         solution = diffrax.diffeqsolve(
             terms,
             solver,
-            variables.time(t_start),
-            variables.time(t_end),
+            variables.time(sde, t_start),
+            variables.time(sde, t_end),
             stepping.dt0,
-            variables.to_state(t_start, x),
+            variables.to_state(sde, t_start, x),
             saveat=saveat,
             stepsize_controller=stepping.controller,
             max_steps=stepping.max_steps,
@@ -258,14 +220,14 @@ class AbstractSampler(eqx.Module):
             accepted = jnp.asarray(solution.stats["num_accepted_steps"], jnp.int32)
             out = solution.ys[-1] if stepping.fixed else solution.ys[jnp.maximum(accepted - 1, 0)]
             finite = jnp.isfinite(solution.ts)
-            ts = jnp.where(finite, jax.vmap(variables.inverse_time)(jnp.where(finite, solution.ts, -1.0)),
-                           -solution.ts)
+            to_t = jax.vmap(lambda u: variables.inverse_time(sde, u, t_end, t_start))
+            ts = jnp.where(finite, to_t(jnp.where(finite, solution.ts, -1.0)), -solution.ts)
             states = solution.ys
         else:
             out, ts, states = solution.ys[-1], None, None
-        out = variables.from_state(t_end, out)
+        out = variables.from_state(sde, t_end, out)
         if states is not None and not isinstance(variables, ReversedTime):
-            back = jax.vmap(variables.from_state)(ts, states)
+            back = jax.vmap(lambda t, y: variables.from_state(sde, t, y))(ts, states)
             states = jnp.where(jnp.isfinite(states), back, states)
         if self.denoise:
             out = score.denoise(t_end, out)

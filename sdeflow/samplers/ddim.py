@@ -7,8 +7,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from ..custom_types import Field
-from .base import AbstractSampler, Stepping, check_num_steps, check_spacing, fixed_stepping
+from .base import AbstractSampler, Stepping, check_num_steps, fixed_stepping
 from .score import PreconditionedScore
+from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 
 
 class DDIMSolver(diffrax.AbstractSolver):
@@ -61,12 +62,13 @@ class DDIM(AbstractSampler):
     **Arguments:**
 
     - `num_steps`: the number of equal steps.
-    - `spacing`: the fixed time grid, `"uniform"` in $t$ or `"log_snr"` (see `time_grid`).
+    - `spacing`: the fixed time grid, `UniformSpacing()` in $t$ or `LogSNRSpacing()` (see
+      `time_grid`).
     - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
     """
 
     num_steps: int = 50
-    spacing: str = "uniform"
+    spacing: AbstractSpacing = UniformSpacing()
     denoise: bool = False
 
     def __check_init__(self):

@@ -11,10 +11,11 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from ..custom_types import Field
 from ._noise import ReverseNoiseTerm
-from .base import AbstractSampler, Stepping, check_num_steps, check_spacing, fixed_stepping, in_reverse_time
+from .base import AbstractSampler, Stepping, check_num_steps, fixed_stepping, in_reverse_time
 from .keys import time_key
 from .reverse_sde import reverse_drift
 from .score import PreconditionedScore
+from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 
 
 def langevin_step(score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Field, snr: float) -> Field:
@@ -103,14 +104,15 @@ class PredictorCorrector(AbstractSampler):
     - `num_steps`: the number of predictor steps.
     - `corrector_steps`: Langevin steps per predictor step.
     - `snr`: the corrector's signal-to-noise ratio $r$ (Song et al. use 0.16 for images).
-    - `spacing`: the fixed time grid, `"uniform"` in $t$ or `"log_snr"` (see `time_grid`).
+    - `spacing`: the fixed time grid, `UniformSpacing()` in $t$ or `LogSNRSpacing()` (see
+      `time_grid`).
     - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
     """
 
     num_steps: int = 200
     corrector_steps: int = 1
     snr: float = 0.16
-    spacing: str = "uniform"
+    spacing: AbstractSpacing = UniformSpacing()
     denoise: bool = False
 
     def __check_init__(self):

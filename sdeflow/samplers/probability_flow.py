@@ -8,16 +8,13 @@ from .base import (
     AbstractSampler,
     Stepping,
     check_num_steps,
-    check_spacing,
     fixed_stepping,
     in_reverse_time,
     rk_evaluations,
 )
 from .score import PreconditionedScore
-from .variables import NoiseLevel, ReversedTime
-
-
-VARIABLES = ("t", "sigma", "log_sigma")
+from .spacing import AbstractSpacing, check_spacing, UniformSpacing
+from .variables import AbstractNoiseLevel, AbstractVariables, check_variables, ReversedTime
 
 
 def probability_flow(score: PreconditionedScore):
@@ -38,18 +35,18 @@ class ProbabilityFlow(AbstractSampler):
     or adaptive steps (`num_steps=None`) with a PID controller and an embedded-error solver such as
     `diffrax.Tsit5()` (6 evaluations per attempted step plus one).
 
-    The ODE is solved in the variables `variables`:
+    The ODE is solved in the variables `variables` (`sdeflow.samplers.variables`):
 
-    - `"t"`: $x$ against $t$, $dx/dt = f x + h - \\tfrac12 g^2 C \\nabla \\log p_t(x)$;
-    - `"sigma"`: $y = (x - b(t)) / m(t)$ against $\\sigma = s(t) / m(t)$ (`NoiseLevel`), where the
-      same ODE reads $dy / d\\sigma = \\hat\\epsilon(t, x)$: its linear part is integrated exactly and
-      Euler's method in these variables is DDIM;
-    - `"log_sigma"`: the same $y$ against $\\log \\sigma$, $dy / d\\log\\sigma = \\sigma \\hat\\epsilon$.
+    - `ReversedTime()`: $x$ against $t$, $dx/dt = f x + h - \\tfrac12 g^2 C \\nabla \\log p_t(x)$;
+    - `NoiseLevel()`: $y = (x - b(t)) / m(t)$ against $\\sigma = s(t) / m(t)$, where the same ODE
+      reads $dy / d\\sigma = \\hat\\epsilon(t, x)$: its linear part is integrated exactly and Euler's
+      method in these variables is DDIM;
+    - `LogNoiseLevel()`: the same $y$ against $\\log \\sigma$, $dy / d\\log\\sigma = \\sigma \\hat\\epsilon$.
 
     Fixed steps use the same `spacing` grid of times in every variables choice. Which one needs
     the fewest adaptive steps depends on the score: for Gaussian data and for the MNIST model of
-    benchmarks/bench_samplers.py, `"t"` did at equal tolerance (the tolerance then bounds errors in
-    $x$, not in $y$, whose scale grows like $\\sigma$).
+    benchmarks/bench_samplers.py, `ReversedTime()` did at equal tolerance (the tolerance then
+    bounds errors in $x$, not in $y$, whose scale grows like $\\sigma$).
 
     **Arguments:**
 
@@ -57,9 +54,10 @@ class ProbabilityFlow(AbstractSampler):
     - `num_steps`: equal steps from start to end; `None` (default) for adaptive steps.
     - `rtol`, `atol`: tolerances of the PID controller.
     - `max_steps`: the most steps an adaptive solve may take.
-    - `spacing`: the fixed time grid, `"uniform"` in $t$ or `"log_snr"` (see `time_grid`).
+    - `spacing`: the fixed time grid, `UniformSpacing()` in $t$ or `LogSNRSpacing()` (see
+      `time_grid`).
     - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
-    - `variables`: `"t"` (default), `"sigma"` or `"log_sigma"`, see above.
+    - `variables`: `ReversedTime()` (default), `NoiseLevel()` or `LogNoiseLevel()`, see above.
     """
 
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
@@ -67,14 +65,17 @@ class ProbabilityFlow(AbstractSampler):
     rtol: float = 1e-3
     atol: float = 1e-3
     max_steps: int = 4096
-    spacing: str = "uniform"
+    spacing: AbstractSpacing = UniformSpacing()
     denoise: bool = False
-    variables: str = "t"
+    variables: AbstractVariables = ReversedTime()
 
     def __check_init__(self):
         check_spacing(self.spacing)
-        if self.variables not in VARIABLES:
-            raise ValueError(f"`variables` must be one of {VARIABLES}, got {self.variables!r}.")
+        if not isinstance(check_variables(self.variables), (ReversedTime, AbstractNoiseLevel)):
+            raise ValueError(
+                "`variables` of the probability-flow ODE must be ReversedTime(), NoiseLevel() or "
+                f"LogNoiseLevel(), got {type(self.variables).__name__}."
+            )
         check_num_steps(self.num_steps, optional=True)
         if self.num_steps is None and not isinstance(self.solver, diffrax.AbstractAdaptiveSolver):
             raise ValueError(
@@ -86,22 +87,20 @@ class ProbabilityFlow(AbstractSampler):
         self, score: PreconditionedScore, key: PRNGKeyArray, x: Field, tau_start: Array, tau_end: Array
     ) -> tuple[diffrax.AbstractTerm, diffrax.AbstractSolver, Stepping]:
         del key, x
-        if self.variables == "t":
-            variables = ReversedTime()
-            term = diffrax.ODETerm(in_reverse_time(probability_flow(score)))
-        else:
-            log = self.variables == "log_sigma"
-            variables = NoiseLevel(score.sde, -tau_end, -tau_start, log)
+        sde, variables = score.sde, self.variables
+        if isinstance(variables, AbstractNoiseLevel):
 
-            def noise_field(u, y, args):  # dy/du = -dy/dsigma (times sigma for u = -log sigma)
+            def noise_field(u, y, args):
                 del args
-                t = variables.inverse_time(u)
-                eps = score.epsilon(t, variables.from_state(t, y))
-                return -variables.sigma(t) * eps if log else -eps
+                t = variables.inverse_time(sde, u, -tau_end, -tau_start)
+                eps = score.epsilon(t, variables.from_state(sde, t, y))
+                return variables.velocity(sde, t, eps)
 
             term = diffrax.ODETerm(noise_field)
+        else:
+            term = diffrax.ODETerm(in_reverse_time(probability_flow(score)))
         if self.num_steps is None:
-            span = variables.time(-tau_end) - variables.time(-tau_start)
+            span = variables.time(sde, -tau_end) - variables.time(sde, -tau_start)
             stepping = Stepping(
                 diffrax.PIDController(rtol=self.rtol, atol=self.atol),
                 span / 32,

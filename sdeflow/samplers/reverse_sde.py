@@ -11,12 +11,12 @@ from .base import (
     AbstractSampler,
     Stepping,
     check_num_steps,
-    check_spacing,
     fixed_stepping,
     in_reverse_time,
     rk_evaluations,
 )
 from .score import PreconditionedScore
+from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 
 
 def levy_area_for(solver: diffrax.AbstractSolver) -> type:
@@ -60,7 +60,8 @@ class ReverseSDE(AbstractSampler):
     - `max_steps`: the most steps an adaptive solve may take.
     - `brownian_tol`: adaptive steps only: the resolution of the Brownian tree as a fraction of the
       time span.
-    - `spacing`: the fixed time grid, `"uniform"` in $t$ or `"log_snr"` (see `time_grid`).
+    - `spacing`: the fixed time grid, `UniformSpacing()` in $t$ or `LogSNRSpacing()` (see
+      `time_grid`).
     - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
     """
 
@@ -70,7 +71,7 @@ class ReverseSDE(AbstractSampler):
     atol: float = 1e-2
     max_steps: int = 4096
     brownian_tol: float = 1e-4
-    spacing: str = "uniform"
+    spacing: AbstractSpacing = UniformSpacing()
     denoise: bool = False
 
     def __check_init__(self):

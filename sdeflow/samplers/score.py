@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..custom_types import Field, RealScalarLike
-from ..parameterisation import check_parameterisation, to_epsilon
+from ..parameterisation import AbstractParameterisation, check_parameterisation, Epsilon
 from ..sde import AbstractSDE
 
 
@@ -15,19 +15,19 @@ class PreconditionedScore(eqx.Module):
     """A score model seen through the forward SDE: $S(t, x) = C \\nabla \\log p_t(x) = -\\epsilon / s(t)$.
 
     `model(t, x)` acts on one sample and returns its output of kind `parameterisation`
-    (`"epsilon"`, `"x0"`, `"v"` or `"score"`, see `sdeflow.parameterisation`); every evaluation
-    of this object is one network evaluation.
+    (`Epsilon()`, `X0()`, `V()` or `Score()` of `sdeflow.parameterisation`); every evaluation of
+    this object is one network evaluation.
 
     **Arguments:**
 
     - `model`: a callable `(t, x) -> output`, `t` a scalar array, `x` of shape `(c, *grid)`.
     - `sde`: the forward SDE the model was trained with.
-    - `parameterisation`: the kind of the model's output.
+    - `parameterisation`: the kind of the model's output, an `AbstractParameterisation`.
     """
 
     model: Callable[[Float[Array, ""], Field], Field]
     sde: AbstractSDE
-    parameterisation: str = eqx.field(static=True, default="epsilon")
+    parameterisation: AbstractParameterisation = Epsilon()
 
     def __check_init__(self):
         check_parameterisation(self.parameterisation)
@@ -41,7 +41,7 @@ class PreconditionedScore(eqx.Module):
         """The predicted noise $\\hat\\epsilon(t, x)$ (one network evaluation)."""
         t = jnp.asarray(t, jnp.float32)
         m, s, b = self._coefficients(t, x)
-        return to_epsilon(self.parameterisation, self.model(t, x), x, m, s, b)
+        return self.parameterisation.to_epsilon(self.model(t, x), x, m, s, b)
 
     def __call__(self, t: RealScalarLike, x: Field) -> Field:
         """$C \\nabla \\log p_t(x) = -\\hat\\epsilon / s$ (one network evaluation)."""

@@ -1,10 +1,11 @@
 """The variables a sampler integrates in: an increasing solver time $u(t)$ and a state $y(t, x)$.
 
 Samplers run from $t_{start}$ down to $t_{end}$; diffrax steps forward, so every choice maps
-decreasing $t$ to increasing $u$. `ReversedTime` ($u = -t$, $y = x$) is every sampler's default.
-`NoiseLevel` ($u = -\\sigma(t)$, $y = (x - b(t)) / m(t)$) is where the probability-flow ODE reads
+decreasing $t$ to increasing $u$. `ReversedTime()` ($u = -t$, $y = x$) is every sampler's default.
+`NoiseLevel()` ($u = -\\sigma(t)$, $y = (x - b(t)) / m(t)$) is where the probability-flow ODE reads
 $dy / d\\sigma = \\hat\\epsilon(t, x)$: its linear part is integrated exactly and DDIM is its
-Euler method (`log=True` takes $u = -\\log\\sigma$ instead).
+Euler method; `LogNoiseLevel()` takes $u = -\\log\\sigma$ instead. The objects hold no SDE: each
+method is given the forward SDE of the solve.
 """
 
 import abc
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..checks import check_instance
 from ..custom_types import Field, RealScalarLike
 from ..sde import AbstractSDE
 
@@ -36,78 +38,114 @@ def inverse_gamma(
 
 
 class AbstractVariables(eqx.Module):
-    """A change of variables $(t, x) \\mapsto (u, y)$ with $u$ decreasing in $t$."""
+    """A change of variables $(t, x) \\mapsto (u, y)$ with $u$ decreasing in $t$, for the forward SDE
+    each method is given."""
 
     @abc.abstractmethod
-    def time(self, t: RealScalarLike) -> Float[Array, ""]:
+    def time(self, sde: AbstractSDE, t: RealScalarLike) -> Float[Array, ""]:
         """The solver time $u(t)$."""
 
     @abc.abstractmethod
-    def inverse_time(self, u: RealScalarLike) -> Float[Array, ""]:
-        """The time $t$ of solver time `u`."""
+    def inverse_time(
+        self, sde: AbstractSDE, u: RealScalarLike, t_lo: RealScalarLike, t_hi: RealScalarLike
+    ) -> Float[Array, ""]:
+        """The time $t$ of solver time `u`, in the interval `[t_lo, t_hi]` the solve covers."""
 
     @abc.abstractmethod
-    def to_state(self, t: RealScalarLike, x: Field) -> Field:
+    def to_state(self, sde: AbstractSDE, t: RealScalarLike, x: Field) -> Field:
         """The state $y$ of the field `x` at time `t`."""
 
     @abc.abstractmethod
-    def from_state(self, t: RealScalarLike, y: Field) -> Field:
+    def from_state(self, sde: AbstractSDE, t: RealScalarLike, y: Field) -> Field:
         """The field $x$ of the state `y` at time `t`."""
 
 
 class ReversedTime(AbstractVariables):
     """$u = -t$ and $y = x$: the reverse-time dynamics as they are."""
 
-    def time(self, t: RealScalarLike) -> Float[Array, ""]:
+    def time(self, sde: AbstractSDE, t: RealScalarLike) -> Float[Array, ""]:
         return -jnp.asarray(t, jnp.float32)
 
-    def inverse_time(self, u: RealScalarLike) -> Float[Array, ""]:
+    def inverse_time(
+        self, sde: AbstractSDE, u: RealScalarLike, t_lo: RealScalarLike, t_hi: RealScalarLike
+    ) -> Float[Array, ""]:
         return -jnp.asarray(u, jnp.float32)
 
-    def to_state(self, t: RealScalarLike, x: Field) -> Field:
+    def to_state(self, sde: AbstractSDE, t: RealScalarLike, x: Field) -> Field:
         return x
 
-    def from_state(self, t: RealScalarLike, y: Field) -> Field:
+    def from_state(self, sde: AbstractSDE, t: RealScalarLike, y: Field) -> Field:
         return y
 
 
-class NoiseLevel(AbstractVariables):
-    """$u = -\\sigma(t)$ with $\\sigma = s / m = e^{\\gamma / 2}$, and $y = (x - b(t)) / m(t)$.
+class AbstractNoiseLevel(AbstractVariables):
+    """The state $y = (x - b(t)) / m(t)$ against a solver time decreasing in the noise level
+    $\\sigma = s / m = e^{\\gamma / 2}$.
 
     For every forward SDE of `sdeflow.sde` the probability-flow ODE in these variables is
     $dy / d\\sigma = \\hat\\epsilon(t(\\sigma), m y + b)$ (see `DDIMSolver`). $t(\\sigma)$ inverts the
-    increasing $\\gamma(t)$ on `[t_lo, t_hi]` (`inverse_gamma`).
-
-    **Arguments:**
-
-    - `sde`: the forward SDE.
-    - `t_lo`, `t_hi`: the interval of times the solve covers.
-    - `log`: use $u = -\\log\\sigma = -\\gamma / 2$ as the solver time instead of $-\\sigma$.
+    increasing $\\gamma(t)$ on the interval of the solve (`inverse_gamma`).
     """
 
-    sde: AbstractSDE
-    t_lo: Float[Array, ""]
-    t_hi: Float[Array, ""]
-    log: bool = eqx.field(static=True, default=False)
+    @abc.abstractmethod
+    def velocity(self, sde: AbstractSDE, t: RealScalarLike, eps: Field) -> Field:
+        """$dy / du$ of the probability-flow ODE at time `t`, given the predicted noise `eps`."""
 
-    def sigma(self, t: RealScalarLike) -> Float[Array, ""]:
+    def sigma(self, sde: AbstractSDE, t: RealScalarLike) -> Float[Array, ""]:
         """$\\sigma(t) = s(t) / m(t)$."""
-        return jnp.exp(0.5 * self.sde.gamma(jnp.asarray(t, jnp.float32)))
+        return jnp.exp(0.5 * sde.gamma(jnp.asarray(t, jnp.float32)))
 
-    def time(self, t: RealScalarLike) -> Float[Array, ""]:
-        if self.log:
-            return -0.5 * self.sde.gamma(jnp.asarray(t, jnp.float32))
-        return -self.sigma(t)
+    def to_state(self, sde: AbstractSDE, t: RealScalarLike, x: Field) -> Field:
+        m, _ = sde.marginal(t)
+        return (x - sde.mean(t, jnp.zeros_like(x))) / m
 
-    def inverse_time(self, u: RealScalarLike) -> Float[Array, ""]:
+    def from_state(self, sde: AbstractSDE, t: RealScalarLike, y: Field) -> Field:
+        m, _ = sde.marginal(t)
+        return m * y + sde.mean(t, jnp.zeros_like(y))
+
+
+class NoiseLevel(AbstractNoiseLevel):
+    """$u = -\\sigma(t)$ and $y = (x - b(t)) / m(t)$: the probability-flow ODE reads
+    $dy / d\\sigma = \\hat\\epsilon$, and Euler's method in these variables is DDIM."""
+
+    def time(self, sde: AbstractSDE, t: RealScalarLike) -> Float[Array, ""]:
+        return -self.sigma(sde, t)
+
+    def inverse_time(
+        self, sde: AbstractSDE, u: RealScalarLike, t_lo: RealScalarLike, t_hi: RealScalarLike
+    ) -> Float[Array, ""]:
         u = jnp.asarray(u, jnp.float32)
-        target = -2 * u if self.log else 2 * jnp.log(-u)
-        return inverse_gamma(self.sde, target, self.t_lo, self.t_hi)
+        return inverse_gamma(sde, 2 * jnp.log(-u), t_lo, t_hi)
 
-    def to_state(self, t: RealScalarLike, x: Field) -> Field:
-        m, _ = self.sde.marginal(t)
-        return (x - self.sde.mean(t, jnp.zeros_like(x))) / m
+    def velocity(self, sde: AbstractSDE, t: RealScalarLike, eps: Field) -> Field:
+        return -eps  # dy/du = -dy/dsigma
 
-    def from_state(self, t: RealScalarLike, y: Field) -> Field:
-        m, _ = self.sde.marginal(t)
-        return m * y + self.sde.mean(t, jnp.zeros_like(y))
+
+class LogNoiseLevel(AbstractNoiseLevel):
+    """$u = -\\log\\sigma(t) = -\\gamma(t) / 2$ and $y = (x - b(t)) / m(t)$: the probability-flow ODE
+    reads $dy / d\\log\\sigma = \\sigma \\hat\\epsilon$."""
+
+    def time(self, sde: AbstractSDE, t: RealScalarLike) -> Float[Array, ""]:
+        return -0.5 * sde.gamma(jnp.asarray(t, jnp.float32))
+
+    def inverse_time(
+        self, sde: AbstractSDE, u: RealScalarLike, t_lo: RealScalarLike, t_hi: RealScalarLike
+    ) -> Float[Array, ""]:
+        u = jnp.asarray(u, jnp.float32)
+        return inverse_gamma(sde, -2 * u, t_lo, t_hi)
+
+    def velocity(self, sde: AbstractSDE, t: RealScalarLike, eps: Field) -> Field:
+        return -self.sigma(sde, t) * eps  # dy/du = -sigma dy/dsigma
+
+
+VARIABLES: dict[str, type[AbstractVariables]] = {
+    "t": ReversedTime,
+    "sigma": NoiseLevel,
+    "log_sigma": LogNoiseLevel,
+}
+"""The names a config gives the variables of the probability-flow ODE, and their classes."""
+
+
+def check_variables(variables: object) -> AbstractVariables:
+    """`variables` if it is an `AbstractVariables`, else a `TypeError` saying which object to pass."""
+    return check_instance(variables, "variables", AbstractVariables, VARIABLES, "sdeflow.samplers")

@@ -1,16 +1,15 @@
 """Schemas of the `prior`, `sde` and `loss` groups: the noise, the forward SDE and the training loss.
 
-The choices of the loss are the library's own tables (`sdeflow.parameterisation.PARAMETERISATIONS`,
-`sdeflow.losses.TIME_SAMPLINGS`...) as enums; the values a constructor of the library checks (a
+The choices of the loss are the names of the library's own tables
+(`sdeflow.parameterisation.PARAMETERISATIONS`, `sdeflow.losses.TIME_SAMPLINGS`...) as enums, which
+`train.build` turns into the library's objects; the values a constructor of the library checks (a
 trace-class smoothness, positive scales, `t0 < t1`) are checked by building the object at start-up,
 not written again here.
 """
 
 import dataclasses
 
-from sdeflow.losses import TIME_SAMPLINGS
-from sdeflow.losses.dsm import NORMS
-from sdeflow.losses.weighting import WEIGHTINGS
+from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS
 from sdeflow.parameterisation import PARAMETERISATIONS
 
 from .errors import Choice, choices, fail

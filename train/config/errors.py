@@ -45,5 +45,6 @@ class Choice(str, enum.Enum):
 
 
 def choices(name: str, values) -> type[Choice]:
-    """A `Choice` of the names in a library's table (`sdeflow.samplers.base.SPACINGS`...)."""
+    """A `Choice` of the names `values`: any iterable of names, such as a library's table of names
+    to classes (`sdeflow.samplers.SPACINGS`...), whose keys it takes."""
     return Choice(name, {v: v for v in values})

@@ -3,8 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from sdeflow.samplers.base import SPACINGS
-from sdeflow.samplers.probability_flow import VARIABLES
+from sdeflow.samplers import SPACINGS, VARIABLES
 
 from .errors import Choice, ConfigError, choices, fail, number, positive
 
