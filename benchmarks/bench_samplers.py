@@ -34,6 +34,8 @@ import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sdeflow.samplers import SPACINGS  # noqa: E402
+
 
 CONFIGS = [
     {"name": "euler_maruyama", "steps": 50},
@@ -91,7 +93,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
     parser.add_argument("--repeats", type=int, default=3, help="seeds of 200-step Euler-Maruyama (MMD noise)")
     parser.add_argument("--denoise", choices=("yes", "no"), default="yes", help="Tweedie step at t0")
-    parser.add_argument("--spacing", choices=("uniform", "log_snr"), default="uniform", help="fixed-step grid")
+    parser.add_argument("--spacing", choices=sorted(SPACINGS), default="uniform", help="fixed-step grid")
     parser.add_argument("--only", default=None, help="comma-separated sampler names to run (default: all)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="skip fixed-step configurations with more steps (bounds the CPU time)")
@@ -101,9 +103,9 @@ def main(argv=None) -> dict:
     from sdeflow import metrics
     from sdeflow.parameterisation import Epsilon
     from train.build import build_parameterisation, make_sampler
-    from train.evaluation import reference_fields
+    from train.evaluation import Reference
     from train.restore import load_run
-    from train.sampling import draw, sampler_tag
+    from train.sampling import draw, field_shape, sampler_tag
 
     if args.run_dir == "oracle":
         model, sde, reference, other = oracle_problem(args.grid, args.num_samples)
@@ -111,7 +113,8 @@ def main(argv=None) -> dict:
     else:
         run_cfg, model, sde, step = load_run(args.run_dir, args.step)
         model = jax.device_put(model, jax.devices()[0])
-        reference, _, other, _ = reference_fields(run_cfg, args.grid)
+        held = Reference(run_cfg, args.grid)  # its two halves: the compared set and the real baseline
+        reference, other = held.half_a, held.half_b
         parameterisation = build_parameterisation(run_cfg.loss.parameterisation)
     reference_j = jnp.asarray(reference)
     only = None if args.only is None else set(args.only.split(","))
@@ -120,7 +123,7 @@ def main(argv=None) -> dict:
     def measure(spec, seed):
         sampler = make_sampler(spec)
         started = time.perf_counter()
-        samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(seed), args.grid,
+        samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(seed), field_shape(1, 2, args.grid),
                                     args.num_samples, min(args.batch_size, args.num_samples),
                                     t_end=spec.get("t_end"))
         seconds = time.perf_counter() - started
