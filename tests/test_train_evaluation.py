@@ -90,7 +90,7 @@ def trained_classifier(tmp_path_factory):
 
 def test_classifier_learns_held_out_digits_and_round_trips(trained_classifier):
     source, folder, model, info = trained_classifier
-    assert info["train_range"] == [8000, 8400]
+    assert info["holdout_range"] == [8000, 8800] and info["split_seed"] == clf.SPLIT_SEED
     # A small net, 150 steps on 400 digits: far above chance (0.1) on the other 400 (measured 0.87).
     assert info["reference_accuracy"] > 0.7
     loaded, loaded_info = clf.load(folder)
@@ -107,11 +107,11 @@ def test_classifier_learns_held_out_digits_and_round_trips(trained_classifier):
 def test_classifier_cache_is_keyed_by_every_setting(trained_classifier, tmp_path):
     source, folder, _, info = trained_classifier
     split = clf.holdout_split(800, True)
-    base = clf.settings(source, split.classifier, 150, 0, (8, 16), 32)
+    base = clf.settings(source, 150, 0, (8, 16), 32)
     assert {k: info[k] for k in base} == base
     folders = {clf.default_folder(base)}
     for change in ({"steps": 151}, {"seed": 1}, {"channels": [8, 8]}, {"width": 16}, {"smoothing": 0.0},
-                   {"train_range": [8000, 8401]}, {"split": "train"}):
+                   {"holdout_range": [8000, 8801]}, {"split": "train"}):
         folders.add(clf.default_folder(dict(base, **change)))
     assert len(folders) == 8
     # A classifier trained otherwise is refused by name, not silently reused.
@@ -120,6 +120,20 @@ def test_classifier_cache_is_keyed_by_every_setting(trained_classifier, tmp_path
         clf.load_or_train(source, source.load("holdout"), split, spec)
     spec.seed = 0
     assert clf.load_or_train(source, source.load("holdout"), split, spec)[1] == info
+    assert clf.classifier_folder(source, OmegaConf.create(dict(SMALL, dir=None, seed=0))) == clf.default_folder(base)
+
+
+def test_holdout_split_is_a_random_partition():
+    """Half for the classifier, the rest for reference in two halves: disjoint, covering every
+    held-out example, and not contiguous blocks (data files are ordered, e.g. by writer)."""
+    split = clf.holdout_split(800, True)
+    parts = [split.classifier, split.reference_a, split.reference_b]
+    assert [len(p) for p in parts] == [400, 200, 200]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(800))
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts[1:])), split.reference)
+    assert all(np.ptp(p) > 700 for p in parts)  # spread over the whole range, not a block
+    assert clf.holdout_split(800, False).classifier is None and len(clf.holdout_split(800, False).reference) == 800
+    np.testing.assert_array_equal(clf.holdout_split(800, True).reference, split.reference)  # seeded
 
 
 def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
@@ -158,7 +172,7 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     assert result["num_reference"] == 400 and sum(result["class_histogram"]) == 24
     # The real-vs-real baselines compare two halves of the reference digits, neither of which
     # trained the classifier (t10k[8000:8400]), and equal the metric computed on them directly.
-    assert result["reference"] == [8400, 8800] and result["real_halves"] == [[8400, 8600], [8600, 8800]]
+    assert result["real_halves"] == [200, 200]
     f_a, f_b = clf.features(model, reference.half_a), clf.features(model, reference.half_b)
     assert result["frechet_distance_real"] == pytest.approx(float(metrics.frechet_distance(f_a, f_b)), rel=1e-4)
     assert result["likelihood"]["grid"] == [16, 16] and result["likelihood"]["dimensions"] == 15 * 15

@@ -1,6 +1,6 @@
 """Train the MNIST classifier of the Fréchet features: `python -m train.classifier [data=mnist_t10k]`.
 
-It trains on the first half of the data config's `holdout_range` (`train.mnist_classifier` says why)
+It trains on half of the data config's `holdout_range` (`train.mnist_classifier` says why)
 and saves itself under `classifier.dir`; `train.evaluate` trains it when it is missing.
 """
 

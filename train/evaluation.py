@@ -2,9 +2,9 @@
 
 Draws `num_samples` samples on the grid of `grid` points per axis and compares them with the run's
 held-out examples (`data.holdout_range`, never seen by the generative model) on the same grid. For
-MNIST the held-out examples are split in two (`train.mnist_classifier.holdout_split`): a small
-classifier, whose features the Fréchet distance uses, trains on the first half; the samples are
-compared with the second ("reference"). Other data have no classifier: the metrics that need it
+MNIST the held-out examples are split in two at random (`train.mnist_classifier.holdout_split`):
+a small classifier, whose features the Fréchet distance uses, trains on one half; the samples are
+compared with the other ("reference"). Other data have no classifier: the metrics that need it
 are left out of the JSON, with the reason under `skipped`, and all held-out examples are the
 reference. The real-vs-real baselines (`_real`) compare the two halves of the reference set, so
 neither side trained the classifier. The JSON holds:
@@ -59,11 +59,10 @@ class Reference:
         self.holdout = self.source.load("holdout")
         self.split = holdout_split(len(self.holdout), has_classifier(self.source))
         to_fields = self.source.converter(as_grid(grid, self.source.dim))
-        a, b = self.split.reference
-        self.fields = to_fields(self.holdout.values[a:b])
-        self.labels = None if self.holdout.labels is None else self.holdout.labels[a:b]
-        middle = self.split.reference_a[1] - a
-        self.half_a, self.half_b = self.fields[:middle], self.fields[middle:]
+        values = self.holdout.values
+        self.fields = to_fields(values[self.split.reference])
+        self.labels = None if self.holdout.labels is None else self.holdout.labels[self.split.reference]
+        self.half_a, self.half_b = to_fields(values[self.split.reference_a]), to_fields(values[self.split.reference_b])
 
 
 def has_classifier(source) -> bool:
@@ -158,7 +157,6 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     k, spectrum_samples = metrics.radial_power_spectrum(jnp.asarray(samples))
     _, spectrum_reference = metrics.radial_power_spectrum(jnp.asarray(real))
     key = jr.key(cfg.seed + 2)
-    start = int(source.holdout_range[0]) if source.holdout_range is not None else 0
     result = {
         "run_dir": str(cfg.run_dir),
         "step": step,
@@ -166,8 +164,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         "data": source.name,
         "num_samples": int(cfg.num_samples),
         "num_reference": int(len(real)),
-        "reference": [start + i for i in reference.split.reference],
-        "real_halves": [[start + i for i in reference.split.reference_a], [start + i for i in reference.split.reference_b]],
+        "real_halves": [len(reference.half_a), len(reference.half_b)],
         "sampler": OmegaConf.to_container(cfg.sampler, enum_to_str=True),
         "sampler_tag": sampler_tag(cfg.sampler),
         "weights": str(cfg.weights),
@@ -189,7 +186,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     }
     if classifier is not None:
         result.update(classifier_metrics(classifier, samples, real, a, b, block))
-        result["classifier"] = {"dir": str(cfg.classifier.dir or clf.default_folder(info)),
+        result["classifier"] = {"dir": str(clf.classifier_folder(source, cfg.classifier)),
                                 "reference_accuracy": info["reference_accuracy"]}
     # 8-bit images on their native grid without blur are the exact pixel values: bins of 2/255
     exact_pixels = (reference.holdout.values.dtype == np.uint8 and float(getattr(source, "smoothing", 0.0)) == 0.0

@@ -1,12 +1,12 @@
 """A small CNN classifier of MNIST fields, whose penultimate features feed the Fréchet distance.
 
 It must not have seen the digits the generative model trained on, nor the real digits the samples
-are compared with: it trains on the first half of the data config's `holdout_range` and reports
-its accuracy on the second half, which `train.evaluate` uses as the real reference set
-(`holdout_split`); the real-vs-real baselines compare the two halves of that reference set, so
-neither side was seen by the classifier. With the official split (`data=mnist`) that is
-train[50000:55000] for the classifier and train[55000:60000] for reference; on machines with only
-t10k (`data=mnist_t10k`) t10k[8000:9000] and t10k[9000:10000].
+are compared with: it trains on half of the data config's `holdout_range` and reports
+its accuracy on the other half, which `train.evaluate` uses as the real reference set; the
+real-vs-real baselines compare the two halves of that reference set, so neither side was seen by
+the classifier. The halves are drawn by a seeded permutation (`holdout_split`): with the official
+split (`data=mnist`) the held-out digits are train[50000:60000], on machines with only t10k
+(`data=mnist_t10k`) t10k[8000:10000].
 
 The classifier sees fields on the 32-grid (the digits' native grid, `train.data.NATIVE_GRID`);
 samples from any grid are resampled spectrally to it first (`features`).
@@ -105,33 +105,42 @@ def accuracy(model: Classifier, fields: np.ndarray, labels: np.ndarray) -> float
     return float(np.mean(probabilities(model, fields).argmax(1) == labels))
 
 
-@dataclasses.dataclass(frozen=True)
+SPLIT_SEED = 0
+"""The seed of the permutation that splits the held-out examples (`holdout_split`)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class HoldoutSplit:
-    """The parts of a data source's held-out examples, as `[start, stop)` positions in them.
+    """The parts of a data source's held-out examples, as sorted positions in them, drawn by a
+    seeded permutation: data files are often ordered (MNIST's test digits come in blocks of the same
+    writers, and two adjacent blocks of 500 differ by a Riesz MMD of 0.022 where two random halves
+    differ by 0.0006 at most), so contiguous blocks would not be samples of one law.
 
     **Fields:**
 
-    - `classifier`: the examples the classifier trains on (the first half), or `None` when the
-        data have no classifier.
-    - `reference`: the examples samples are compared with (the rest).
+    - `classifier`: the examples the classifier trains on (half of them), or `None` when the data
+        have no classifier.
+    - `reference`: the examples samples are compared with (the others).
     - `reference_a`, `reference_b`: the two halves of `reference`; metrics between them are the
         real-vs-real baselines, from examples neither of which trained the classifier.
     """
 
-    classifier: tuple[int, int] | None
-    reference: tuple[int, int]
-    reference_a: tuple[int, int]
-    reference_b: tuple[int, int]
+    classifier: np.ndarray | None
+    reference: np.ndarray
+    reference_a: np.ndarray
+    reference_b: np.ndarray
 
 
-def holdout_split(count: int, with_classifier: bool) -> HoldoutSplit:
-    """Split `count` held-out examples: the first half for a classifier (if any), the rest for
-    reference, itself in two halves."""
+def holdout_split(count: int, with_classifier: bool, seed: int = SPLIT_SEED) -> HoldoutSplit:
+    """Split `count` held-out examples at random (seeded): half for a classifier (if any), the
+    others for reference, themselves in two random halves."""
+    order = np.random.default_rng(seed).permutation(count)
     start = count // 2 if with_classifier else 0
     if count - start < 2:
         raise ValueError(f"the held-out examples ({count}) are too few for a reference set in two halves.")
     middle = (start + count) // 2
-    return HoldoutSplit((0, start) if with_classifier else None, (start, count), (start, middle), (middle, count))
+    return HoldoutSplit(np.sort(order[:start]) if with_classifier else None, np.sort(order[start:]),
+                        np.sort(order[start:middle]), np.sort(order[middle:]))
 
 
 def train_classifier(
@@ -208,14 +217,12 @@ def load(folder: str | pathlib.Path) -> tuple[Classifier, dict]:
     return eqx.tree_deserialise_leaves(folder / "model.eqx", template), info
 
 
-def settings(source, classifier_range: tuple[int, int], steps: int, seed: int,
-             channels: tuple[int, int] = (32, 64), width: int = 128) -> dict:
-    """Everything that changes a trained classifier: its data (source, split, the examples it
-    trains on, blur), its training (steps, seed) and its architecture."""
-    start = int(source.holdout_range[0])
+def settings(source, steps: int, seed: int, channels: tuple[int, int] = (32, 64), width: int = 128) -> dict:
+    """Everything that changes a trained classifier: its data (source, split, the held-out range
+    whose `holdout_split` half it trains on, blur), its training (steps, seed) and its architecture."""
     return dict(
         source=source.name, split=str(source.split), smoothing=float(source.smoothing),
-        train_range=[start + classifier_range[0], start + classifier_range[1]], steps=int(steps),
+        holdout_range=[int(v) for v in source.holdout_range], split_seed=SPLIT_SEED, steps=int(steps),
         seed=int(seed), channels=list(channels), width=int(width),
     )
 
@@ -223,7 +230,7 @@ def settings(source, classifier_range: tuple[int, int], steps: int, seed: int,
 def default_folder(settings: dict) -> pathlib.Path:
     """`runs/classifier/<source>_<split>_<start>_<stop>_<hash>`: one folder per `settings`."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    start, stop = settings["train_range"]
+    start, stop = settings["holdout_range"]
     return pathlib.Path("runs") / "classifier" / f"{settings['source']}_{settings['split']}_{start}_{stop}_{digest}"
 
 
@@ -237,16 +244,24 @@ def train_and_save(source, holdout, split: HoldoutSplit, folder: str | pathlib.P
     `(model, info)`: the classifier and its description (its `settings`, accuracy, time).
     """
     to_fields = source.converter((GRID, GRID))
-    (a, b), (c, d) = split.classifier, split.reference
+    train, reference = split.classifier, split.reference
     started = time.perf_counter()
-    model = train_classifier(to_fields(holdout.values[a:b]), holdout.labels[a:b], steps=steps, seed=seed,
+    model = train_classifier(to_fields(holdout.values[train]), holdout.labels[train], steps=steps, seed=seed,
                              channels=channels, width=width)
-    acc = accuracy(model, to_fields(holdout.values[c:d]), holdout.labels[c:d])
-    info = dict(settings(source, split.classifier, steps, seed, channels, width), reference_accuracy=acc,
+    acc = accuracy(model, to_fields(holdout.values[reference]), holdout.labels[reference])
+    info = dict(settings(source, steps, seed, channels, width), reference_accuracy=acc,
                 train_seconds=time.perf_counter() - started)
     save(model, folder, info)
-    logger.info(f"classifier saved in {folder}: accuracy {acc:.4f} on {d - c} held-out examples")
+    logger.info(f"classifier saved in {folder}: accuracy {acc:.4f} on {len(reference)} held-out examples")
     return model, info
+
+
+def classifier_folder(source, spec) -> pathlib.Path:
+    """The folder of the classifier of the settings `spec` (as `load_or_train` takes them):
+    `spec.dir`, else `default_folder` of those settings."""
+    if spec.dir:
+        return pathlib.Path(spec.dir)
+    return default_folder(settings(source, spec.steps, spec.seed, tuple(spec.channels), int(spec.width)))
 
 
 def load_or_train(source, holdout, split: HoldoutSplit, spec) -> tuple[Classifier, dict]:
@@ -254,8 +269,8 @@ def load_or_train(source, holdout, split: HoldoutSplit, spec) -> tuple[Classifie
     `seed`, `channels`, `width`): loaded from `spec.dir` (default `default_folder`), trained and
     saved there first if missing. A classifier in `spec.dir` trained otherwise is refused."""
     arch = dict(channels=tuple(spec.channels), width=int(spec.width))
-    wanted = settings(source, split.classifier, spec.steps, spec.seed, **arch)
-    folder = pathlib.Path(spec.dir) if spec.dir else default_folder(wanted)
+    wanted = settings(source, spec.steps, spec.seed, **arch)
+    folder = classifier_folder(source, spec)
     try:
         model, info = load(folder)
     except FileNotFoundError:
