@@ -1,4 +1,4 @@
-"""Throughput of the full training step of an FNO on CPU: the performance target of issue 5.
+"""Throughput of the full training step of an FNO on CPU, against the project's performance target.
 
 The step: times and prior noise (Matérn, `sdeflow.priors`), the epsilon denoising loss of a
 VP SDE, its gradient and an optax Adam update, for an FNO with 4 Fourier layers, 14 modes per
@@ -51,7 +51,7 @@ ALLOCATORS = ("default", "retain")
 VARIANTS = ("vmap-fft", "vmap-dft", "vmap-dft-nonorm", "batched", "batched-nonorm", "shardmap",
             "shardmap-nonorm", "microbatch-nonorm")
 MICRO_BATCHES = 4
-LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here), as issue 5 states
+LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here): the step's compute limit
 
 
 def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,

@@ -1,6 +1,6 @@
 """The FNO training step of `bench_train_step.py`, written the way the PyTorch reference codes are.
 
-Issue 5 quotes the reference PyTorch implementation at a median of ~850 ms per step on this kind
+The reference PyTorch implementation was quoted at a median of ~850 ms per step on this kind
 of machine (four runs: 720 to 1010 ms). Machines of one kind differ from day to day (the
 calibration matmul of `bench_train_step.py` has measured 71 to 197 GFLOP/s here), so this script
 times a PyTorch step of the same configuration on the machine at hand, for a ratio measured under

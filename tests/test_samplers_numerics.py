@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from test_samplers import compiled, gaussian_oracle
 
-import sdeflow
 from sdeflow import samplers
 from sdeflow.parameterisation import Epsilon
-from sdeflow.priors import Matern
 
 
 LOG_SNR = samplers.LogSNRSpacing()

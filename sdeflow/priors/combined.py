@@ -1,6 +1,5 @@
 """Combined priors: $C^{1/2} = a A + b B$ for two priors diagonal in the same Fourier basis."""
 
-import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Real
 
