@@ -131,3 +131,8 @@ def test_staged_run_resumes_inside_a_stage_and_at_its_boundary(tmp_path):
     assert counts and set(counts) == {4}
     lr = {r["step"]: r["lr"] for r in records if "lr" in r}
     assert lr[4] == pytest.approx(0.05 * 3e-3) and lr[5] == pytest.approx(3e-3)
+    # the sampling programs restore a staged run too: the template holds the last stage's optimiser
+    _, network, _, step = load_run(run_dir, weights="raw")
+    assert step == 8
+    for a, b in zip(_leaves(network), _leaves(resumed.parts["network"]), strict=True):
+        np.testing.assert_array_equal(a, b)

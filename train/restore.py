@@ -48,8 +48,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
         step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {checkpointer.directory}.")
-        # the checkpoint holds the optimiser state of the stage of its last step
-        stage = to_schema(cfg).train.phase_at(max(step - 1, 0)).stage
+        stage = to_schema(cfg).train.checkpoint_stage(step)
         template = init_state(parts, build.build_optimiser(cfg, stage), train_key,
                               make_mesh(jax.devices()[:1]), build.trainable(cfg, stage))
         state, extra = checkpointer.restore(template, step)

@@ -143,8 +143,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     data_state = None
     start = 0
     if resumed_at is not None:
-        # the checkpoint holds the optimiser state of the stage of its last step
-        stage = _Stage(cfg, run_cfg, run_cfg.train.phase_at(max(resumed_at - 1, 0)).stage, sde, mesh)
+        stage = _Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(resumed_at), sde, mesh)
         state, extra = checkpointer.restore(stage.start(parts, train_key, mesh))
         start, data_state = int(extra["step"]), extra["data"]
         metrics.write(event="resume", step=start, time=time.time())

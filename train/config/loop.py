@@ -130,6 +130,11 @@ class TrainConfig:
         """The number of steps of the whole run."""
         return sum(level.steps for stage in self.stage_list() for level in stage.levels)
 
+    def checkpoint_stage(self, step: int) -> int:
+        """The stage whose optimiser state a checkpoint written after `step` steps holds: that
+        of its last step (a checkpoint at a stage's end still holds that stage's)."""
+        return self.phase_at(max(step - 1, 0)).stage
+
     def phase_at(self, step: int) -> Phase:
         """The level that global step `step` (0-based, the next to take) belongs to; past the end, the last."""
         phases = self.phases()
