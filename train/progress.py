@@ -181,8 +181,8 @@ def save_curves(samples: np.ndarray, path: str | pathlib.Path, count: int = 16) 
     samples = samples[:count]
     ncol = max(1, math.ceil(math.sqrt(len(samples))))
     nrow = math.ceil(len(samples) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 1.6 * nrow), dpi=100, squeeze=False,
-                             sharex=True, sharey=True)
+    # each panel its own value axis: one sample's range does not flatten the others
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 1.6 * nrow), dpi=100, squeeze=False, sharex=True)
     x = np.arange(samples.shape[-1]) / samples.shape[-1]
     for ax, sample in zip(axes.flat, samples):
         for channel in sample:
