@@ -53,3 +53,21 @@ def test_progress_bar_shows_loss_and_rate(capsys):
     err = capsys.readouterr().err
     assert "5/10" in err and "loss=0.1235" in err and "grid=32" in err
     assert "step/s" in err or "s/step" in err
+
+
+def test_save_samples_draws_each_dimension(tmp_path):
+    """2-D samples become an image grid (RGB for 3 channels), 1-D ones line plots, 3-D ones their
+    slice at x_3 = 0; other shapes are refused."""
+    from train.progress import save_samples
+
+    rng = np.random.default_rng(0)
+    save_samples(rng.uniform(-1, 1, (4, 3, 8, 8)), tmp_path / "rgb.png")
+    assert Image.open(tmp_path / "rgb.png").mode == "RGB" and Image.open(tmp_path / "rgb.png").size == (22, 22)
+    volume = rng.uniform(-1, 1, (4, 1, 8, 8, 8))
+    save_samples(volume, tmp_path / "volume.png")
+    save_grid(volume[..., 0], tmp_path / "slice.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "volume.png")), np.asarray(Image.open(tmp_path / "slice.png")))
+    save_samples(rng.normal(size=(5, 2, 32)), tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size[0] > 100  # a figure of plots, not a 32-pixel strip
+    with pytest.raises(ValueError, match="shape"):
+        save_samples(np.zeros((4, 8)), tmp_path / "bad.png")
