@@ -84,3 +84,43 @@ def test_corrupt_or_mismatched_checkpoint_names_the_folder(tmp_path, request):
         checkpointer.restore(state, step=1)
     with Checkpointer(tmp_path / "empty") as empty, pytest.raises(CheckpointError, match="no checkpoint in"):
         empty.restore(state)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, request):
+    mesh = make_mesh(jax.devices()[:1])
+    states = {step: _state(8, mesh, seed=step) for step in (1, 2, 3)}
+    checkpointer = Checkpointer(tmp_path, keep=3)
+    request.addfinalizer(checkpointer.close)
+    for step, state in states.items():
+        checkpointer.save(step, state, {"step": step})
+    for step in (3, 2):  # the two newest: truncated array data
+        for path in (tmp_path / str(step) / "arrays").rglob("*"):
+            if path.is_file() and path.parent.name == "d":
+                path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    lines = []
+    restored, extra, step = checkpointer.restore_latest_good(lambda step: _state(8, mesh, seed=9), log=lines.append)
+    assert step == 1 and extra == {"step": 1}
+    _assert_same(restored, states[1])
+    assert len(lines) == 2 and f"checkpoint {tmp_path / '3'} cannot be read" in lines[0]
+    assert lines[0].endswith("Falling back to checkpoint 2.") and lines[1].endswith("Falling back to checkpoint 1.")
+    # a checkpoint of another model is refused at once, not skipped
+    with pytest.raises(CheckpointError, match="does not match"):
+        checkpointer.restore_latest_good(lambda step: _state(16, mesh), log=lines.append)
+
+
+def test_stop_request_takes_one_signal_and_exits_on_the_second():
+    import os
+    import signal
+
+    from train.signals import StopRequest
+
+    lines = []
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest(lines.append) as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signal == "SIGTERM" and "SIGTERM: finishing the current step" in lines[0]
+        with pytest.raises(KeyboardInterrupt, match="second signal"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before

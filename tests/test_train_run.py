@@ -93,7 +93,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
         np.testing.assert_array_equal(a, b)
     records = MetricsLog(run_dir / "metrics.jsonl").read()
-    assert [r.get("event") for r in records if "event" in r] == ["start", "level", "resume", "level", "end"]
+    assert [r.get("event") for r in records if "event" in r] == ["start", "level", "stop", "resume", "level", "end"]
     reference_losses = {r["step"]: r["loss"] for r in MetricsLog(uninterrupted[0] / "metrics.jsonl").read() if "loss" in r}
     # Logged losses are means over windows of train.log_every steps: compare the windows that
     # started after the resume (the one straddling it is shorter).
@@ -123,8 +123,8 @@ def test_staged_run_resumes_inside_a_stage_and_at_its_boundary(tmp_path):
         np.testing.assert_array_equal(a, b)
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     events = [(r["event"], r.get("stage")) for r in records if "event" in r]
-    assert events == [("start", None), ("level", 0), ("resume", None), ("resume", None), ("stage", 1),
-                      ("level", 1), ("level", 1), ("end", None)]
+    assert events == [("start", None), ("level", 0), ("stop", None), ("resume", None), ("stop", None),
+                      ("resume", None), ("stage", 1), ("level", 1), ("level", 1), ("end", None)]
     # the second stage's optimiser started afresh at step 4: its step counts are 4, not 8, and the
     # logged rate (of the next step) jumps from the first stage's final rate back to the peak
     counts = [int(x) for x in jax.tree.leaves(resumed.opt_state) if jnp.issubdtype(x.dtype, jnp.integer)]
@@ -135,4 +135,41 @@ def test_staged_run_resumes_inside_a_stage_and_at_its_boundary(tmp_path):
     _, network, _, step = load_run(run_dir, weights="raw")
     assert step == 8
     for a, b in zip(_leaves(network), _leaves(resumed.parts["network"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_step_and_the_run_resumes(uninterrupted, tmp_path, caplog):
+    """SIGTERM during training: the step finishes, a checkpoint is written there, the run returns
+    (the program then exits with status 0), and running again ends with the uninterrupted bits."""
+    import os
+    import signal
+    import threading
+    import time as time_lib
+
+    _, _, reference = uninterrupted
+    run_dir = tmp_path / "run"
+    log = run_dir / "metrics.jsonl"
+
+    def send_when_training():  # once the first loss is logged (step 2 of 10)
+        for _ in range(6000):
+            if log.exists() and '"loss"' in log.read_text():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time_lib.sleep(0.01)
+
+    thread = threading.Thread(target=send_when_training)
+    thread.start()
+    stopped = run(compose(f"train.run_dir={run_dir}", "train.sample_grids=[]"), progress_bar=False)
+    thread.join()
+    step = int(stopped.step)
+    assert 2 <= step < int(reference.step)
+    with Checkpointer(run_dir / "checkpoints") as checkpointer:
+        assert checkpointer.latest_step() == step
+    stop = [r for r in MetricsLog(log).read() if r.get("event") == "stop"]
+    assert stop == [dict(stop[0], step=step, reason="on SIGTERM")]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    assert f"stopped at step {step} on SIGTERM with a checkpoint there; run the same command again" in caplog.text
+    resumed = run(compose(f"train.run_dir={run_dir}", "train.sample_grids=[]"), progress_bar=False)
+    for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -11,6 +11,7 @@ while saving leaves the previous checkpoint intact; only the last `keep` steps a
 """
 
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -23,6 +24,10 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt, missing or does not match the model being restored."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint cannot be read back: truncated, corrupted, or holding non-finite values."""
 
 
 def _is_key(x) -> bool:
@@ -116,7 +121,7 @@ class Checkpointer:
                 int(step), args=ocp.args.Composite(extra=ocp.args.JsonRestore())
             )["extra"]
         except Exception as error:
-            raise CheckpointError(
+            raise CorruptCheckpointError(
                 f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}); it is corrupt "
                 "or incomplete. Delete that folder to resume from an older checkpoint, or start a new "
                 "run folder."
@@ -134,7 +139,7 @@ class Checkpointer:
                 int(step), args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract))
             )["arrays"]
         except Exception as error:
-            raise CheckpointError(
+            raise CorruptCheckpointError(
                 f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}); it is corrupt "
                 "or incomplete. Delete that folder to resume from an older checkpoint, or start a new "
                 "run folder."
@@ -146,9 +151,43 @@ class Checkpointer:
         ]
         for name, value in zip(names, values):
             if not _is_key(value) and not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
-                raise CheckpointError(f"checkpoint {folder}: leaf {name} holds non-finite values.")
+                raise CorruptCheckpointError(f"checkpoint {folder}: leaf {name} holds non-finite values.")
         arrays = jtu.tree_unflatten(treedef, values)
         return eqx.combine(arrays, template), extra
+
+    def restore_latest_good(
+        self, template: Callable[[int], Any], log: Callable[[str], None] = print
+    ) -> tuple[Any, dict, int]:
+        """Restore the newest checkpoint that reads back whole, falling back past corrupt ones.
+
+        A corrupt checkpoint (`CorruptCheckpointError`) is reported in one line through `log` and
+        the next older one is tried; one of another model or config (`CheckpointError`) stops at
+        once, since an older one would not fit either.
+
+        **Arguments:**
+
+        - `template`: `template(step)` is the template to restore checkpoint `step` into (as for
+            `restore`; the optimiser state of a staged run depends on the step's stage).
+        - `log`: where the line about each corrupt checkpoint goes.
+
+        **Returns:**
+
+        `(tree, extra, step)` of the checkpoint restored.
+        """
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}.")
+        for step in steps:
+            try:
+                tree, extra = self.restore(template(step), step)
+            except CorruptCheckpointError as error:
+                older = [s for s in steps if s < step]
+                log(f"{error} Falling back to checkpoint {older[0]}." if older else str(error))
+                continue
+            return tree, extra, step
+        raise CorruptCheckpointError(
+            f"every checkpoint in {self.directory} is corrupt ({steps}); start a new run folder."
+        )
 
     def close(self) -> None:
         """Finish pending writes and release the manager."""

@@ -36,6 +36,7 @@ from .evaluation import write_evaluation
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
 from .sampling import write_samples
+from .signals import StopRequest
 from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
 
 logger = logging.getLogger("train.training")
@@ -143,8 +144,11 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     data_state = None
     start = 0
     if resumed_at is not None:
+        def template(step: int) -> TrainState:
+            return _Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(step), sde, mesh).start(parts, train_key, mesh)
+
+        state, extra, resumed_at = checkpointer.restore_latest_good(template, log=logger.warning)
         stage = _Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(resumed_at), sde, mesh)
-        state, extra = checkpointer.restore(stage.start(parts, train_key, mesh))
         start, data_state = int(extra["step"]), extra["data"]
         metrics.write(event="resume", step=start, time=time.time())
         logger.info(f"resumed from {checkpointer.directory / str(resumed_at)} at step {start}")
@@ -168,47 +172,52 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     iterator = None
     guard = ResidentGuard()  # bounds the kept heap's growth on several devices (train.memory)
     try:
-        for phase in phases:
-            level_start, level_end = phase.start, phase.end
-            if step >= level_end or step >= stop:
-                continue
-            if phase.stage != stage.index:  # a new stage: its own optimiser, from the parts so far
-                stage = _Stage(cfg, run_cfg, phase.stage, sde, mesh)
-                state = eqx.tree_at(lambda s: (s.key, s.step), stage.start(state.parts, state.key, mesh, state.ema),
-                                    (state.key, state.step))
-                metrics.write(event="stage", step=step, stage=stage.index, name=stage.name)
-                logger.info(f"stage {stage.index} ({stage.name}): trains {stage.trainable}")
-            iterator = batches(_dataset(cfg, source, data.values, phase.grid), data_state)
-            if step == level_start:  # (not when resuming in the middle of a level)
-                metrics.write(event="level", step=step, stage=phase.stage, level=phase.level, grid=phase.grid)
-            logger.info(f"stage {phase.stage} level {phase.level}: grid {phase.grid}, "
-                        f"steps {max(step, level_start)}..{level_end}")
-            losses, window_start = [], time.perf_counter()
-            guard.reset()
-            while step < min(level_end, stop):
-                state, loss = stage.step(state, shard_batch(next(iterator), mesh))
-                losses.append(loss)
-                step += 1
-                if step % t.log_every == 0 or step == min(level_end, stop):
-                    mean = float(jnp.mean(jnp.stack(losses)))
-                    elapsed = time.perf_counter() - window_start
-                    rate = len(losses) / elapsed
-                    metrics.write(step=step, loss=mean, grid=phase.grid, steps_per_s=rate,
-                                  lr=optimiser_lr(build.part_optim(cfg, "network"), stage.steps,
-                                                  step - phases_start(phases, stage.index)),
-                                  time=time.time())
-                    bar.update(len(losses), loss=mean, grid=phase.grid)
-                    if not np.isfinite(mean):
-                        raise FloatingPointError(f"the loss is {mean} at step {step}; lower optim.lr?")
-                    guard.check()
-                    losses, window_start = [], time.perf_counter()
-                if step % t.ckpt_every == 0:
-                    checkpoint(step, iterator)
-                if t.sample_every and step % t.sample_every == 0 and step < steps_total:
-                    write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
-            data_state = iterator.get_state()
-        if step > start and step % t.ckpt_every != 0 and iterator is not None:
-            checkpoint(step, iterator)
+        with StopRequest(logger.warning) as stop_request:  # SIGINT, SIGTERM: checkpoint, then stop
+            for phase in phases:
+                if stop_request.requested:
+                    break
+                level_start, level_end = phase.start, phase.end
+                if step >= level_end or step >= stop:
+                    continue
+                if phase.stage != stage.index:  # a new stage: its own optimiser, from the parts so far
+                    stage = _Stage(cfg, run_cfg, phase.stage, sde, mesh)
+                    state = eqx.tree_at(lambda s: (s.key, s.step), stage.start(state.parts, state.key, mesh, state.ema),
+                                        (state.key, state.step))
+                    metrics.write(event="stage", step=step, stage=stage.index, name=stage.name)
+                    logger.info(f"stage {stage.index} ({stage.name}): trains {stage.trainable}")
+                iterator = batches(_dataset(cfg, source, data.values, phase.grid), data_state)
+                if step == level_start:  # (not when resuming in the middle of a level)
+                    metrics.write(event="level", step=step, stage=phase.stage, level=phase.level, grid=phase.grid)
+                logger.info(f"stage {phase.stage} level {phase.level}: grid {phase.grid}, "
+                            f"steps {max(step, level_start)}..{level_end}")
+                losses, window_start = [], time.perf_counter()
+                guard.reset()
+                while step < min(level_end, stop):
+                    state, loss = stage.step(state, shard_batch(next(iterator), mesh))
+                    losses.append(loss)
+                    step += 1
+                    if step % t.log_every == 0 or step == min(level_end, stop) or stop_request.requested:
+                        mean = float(jnp.mean(jnp.stack(losses)))
+                        elapsed = time.perf_counter() - window_start
+                        rate = len(losses) / elapsed
+                        metrics.write(step=step, loss=mean, grid=phase.grid, steps_per_s=rate,
+                                      lr=optimiser_lr(build.part_optim(cfg, "network"), stage.steps,
+                                                      step - phases_start(phases, stage.index)),
+                                      time=time.time())
+                        bar.update(len(losses), loss=mean, grid=phase.grid)
+                        if not np.isfinite(mean):
+                            raise FloatingPointError(f"the loss is {mean} at step {step}; lower optim.lr?")
+                        guard.check()
+                        losses, window_start = [], time.perf_counter()
+                    if step % t.ckpt_every == 0:
+                        checkpoint(step, iterator)
+                    if t.sample_every and step % t.sample_every == 0 and step < steps_total:
+                        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
+                    if stop_request.requested:
+                        break
+                data_state = iterator.get_state()
+            if step > start and step % t.ckpt_every != 0 and iterator is not None:
+                checkpoint(step, iterator)
     finally:
         bar.close()
         checkpointer.close()
@@ -218,7 +227,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         if t.evaluate:
             write_evaluation(state, sde, cfg, run_dir, step)
     else:
-        logger.info(f"stopped at step {step} (train.stop_after); run again with the same run_dir to resume")
+        why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
+        metrics.write(event="stop", step=step, reason=why, time=time.time())
+        logger.warning(f"stopped at step {step} {why} with a checkpoint there; run the same command again "
+                       f"(train.run_dir={run_dir}) to resume")
     return state
 
 
