@@ -71,3 +71,9 @@ def test_save_samples_draws_each_dimension(tmp_path):
     assert Image.open(tmp_path / "curves.png").size[0] > 100  # a figure of plots, not a 32-pixel strip
     with pytest.raises(ValueError, match="shape"):
         save_samples(np.zeros((4, 8)), tmp_path / "bad.png")
+
+
+def test_loss_plot_leaves_out_windows_without_a_loss(tmp_path):
+    records = [{"step": 2, "loss": 1.0}, {"step": 4, "loss": None, "skipped": 2}, {"step": 6, "loss": 0.5}]
+    plot_loss(records, tmp_path / "loss.png")
+    assert Image.open(tmp_path / "loss.png").size == (600, 400)

@@ -173,3 +173,27 @@ def test_sigterm_checkpoints_the_step_and_the_run_resumes(uninterrupted, tmp_pat
     resumed = run(compose(f"train.run_dir={run_dir}", "train.sample_grids=[]"), progress_bar=False)
     for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_non_finite_loss_stops_the_run_with_its_step(policy, tmp_path, monkeypatch):
+    """Every loss NaN: `stop` ends the run at the first logged window naming step 1 and the loss,
+    with nothing applied and no checkpoint written; `skip` goes on, counting the skipped steps in the
+    metrics log, until more than `train.max_skipped` were skipped."""
+    from train import build
+
+    dsm = build._dsm
+    monkeypatch.setattr(build, "_dsm", lambda parts, x0, key, **kw: dsm(parts, x0, key, **kw) * jnp.nan)
+    run_dir = tmp_path / "run"
+    cfg = compose(f"train.run_dir={run_dir}", "train.sample_grids=[]", f"train.nonfinite={policy}",
+                  "train.max_skipped=3")
+    expected = "the loss is not finite at step 1 (the first such step; its update was not applied)"
+    with pytest.raises(FloatingPointError, match=re.escape(expected)) as info:
+        run(cfg, progress_bar=False)
+    assert "The last checkpoint (none) is kept" in str(info.value)
+    skipped = [r["skipped"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if "loss" in r]
+    assert skipped == ([2] if policy == "stop" else [2, 4])  # windows of train.log_every = 2 steps
+    if policy == "skip":
+        assert "4 steps were skipped (more than train.max_skipped = 3)" in str(info.value)
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())

@@ -193,3 +193,36 @@ def test_frozen_parts_stay_as_they_are(batches):
     assert len(jax.tree.leaves(every.opt_state)) > count  # the frozen part's moments are not kept
     with pytest.raises(ValueError, match="must be among the parts"):
         init_state(parts, optimiser, jr.key(1), mesh, trainable={"schedule"})
+
+
+def test_a_non_finite_step_changes_nothing_and_is_located(batches):
+    """A step whose loss or a gradient is not finite applies no update (parts, EMA and optimiser
+    state unchanged), still advances the key and the step, counts itself, and records the first
+    such step and where it appeared."""
+    from train.step import gradient_names
+
+    mesh = make_mesh(jax.devices()[:1])
+    parts = {"network": _Net(jr.key(0))}
+    optimiser = make_optimiser(3e-3, 20, warmup_steps=0)
+
+    def loss(parts, x0, key):  # finite value; the gradient of conv2's bias is NaN when x0 is positive
+        net = parts["network"]
+        positive, b2 = jnp.mean(x0) > 0, jnp.sum(net.conv2.bias) ** 2
+        root = jnp.sqrt(jnp.where(positive, -1.0 - b2, 1.0 + b2))  # NaN, with a NaN derivative, if positive
+        return _loss(net, x0, key) + jnp.where(positive, 0.0, 0.0 * root)
+
+    step = make_train_step(loss, optimiser, 0.5, mesh)
+    state = init_state(parts, optimiser, jr.key(1), mesh)
+    state, _ = step(state, shard_batch(-np.abs(batches[0]), mesh))  # a good step
+    before = jax.tree.map(np.asarray, eqx.filter((state.parts, state.ema, state.opt_state), eqx.is_array))
+    key = np.asarray(jr.key_data(state.key))
+    state, value = step(state, shard_batch(np.abs(batches[1]), mesh))  # the NaN gradient
+    assert np.isfinite(float(value)) and int(state.step) == 2 and int(state.skipped) == 1
+    after = jax.tree.map(np.asarray, eqx.filter((state.parts, state.ema, state.opt_state), eqx.is_array))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    assert not np.array_equal(np.asarray(jr.key_data(state.key)), key)
+    index, leaf = (int(v) for v in state.first_bad)
+    assert index == 1 and gradient_names(parts)[leaf] == "['network'].conv2.bias"
+    state, _ = step(state, shard_batch(-np.abs(batches[2]), mesh))  # training goes on
+    assert int(state.skipped) == 1 and tuple(int(v) for v in state.first_bad) == (1, leaf)
+    assert gradient_names(parts)[0] == "loss"

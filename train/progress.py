@@ -112,7 +112,8 @@ def plot_loss(records: list[dict], path: str | pathlib.Path, smoothing: int = 20
     - `path`: the PNG file.
     - `smoothing`: the window of a running mean drawn over the raw curve.
     """
-    points = [(r["step"], r["loss"], r.get("grid")) for r in records if "loss" in r and "step" in r]
+    points = [(r["step"], r["loss"], r.get("grid")) for r in records
+              if r.get("loss") is not None and "step" in r]  # (a window of skipped steps has no loss)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     if points:
         steps = np.array([p[0] for p in points])

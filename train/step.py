@@ -18,6 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import jax.tree_util as jtu
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -45,6 +46,10 @@ class TrainState(eqx.Module):
     - `opt_state`: the optax state of the arrays being trained.
     - `key`: the RNG key that the next step splits.
     - `step`: the number of steps taken (int32 scalar).
+    - `skipped`: how many of them had a loss or gradient that was not finite; their updates were
+        not applied (int32 scalar).
+    - `first_bad`: `(step, leaf)` of the first such step: its 0-based index and where it appeared,
+        0 for the loss and $i + 1$ for the $i$-th gradient leaf (`gradient_names`); `(-1, -1)` if none.
     """
 
     parts: PyTree
@@ -52,6 +57,8 @@ class TrainState(eqx.Module):
     opt_state: PyTree
     key: PRNGKeyArray
     step: Int[Array, ""]
+    skipped: Int[Array, ""]
+    first_bad: Int[Array, "2"]
 
 
 def make_optimiser(
@@ -208,6 +215,8 @@ def init_state(
         opt_state=optimiser.init(params),
         key=copy(key),
         step=jnp.zeros((), jnp.int32),
+        skipped=jnp.zeros((), jnp.int32),
+        first_bad=jnp.full((2,), -1, jnp.int32),
     )
     return replicate(state, mesh)
 
@@ -272,14 +281,30 @@ def make_train_step(
 
         loss, grads = eqx.filter_value_and_grad(loss_of)(params)
         updates, opt_state = optimiser.update(grads, state.opt_state, params)
-        params = eqx.apply_updates(params, updates)
         ema_params, ema_frozen = eqx.partition(state.ema, spec)
-        ema_params = _ema_update(ema_params, params, ema_decay)
+        new_params = eqx.apply_updates(params, updates)
+        new_ema = _ema_update(ema_params, new_params, ema_decay)
+        # A step whose loss or gradient is not finite changes nothing but the key and the counts.
+        finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in [loss, *jax.tree.leaves(grads)]])
+        ok = jnp.all(finite)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
+        params, ema_params = keep(new_params, params), keep(new_ema, ema_params)
+        opt_state = keep(opt_state, state.opt_state)
+        first = jnp.where((state.skipped == 0) & ~ok, jnp.stack([state.step, jnp.argmin(finite)]).astype(jnp.int32),
+                          state.first_bad)
         new = TrainState(parts=eqx.combine(params, frozen), ema=eqx.combine(ema_params, ema_frozen),
-                         opt_state=opt_state, key=key, step=state.step + 1)
+                         opt_state=opt_state, key=key, step=state.step + 1,
+                         skipped=state.skipped + (~ok).astype(jnp.int32), first_bad=first)
         return eqx.filter_shard(new, replicated), loss
 
     return step
+
+
+def gradient_names(parts: PyTree, trainable: Trainable = True) -> list[str]:
+    """Where a non-finite value can appear in a step, by `TrainState.first_bad`'s leaf index:
+    `"loss"`, then the path of each trained array (e.g. `['network'].blocks[0].weight`)."""
+    params = eqx.filter(parts, trainable_filter(parts, trainable))
+    return ["loss"] + [jtu.keystr(path) for path, _ in jtu.tree_flatten_with_path(params)[0]]
 
 
 def _ema_update(ema: PyTree, params: PyTree, decay: float | dict[str, float]) -> PyTree:

@@ -197,16 +197,18 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     losses.append(loss)
                     step += 1
                     if step % t.log_every == 0 or step == min(level_end, stop) or stop_request.requested:
-                        mean = float(jnp.mean(jnp.stack(losses)))
+                        window = np.asarray(jnp.stack(losses))
+                        mean = float(np.mean(window[np.isfinite(window)])) if np.isfinite(window).any() else None
                         elapsed = time.perf_counter() - window_start
                         rate = len(losses) / elapsed
+                        skipped = int(state.skipped)
                         metrics.write(step=step, loss=mean, grid=phase.grid, steps_per_s=rate,
                                       lr=optimiser_lr(build.part_optim(cfg, "network"), stage.steps,
                                                       step - phases_start(phases, stage.index)),
-                                      time=time.time())
-                        bar.update(len(losses), loss=mean, grid=phase.grid)
-                        if not np.isfinite(mean):
-                            raise FloatingPointError(f"the loss is {mean} at step {step}; lower optim.lr?")
+                                      skipped=skipped, time=time.time())
+                        bar.update(len(losses), loss=mean if mean is not None else float("nan"), grid=phase.grid)
+                        if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
+                            raise nonfinite_error(state, parts, stage.trainable, checkpointer, t)
                         guard.check()
                         losses, window_start = [], time.perf_counter()
                     if step % t.ckpt_every == 0:
@@ -232,6 +234,23 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         logger.warning(f"stopped at step {step} {why} with a checkpoint there; run the same command again "
                        f"(train.run_dir={run_dir}) to resume")
     return state
+
+
+def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpointer, t) -> FloatingPointError:
+    """The error that stops a run at a step whose loss or gradient was not finite (`train.nonfinite`)."""
+    from .step import gradient_names
+
+    index, leaf = (int(v) for v in state.first_bad)
+    where = gradient_names(parts, trainable)[leaf]
+    where = "the loss" if where == "loss" else f"the gradient of {where}"
+    kept = checkpointer.latest_step()
+    why = ("" if t.nonfinite == "stop" else f"{int(state.skipped)} steps were skipped (more than "
+           f"train.max_skipped = {t.max_skipped}); ")
+    return FloatingPointError(
+        f"{why}{where} is not finite at step {index + 1} (the first such step; its update was not "
+        f"applied). The last checkpoint ({'none' if kept is None else f'step {kept}'}) is kept. "
+        "Lower optim.lr, or set train.nonfinite=skip to go on without such steps."
+    )
 
 
 def phases_start(phases, stage: int) -> int:

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Any, Optional
 
-from .errors import ConfigError, fail, number, positive
+from .errors import Choice, ConfigError, fail, number, positive
 from .evaluation import EvaluationConfig
 
 
@@ -32,6 +32,13 @@ class AdamWConfig:
         number(f"{where}.weight_decay", self.weight_decay, lambda v: v >= 0, "a number >= 0")
         for field in ("b1", "b2", "ema_decay"):
             number(f"{where}.{field}", getattr(self, field), lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+class NonFinite(Choice):
+    """What a step whose loss or gradient is not finite does to the run (its update is never applied)."""
+
+    stop = "stop"  # stop with the step and where it appeared; the last checkpoint is kept
+    skip = "skip"  # go on without that update, counting such steps (up to train.max_skipped)
 
 
 @dataclasses.dataclass
@@ -87,6 +94,8 @@ class TrainConfig:
     devices: Any = "auto"  # number of devices of the data mesh: auto (the fastest on CPU, all accelerators) or an int
     stop_after: Optional[int] = None  # stop (checkpointed) after this global step, to resume later; null: run to the end
     progress_bar: bool = True  # show the tqdm bar (the metrics log is written either way)
+    nonfinite: NonFinite = NonFinite.stop  # a step with a NaN or inf loss or gradient: stop | skip (its update is never applied)
+    max_skipped: int = 10  # with nonfinite=skip: stop once more steps than this were skipped
 
     def check(self, where: str = "train") -> None:
         positive(f"{where}.seed", self.seed, 0)
@@ -112,6 +121,7 @@ class TrainConfig:
             raise ConfigError(f"{where}.batch_size {self.batch_size} must be a multiple of {where}.devices {self.devices}.")
         if self.stop_after is not None:
             positive(f"{where}.stop_after", self.stop_after)
+        positive(f"{where}.max_skipped", self.max_skipped, 0)
 
     def stage_list(self) -> list[StageConfig]:
         """The stages of the run: `stages`, or one stage of every part over `levels`."""
