@@ -280,16 +280,20 @@ def make_train_step(
             return loss_fn(data_parallel(eqx.combine(params, frozen), mesh), batch, step_key)
 
         loss, grads = eqx.filter_value_and_grad(loss_of)(params)
-        updates, opt_state = optimiser.update(grads, state.opt_state, params)
         ema_params, ema_frozen = eqx.partition(state.ema, spec)
-        new_params = eqx.apply_updates(params, updates)
-        new_ema = _ema_update(ema_params, new_params, ema_decay)
-        # A step whose loss or gradient is not finite changes nothing but the key and the counts.
+        # A step whose loss or gradient is not finite changes nothing but the key and the counts
+        # (a cond, not a select: the update is computed only when it is applied).
         finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in [loss, *jax.tree.leaves(grads)]])
         ok = jnp.all(finite)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
-        params, ema_params = keep(new_params, params), keep(new_ema, ema_params)
-        opt_state = keep(opt_state, state.opt_state)
+
+        def update(_):
+            updates, opt_state = optimiser.update(grads, state.opt_state, params)
+            new_params = eqx.apply_updates(params, updates)
+            return new_params, _ema_update(ema_params, new_params, ema_decay), opt_state
+
+        params, ema_params, opt_state = jax.lax.cond(
+            ok, update, lambda _: (params, ema_params, state.opt_state), None
+        )
         first = jnp.where((state.skipped == 0) & ~ok, jnp.stack([state.step, jnp.argmin(finite)]).astype(jnp.int32),
                           state.first_bad)
         new = TrainState(parts=eqx.combine(params, frozen), ema=eqx.combine(ema_params, ema_frozen),
