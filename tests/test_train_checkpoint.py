@@ -124,3 +124,34 @@ def test_stop_request_takes_one_signal_and_exits_on_the_second():
         with pytest.raises(KeyboardInterrupt, match="second signal"):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, request, monkeypatch):
+    """A disk that fills during a write: one clear error naming the step, the folder and the
+    checkpoint that is intact, which then restores."""
+    import errno
+
+    from train.checkpoint import CheckpointWriteError
+
+    mesh = make_mesh(jax.devices()[:1])
+    state = _state(8, mesh)
+    checkpointer = Checkpointer(tmp_path, keep=3)
+    request.addfinalizer(checkpointer.close)
+    checkpointer.save(1, state, {"step": 1})
+    write = checkpointer._manager.save
+
+    def full_disk(step, *args, **kwargs):  # the writer starts, then the device is full
+        (tmp_path / f"{step}.orbax-checkpoint-tmp-0").mkdir()
+        raise RuntimeError("write failed") from OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointer._manager, "save", full_disk)
+    with pytest.raises(CheckpointWriteError, match=r"checkpoint 2 could not be written in .* \(No space left on "
+                       r"device\); checkpoint 1 is intact\. Free space"):
+        checkpointer.save(2, state, {"step": 2})
+    monkeypatch.setattr(checkpointer._manager, "save", write)
+    _, extra, step = checkpointer.restore_latest_good(lambda step: _state(8, mesh, seed=9))
+    assert step == 1 and extra == {"step": 1}
+    # errors that are not about the file system are not disguised
+    monkeypatch.setattr(checkpointer._manager, "save", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad tree")))
+    with pytest.raises(ValueError, match="bad tree"):
+        checkpointer.save(3, state)

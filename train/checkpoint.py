@@ -26,6 +26,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint is corrupt, missing or does not match the model being restored."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a folder that is not writable)."""
+
+
 class CorruptCheckpointError(CheckpointError):
     """A checkpoint cannot be read back: truncated, corrupted, or holding non-finite values."""
 
@@ -87,14 +91,25 @@ class Checkpointer:
         leaves, names, _ = _arrays(tree)
         extra = dict(extra or {})
         extra["_leaves"] = _describe(leaves, names)
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                arrays=ocp.args.StandardSave(leaves), extra=ocp.args.JsonSave(extra)
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        previous = self.latest_step()
+        try:
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    arrays=ocp.args.StandardSave(leaves), extra=ocp.args.JsonSave(extra)
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except Exception as error:
+            cause = _os_error(error)
+            if cause is None:
+                raise
+            kept = "no earlier checkpoint" if previous is None else f"checkpoint {previous} is intact"
+            raise CheckpointWriteError(
+                f"checkpoint {step} could not be written in {self.directory} ({cause.strerror or cause}); "
+                f"{kept}. Free space or fix the folder, then run the same command again to resume."
+            ) from None
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restore checkpoint `step` (default: the latest) into the structure of `template`.
@@ -199,6 +214,17 @@ class Checkpointer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The `OSError` (full disk, no permission...) behind an error of the writers, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _first_difference(saved, expected) -> str:
