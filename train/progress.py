@@ -33,7 +33,8 @@ class MetricsLog:
     """Appends one JSON object per line to `path` (`metrics.jsonl` in the run folder).
 
     A resumed run appends to the same file; `read` drops the records of steps that were logged after
-    the checkpoint it resumed from, so the log describes the one trajectory actually taken.
+    the checkpoint it resumed from (and everything before a new start, when a run was killed before
+    its first checkpoint), so the log describes the one trajectory actually taken.
 
     **Arguments:**
 
@@ -58,7 +59,9 @@ class MetricsLog:
         kept: list[dict] = []
         for record in records:
             step = record.get("step")
-            if step is not None and record.get("event") == "resume":
+            if record.get("event") == "start":  # a run killed before its first checkpoint began again
+                kept = []
+            elif step is not None and record.get("event") == "resume":
                 kept = [r for r in kept if r.get("step") is None or r["step"] <= step]
             kept.append(record)
         return kept
