@@ -14,6 +14,7 @@ import pytest
 import sdeflow
 from train.data import (
     MnistError,
+    MnistSource,
     batches,
     images_to_functions,
     load_mnist,
@@ -142,9 +143,14 @@ def test_functions_on_grids_are_one_function(t10k):
     assert ring.max() > 1.3 and -1.06 < smooth.min() and smooth.max() < 1.06
 
 
+def _digits(grid: int):
+    """The converter of raw MNIST images to functions on the `grid` grid (no blur)."""
+    return MnistSource(smoothing=0.0).converter(grid)
+
+
 def test_pipeline_shuffles_repeats_and_resumes(t10k):
     images = t10k.images[:48]
-    dataset = make_dataset(images, grid=16, batch_size=8, seed=3)
+    dataset = make_dataset(images, _digits(16), batch_size=8, seed=3)
     iterator = batches(dataset)
     stream = [next(iterator) for _ in range(12)]  # two epochs of 6 batches
     assert all(b.shape == (8, 1, 16, 16) and b.dtype == np.float32 for b in stream)
@@ -158,9 +164,9 @@ def test_pipeline_shuffles_repeats_and_resumes(t10k):
     assert not np.array_equal(np.concatenate(stream[:6]), np.concatenate(stream[6:]))
     assert not np.array_equal(np.concatenate(stream[:6]), reference)
     # Same seed -> same stream; another seed -> another order.
-    again = batches(make_dataset(images, grid=16, batch_size=8, seed=3))
+    again = batches(make_dataset(images, _digits(16), batch_size=8, seed=3))
     np.testing.assert_array_equal(next(again), stream[0])
-    other = batches(make_dataset(images, grid=16, batch_size=8, seed=4))
+    other = batches(make_dataset(images, _digits(16), batch_size=8, seed=4))
     assert not np.array_equal(next(other), stream[0])
     # The saved state resumes exactly, also on another grid (the multilevel curriculum).
     iterator = batches(dataset)
@@ -170,20 +176,20 @@ def test_pipeline_shuffles_repeats_and_resumes(t10k):
     resumed = batches(dataset, state)
     for expected in stream[5:9]:
         np.testing.assert_array_equal(next(resumed), expected)
-    finer = batches(make_dataset(images, grid=32, batch_size=8, seed=3), state)
+    finer = batches(make_dataset(images, _digits(32), batch_size=8, seed=3), state)
     batch = next(finer)
     restricted = np.stack([np.asarray(sdeflow.restrict(jnp.asarray(v), (16, 16))) for v in batch])
     np.testing.assert_allclose(restricted, stream[5], atol=2e-5)
     # Precomputed functions or batch-by-batch transformation: the same batches.
-    lazy = batches(make_dataset(images, grid=16, batch_size=8, seed=3, precompute=False), state)
+    lazy = batches(make_dataset(images, _digits(16), batch_size=8, seed=3, precompute=False), state)
     np.testing.assert_allclose(next(lazy), stream[5], atol=1e-6)
 
 
 def test_pipeline_with_worker_processes(t10k):
     images = t10k.images[:64]
-    serial = batches(make_dataset(images, grid=16, batch_size=8, seed=1))
+    serial = batches(make_dataset(images, _digits(16), batch_size=8, seed=1))
     expected = [next(serial) for _ in range(10)]
-    dataset = make_dataset(images, grid=16, batch_size=8, seed=1, worker_count=2)
+    dataset = make_dataset(images, _digits(16), batch_size=8, seed=1, worker_count=2)
     parallel = batches(dataset)
     for b in expected[:4]:
         np.testing.assert_array_equal(next(parallel), b)

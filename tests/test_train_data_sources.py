@@ -483,8 +483,6 @@ def test_pipeline_with_any_source(cifar, tmp_path):
     np.testing.assert_allclose(_restrict(next(finer), (16, 16)), expected, atol=2e-5)
     lazy = batches(make_dataset(values, source.converter(16), batch_size=4, seed=2, precompute=False), state)
     np.testing.assert_allclose(next(lazy), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="belong to the converter"):
-        make_dataset(values, source.converter(16), grid=16, batch_size=4, seed=2)
     # Generated fields, converted in a worker process (the converter is pickled to it).
     field = GeneratedSource("grf", "gaussian_fields", count=12, native_grid=(8,), cache_dir=tmp_path)
     fields = field.load("train").values
@@ -495,11 +493,3 @@ def test_pipeline_with_any_source(cifar, tmp_path):
         a, b = next(serial), next(parallel)
         assert a.shape == (3, 1, 16)
         np.testing.assert_array_equal(a, b)
-
-
-def test_old_mnist_call_is_the_source_call():
-    images = load_mnist("t10k", (0, 40), download_missing=False).images
-    old = batches(make_dataset(images, grid=16, smoothing=0.6, batch_size=8, seed=5))
-    new = batches(make_dataset(images, MnistSource(smoothing=0.6).converter(16), batch_size=8, seed=5))
-    for _ in range(6):
-        np.testing.assert_array_equal(next(old), next(new))

@@ -2,7 +2,7 @@
 
 import enum
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 
@@ -25,15 +25,6 @@ def number(field: str, value: float | None, check: Callable[[float], bool], what
     """A finite number that passes `check`, described by `what` in the message."""
     if value is None or not math.isfinite(value) or not check(value):
         fail(field, f"must be {what}", value)
-
-
-def index_range(field: str, value: Sequence[int] | None, size: int, what: str) -> tuple[int, int] | None:
-    """A `[start, stop]` of indices into `size` examples (`what`: which), or None."""
-    if value is None:
-        return None
-    if len(value) != 2 or not 0 <= value[0] < value[1] <= size:
-        fail(field, f"must be [start, stop] with 0 <= start < stop <= {size} ({what}) or null", list(value))
-    return int(value[0]), int(value[1])
 
 
 class Choice(str, enum.Enum):

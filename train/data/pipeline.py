@@ -26,8 +26,7 @@ n = 128 (first 1000 t10k digits). With $\\sigma = 0.6$ pixel the values stay wit
 never clipped (clipping would break the consistency across grids).
 """
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import absl.flags
 import grain
@@ -67,25 +66,12 @@ def images_to_functions(images: np.ndarray, grid: int, smoothing: float = 0.0) -
     return ImageConverter((28, 28), pad, (int(grid), int(grid)), float(smoothing))(images)
 
 
-@dataclasses.dataclass(frozen=True)
-class _ToFunctions:
-    """Batch of uint8 images -> batch of functions (a picklable callable for grain's workers)."""
-
-    grid: int
-    smoothing: float
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return images_to_functions(images, self.grid, self.smoothing)
-
-
 def make_dataset(
     values: np.ndarray,
-    converter: Callable[[np.ndarray], np.ndarray] | None = None,
+    converter: Callable[[np.ndarray], np.ndarray],
     *,
     batch_size: int,
     seed: int,
-    grid: int | None = None,
-    smoothing: float | None = None,
     worker_count: int = 0,
     worker_buffer_size: int = 2,
     read_threads: int = 1,
@@ -101,21 +87,15 @@ def make_dataset(
     grids have interchangeable states (the multilevel curriculum carries the state from one grid
     to the next).
 
-    Two ways to call it:
-
-    - any source: `make_dataset(examples.values, source.converter(grid), batch_size=..., seed=...)`;
-    - MNIST as before: `make_dataset(images, grid=n, smoothing=s, batch_size=..., seed=...)`, the
-        same batches as `make_dataset(images, MnistSource(smoothing=s).converter(n), ...)`.
+    Called as `make_dataset(examples.values, source.converter(grid), batch_size=..., seed=...)`.
 
     **Arguments:**
 
     - `values`: the raw examples `(N, ...)` of a source (`Examples.values`).
     - `converter`: a picklable callable turning a batch of values into float32 functions
-        `(B, c, *grid)` (`AbstractSource.converter(grid)`); `None` for MNIST images with `grid`.
+        `(B, c, *grid)` (`AbstractSource.converter(grid)`).
     - `batch_size`: examples per batch.
     - `seed`: the shuffling seed.
-    - `grid`: MNIST only (without `converter`): the grid size $n$ of the functions.
-    - `smoothing`: MNIST only (without `converter`): Gaussian blur in pixels (default 0).
     - `worker_count`: processes that prepare batches ahead (0: in the main process).
     - `worker_buffer_size`: batches each worker keeps ready.
     - `read_threads`: threads preparing batches ahead in the main process (when `worker_count=0`).
@@ -127,17 +107,6 @@ def make_dataset(
 
     A `grain.IterDataset` of float32 batches `(batch_size, c, *grid)`.
     """
-    if converter is None:
-        if grid is None:
-            raise ValueError(
-                "`make_dataset` needs a `converter` (source.converter(grid)) or, for MNIST images, a `grid`."
-            )
-        converter = _ToFunctions(int(grid), 0.0 if smoothing is None else float(smoothing))
-    elif grid is not None or smoothing is not None:
-        raise ValueError(
-            "`grid` and `smoothing` belong to the converter (source.converter(grid)); do not pass them "
-            "to `make_dataset` together with a `converter`."
-        )
     if batch_size < 1 or batch_size > len(values):
         raise ValueError(f"`batch_size` must be in 1..{len(values)} (the number of examples), got {batch_size}.")
     if worker_count < 0:
@@ -181,8 +150,3 @@ def batches(dataset: grain.IterDataset, state: dict | None = None) -> grain.Data
     if state is not None:
         iterator.set_state(state)
     return iterator
-
-
-def index_range(value: Sequence[int] | None) -> tuple[int, int] | None:
-    """A config's `[start, stop]` (or null) as a tuple."""
-    return None if value is None else (int(value[0]), int(value[1]))
