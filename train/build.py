@@ -15,7 +15,7 @@ from jaxtyping import PRNGKeyArray
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
-from .config.programs import PARTS
+from .config.programs import part_names
 
 
 def _wrapped(group: str, fn, *args, **kwargs):
@@ -138,8 +138,12 @@ def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = 
 
 
 def build_parts(cfg: DictConfig, key: PRNGKeyArray) -> dict:
-    """The trainable parts of a run, by name (`PARTS`): the score network."""
-    return {"network": build_model(cfg, key)}
+    """The trainable parts of a run, by name (`part_names`): the score network, and any part
+    that the run's loss or prior learns."""
+    builders = {"network": build_model}
+    # The network takes `key` itself, so adding a part leaves its initialisation unchanged.
+    return {name: builders[name](cfg, key if i == 0 else jr.fold_in(key, i))
+            for i, name in enumerate(part_names(cfg))}
 
 
 def part_optim(cfg: DictConfig, name: str) -> DictConfig:
@@ -166,9 +170,9 @@ def build_optimiser(cfg: DictConfig, stage: int = 0):
 
     steps = sum(level.steps for level in to_schema(cfg.train).stage_list()[stage].levels)
     names = trainable(cfg, stage)
-    names = PARTS if names is True else names
+    names = part_names(cfg) if names is True else names
     transforms = {}
-    for name in PARTS:
+    for name in part_names(cfg):
         o = part_optim(cfg, name)
         transforms[name] = optax.set_to_zero() if name not in names else make_optimiser(
             o.lr, steps, warmup_steps=o.warmup_steps, final_lr_fraction=o.final_lr_fraction,

@@ -66,7 +66,7 @@ class _Stage:
         loss = None if spec.loss is None else stage_loss(spec)
         self.loss_fn = build.build_loss(cfg, sde, loss)
         self.optimiser = build.build_optimiser(cfg, index)
-        decay = {name: build.part_optim(cfg, name).ema_decay for name in build.PARTS}
+        decay = {name: build.part_optim(cfg, name).ema_decay for name in build.part_names(cfg)}
         self.step = make_train_step(self.loss_fn, self.optimiser, decay, mesh, self.trainable)
         self.steps = sum(level.steps for level in spec.levels)
 

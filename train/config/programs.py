@@ -147,8 +147,20 @@ def to_schema(cfg: DictConfig) -> Any:
     return OmegaConf.to_object(cfg)
 
 
-PARTS = ("network",)
-"""The trainable parts of a run (`train.build.build_parts`)."""
+def part_names(run: Any) -> tuple[str, ...]:
+    """The trainable parts of a run (`train.build.build_parts`), in a fixed order: the score
+    network, then any part that the run's loss or prior learns beside it.
+
+    **Arguments:**
+
+    - `run`: the run's config, as its schema (`RunConfig`) or as composed (`DictConfig`).
+
+    **Returns:**
+
+    The parts' names, the keys of the run's dict of parts.
+    """
+    del run  # every run today trains its network only
+    return ("network",)
 
 
 def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
@@ -187,7 +199,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.sde.check("sde")
     run.loss.check("loss")
     run.train.check("train")
-    parts = PARTS
+    parts = part_names(run)
     for i, stage in enumerate(run.train.stage_list()):
         where = f"train.stages[{i}]"
         steps = sum(level.steps for level in stage.levels)
