@@ -4,17 +4,25 @@ Every network acts on one sample, `model(t, u)` with `t` a scalar and `u` of sha
 `(channels, *grid)`, composes with `jax.vmap`/`jit`/`grad`, and offers `model.batched(t, u)` for a
 batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; computed spatial-major, and faster,
 for `FNO` and `UNO`).
+
+As in `sdeflow`, calls are checked against the jaxtyping annotations (`SDEFLOW_TYPECHECK=0` turns
+the checks off).
 """
 
-from .difference import DifferenceKernel as DifferenceKernel
-from .fno import FNO as FNO, FourierBlock as FourierBlock
-from .layers import (
+from sdeflow.typecheck import install as _install_typecheck
+
+
+_install_typecheck("nets")  # before the submodules below are imported
+
+from .difference import DifferenceKernel as DifferenceKernel  # noqa: E402
+from .fno import FNO as FNO, FourierBlock as FourierBlock  # noqa: E402
+from .layers import (  # noqa: E402
     coordinate_features as coordinate_features,
     Pointwise as Pointwise,
     sinusoidal_embedding as sinusoidal_embedding,
     TimeEmbedding as TimeEmbedding,
 )
-from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv
-from .summary import count_parameters as count_parameters, summary as summary
-from .unet import UNet as UNet
-from .uno import level_grid as level_grid, UNO as UNO
+from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv  # noqa: E402
+from .summary import count_parameters as count_parameters, summary as summary  # noqa: E402
+from .unet import UNet as UNet  # noqa: E402
+from .uno import level_grid as level_grid, UNO as UNO  # noqa: E402

@@ -66,9 +66,9 @@ def test_check_instance_returns_what_it_accepts():
         check_instance("one", "thing", Base, {"one": One}, "here")
 
 
-# Every public function and class that takes one of the objects, called with a config's name. In
-# the test session jaxtyping's import hook checks the annotations first (its own TypeError); the
-# message of the library itself is checked in a plain interpreter below.
+# Every public function and class that takes one of the objects, called with a config's name. With
+# the annotation checks on (the default) jaxtyping's check answers first (its own TypeError); the
+# message of the library itself is checked with the checks off, below.
 SETUP = """
 import jax.numpy as jnp, jax.random as jr
 from sdeflow import samplers
@@ -109,7 +109,8 @@ def test_public_functions_refuse_names():
 
 
 def test_public_functions_name_the_object_to_pass():
-    """Without the test session's annotation checks, the library's own message answers each call."""
+    """With the annotation checks off (`SDEFLOW_TYPECHECK=0`; they would answer first, naming the
+    parameter and the class it takes), the library's own message answers each call."""
     script = SETUP + textwrap.dedent(f"""
         import json
         messages = {{}}
@@ -120,7 +121,7 @@ def test_public_functions_name_the_object_to_pass():
                 messages[call] = str(error)
         print(json.dumps(messages))
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SDEFLOW_TYPECHECK="0")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     messages = json.loads(result.stdout.strip().splitlines()[-1])
