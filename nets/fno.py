@@ -267,6 +267,10 @@ class FNO(eqx.Module):
         self.project1 = Pointwise(width, projection, key=keys[-2])
         self.project2 = Pointwise(projection, out_channels, key=keys[-1])
 
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Raise a `ValueError` unless the kept modes fit `grid` ($n_i \\ge 2 m_i + 1$)."""
+        check_modes_fit(self.modes, tuple(grid), "input grid")
+
     def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
         """Evaluate on one sample.
 
@@ -285,7 +289,7 @@ class FNO(eqx.Module):
                 f"vmap over batches), got {tuple(u.shape)}."
             )
         grid = tuple(u.shape[1:])
-        check_modes_fit(self.modes, grid, "input grid")
+        self.check_grid(grid)
         emb = self.embedding(t)
         h = jnp.concatenate([u, coordinate_features(self.coordinates, grid).astype(u.dtype)])
         h = self.lift(h)
@@ -308,7 +312,7 @@ class FNO(eqx.Module):
         An array of shape `(B, out_channels, n_1, ..., n_d)`.
         """
         t = batch_times(t, u, self.in_channels, self.dim)
-        check_modes_fit(self.modes, u.shape[2:], "input grid")
+        self.check_grid(u.shape[2:])
         emb = jax.vmap(self.embedding)(t)
         h = spatial_major_input(u, self.coordinates)
         h = pointwise_last(self.lift, h)

@@ -191,6 +191,16 @@ class UNet(eqx.Module):
         self.norm_out = make_norm("group", c, groups)
         self.conv_out = _conv(dim, c, out_channels, 3, next(keys))
 
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Raise a `ValueError` unless every level can halve `grid` (sizes divisible by
+        `2^(levels - 1)`)."""
+        factor = 2 ** (len(self.multipliers) - 1)
+        if any(n % factor for n in grid):
+            raise ValueError(
+                f"the UNet with {len(self.multipliers)} levels needs grid sizes divisible by "
+                f"{factor}, got grid {tuple(grid)}."
+            )
+
     def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
         """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
@@ -198,12 +208,7 @@ class UNet(eqx.Module):
                 f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
                 f"vmap over batches), got {tuple(u.shape)}."
             )
-        factor = 2 ** (len(self.multipliers) - 1)
-        if any(n % factor for n in u.shape[1:]):
-            raise ValueError(
-                f"the UNet with {len(self.multipliers)} levels needs grid sizes divisible by "
-                f"{factor}, got grid {tuple(u.shape[1:])}."
-            )
+        self.check_grid(u.shape[1:])
         emb = self.embedding(t)
         if self.coordinates is not None:
             coords = coordinate_features(self.coordinates, tuple(u.shape[1:])).astype(u.dtype)

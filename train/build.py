@@ -105,7 +105,7 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     """`loss_fn(parts, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` of `parts["network"]` with
     the settings of `loss` (a loss option's fields; default `cfg.loss`), each name made the
     library's object."""
-    from sdeflow.losses import dsm_loss, NORMS, TIME_SAMPLINGS, WEIGHTINGS
+    from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS, dsm_loss
 
     l = cfg.loss if loss is None else loss  # noqa: E741
     return functools.partial(
@@ -129,6 +129,25 @@ def build_model(cfg: DictConfig, key: PRNGKeyArray):
     """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension."""
     channels, dim = dimensions(cfg)
     return _instantiate("model", cfg.model, in_channels=channels, out_channels=channels, dim=dim, key=key)
+
+
+def check_model_grids(model, dim: int, grids: list[tuple[str, int]]) -> None:
+    """A `ConfigError` naming the field if the network `model` cannot act on one of `grids`
+    (`(field, n)` pairs: the n-grid on each of `dim` axes), e.g. a grid too small for its modes."""
+    for field, n in grids:
+        try:
+            model.check_grid((int(n),) * dim)
+        except ValueError as error:
+            raise ConfigError(f"{field} = {n} does not suit model={type(model).__name__}: {error}") from None
+
+
+def check_run_grids(cfg: DictConfig, grids: list[tuple[str, int]]) -> None:
+    """`check_model_grids` on the network of `cfg.model`, built as shapes only (nothing is
+    allocated or initialised)."""
+    import equinox as eqx
+
+    model = eqx.filter_eval_shape(build_model, cfg, jr.key(0))
+    check_model_grids(model, dimensions(cfg)[1], grids)
 
 
 def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = "sampler"):

@@ -16,7 +16,9 @@ import pathlib
 import jax
 from omegaconf import DictConfig
 
+from . import build
 from .config import ConfigError, to_schema
+from .errors import check_writable, reported_errors
 from .evaluation import evaluate, summary
 from .restore import load_run
 from .sampling import output_tag
@@ -31,12 +33,14 @@ def main(cfg: DictConfig) -> pathlib.Path:
         raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     program.check("", sde.t0, sde.t1)
-    model = jax.device_put(model, jax.devices()[0])
-    result = evaluate(model, sde, run_cfg, cfg, step)
+    coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
+    build.check_model_grids(model, build.dimensions(run_cfg)[1], [("grid", cfg.grid)] + coarse)
     out = pathlib.Path(cfg.output) if cfg.output else (
         pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out.parent, "output folder", "output")  # before the evaluation's minutes
+    model = jax.device_put(model, jax.devices()[0])
+    result = evaluate(model, sde, run_cfg, cfg, step)
     out.write_text(json.dumps(result, indent=2))
     logger.info(f"evaluation written to {out}: {summary(result)}")
     return out
@@ -48,7 +52,8 @@ def _main(cfg: DictConfig) -> None:
 
     configure_logging()
     retain_freed_memory()  # logs what the call at the top of the module did
-    main(cfg)
+    with reported_errors():  # what the user can fix is said in one message, without a traceback
+        main(cfg)
 
 
 if __name__ == "__main__":

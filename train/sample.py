@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import build as build_lib
 from .config import to_schema
+from .errors import check_writable, reported_errors
 from .progress import save_samples
 from .restore import load_run
 from .sampling import draw, field_shape, output_tag
@@ -44,11 +45,13 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     grids = list(cfg.grids)
     OmegaConf.to_object(cfg.sampler).check("sampler", sde.t0, sde.t1, grids)
     channels, dim = build_lib.dimensions(run_cfg)
+    coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
+    build_lib.check_model_grids(model, dim, [(f"grids[{i}]", n) for i, n in enumerate(grids)] + coarse)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
     parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)
     model = jax.device_put(model, jax.devices()[0])
     out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "output folder", "out_dir")
     written = []
     for n in grids:
         started = time.perf_counter()
@@ -79,7 +82,8 @@ def _main(cfg: DictConfig) -> None:
 
     configure_logging()
     retain_freed_memory()  # logs what the call at the top of the module did
-    main(cfg)
+    with reported_errors():  # what the user can fix is said in one message, without a traceback
+        main(cfg)
 
 
 if __name__ == "__main__":

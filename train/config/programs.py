@@ -229,4 +229,21 @@ def validate(cfg: DictConfig) -> RunConfig:
     build.build_sampler(cfg)
     if run.train.evaluate:
         build.build_sampler(cfg, cfg.train.evaluation.sampler, "train.evaluation.sampler")
+    build.check_run_grids(cfg, _grids(run))
     return run
+
+
+def _grids(run: RunConfig) -> list[tuple[str, int]]:
+    """Every grid a run puts its network on, with the field that sets it."""
+    grids = []
+    for i, stage in enumerate(run.train.stage_list()):
+        at = f"train.stages[{i}]" if run.train.stages else "train"
+        grids += [(f"{at}.levels[{j}].grid", level.grid) for j, level in enumerate(stage.levels)]
+    grids += [(f"train.sample_grids[{i}]", n) for i, n in enumerate(run.train.sample_grids)]
+    if run.sampler.coarse_grid is not None:
+        grids.append(("sampler.coarse_grid", run.sampler.coarse_grid))
+    if run.train.evaluate:
+        grids.append(("train.evaluation.grid", run.train.evaluation.grid))
+        if run.train.evaluation.sampler.coarse_grid is not None:
+            grids.append(("train.evaluation.sampler.coarse_grid", run.train.evaluation.sampler.coarse_grid))
+    return grids
