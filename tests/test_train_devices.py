@@ -6,6 +6,7 @@ import time
 import jax
 import pytest
 
+from train.config import ConfigError
 from train.devices import MARGIN, candidates, choose, time_calls
 
 
@@ -37,7 +38,7 @@ def test_auto_times_each_count_keeps_the_fastest_and_resume_reuses_it(tmp_path):
 
 def test_explicit_count(tmp_path):
     assert choose(4, 16, tmp_path / "a", lambda d: pytest.fail("no timing"), log=lambda m: None) == jax.devices()
-    with pytest.raises(RuntimeError, match="train.devices = 8, but only 4"):
+    with pytest.raises(ConfigError, match="train.devices = 8, but only 4"):
         choose(8, 16, tmp_path / "b", lambda d: 0.0, log=lambda m: None)
 
 

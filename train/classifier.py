@@ -20,10 +20,12 @@ def _main(cfg) -> None:
     configure_logging()
     retain_freed_memory()  # logs what the call at the top of the module did
     from .build import build_source
+    from .errors import reported_errors
 
-    source = build_source(cfg.data)
-    holdout = source.load("holdout")
-    load_or_train(source, holdout, holdout_split(len(holdout), True), cfg.classifier)
+    with reported_errors():  # what the user can fix is said in one message, without a traceback
+        source = build_source(cfg.data)
+        holdout = source.load("holdout")
+        load_or_train(source, holdout, holdout_split(len(holdout), True), cfg.classifier)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from collections.abc import Callable
 
 import jax
 
+from .config.errors import ConfigError
+from .errors import RunFolderError
+
 CHOICE_FILE = "devices.json"
 MARGIN = 0.05  # more devices are kept only when their step is faster by more than this fraction
 
@@ -77,7 +80,7 @@ def choose(
     if path.exists():
         count = int(json.loads(path.read_text())["count"])
         if count > len(devices):
-            raise RuntimeError(
+            raise RunFolderError(
                 f"{path} says this run used {count} devices, but only {len(devices)} are available; "
                 "a resumed run needs the same devices."
             )
@@ -87,7 +90,7 @@ def choose(
     if setting != "auto":
         count = int(setting)
         if count > len(devices):
-            raise RuntimeError(f"train.devices = {count}, but only {len(devices)} devices are available.")
+            raise ConfigError(f"train.devices = {count}, but only {len(devices)} devices are available.")
         reason = "train.devices"
     elif devices[0].platform != "cpu":
         count = max(candidates(batch_size, len(devices)))

@@ -35,6 +35,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import sdeflow
 
+from .config.errors import ConfigError
 from .data import NATIVE_GRID
 
 logger = logging.getLogger("train.mnist_classifier")
@@ -278,7 +279,7 @@ def load_or_train(source, holdout, split: HoldoutSplit, spec) -> tuple[Classifie
         return train_and_save(source, holdout, split, folder, steps=spec.steps, seed=spec.seed, **arch)
     differing = sorted(k for k in wanted if info.get(k) != wanted[k])
     if differing:
-        raise ValueError(
+        raise ConfigError(
             f"the classifier in {folder} differs from the one asked for in {differing} "
             f"({ {k: info.get(k) for k in differing} } against { {k: wanted[k] for k in differing} }); "
             "use another classifier.dir, or none for the default folder of these settings."

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from . import build
 from .checkpoint import Checkpointer, CheckpointError
-from .config import Weights, to_schema, typed
+from .config import ConfigError, Weights, to_schema, typed
 from .step import init_state, make_mesh
 
 
@@ -15,7 +15,7 @@ def select_weights(state, weights: str, part: str = "network"):
     """A part of a training state (default the network): from `state.ema` for `"ema"`, from
     `state.parts` for `"raw"` (with `state=None`, only the name is checked)."""
     if weights not in tuple(Weights):
-        raise ValueError(f"weights must be one of {' | '.join(Weights)}, got {weights!r}.")
+        raise ConfigError(f"weights must be one of {' | '.join(Weights)}, got {weights!r}.")
     if state is None:
         return None
     return (state.ema if weights == "ema" else state.parts)[part]
@@ -39,7 +39,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it the folder of a training run?")
+        raise ConfigError(f"run_dir={run_dir} holds no config.yaml: is it the folder of a training run?")
     cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
     model_key, train_key, _ = build.split_keys(cfg.train.seed)
     parts = build.build_parts(cfg, model_key)

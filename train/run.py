@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from . import devices as devices_lib
 from .config import validate
+from .errors import reported_errors
 from .memory import retain_freed_memory
 from .progress import configure_logging
 from .training import run
@@ -26,9 +27,10 @@ def _main(cfg: DictConfig) -> None:
     absl.flags.FLAGS.mark_as_parsed()
     configure_logging(basic=False)  # hydra configures the handlers
     devices_lib.request_cpu_devices()  # before anything starts JAX's backends
-    validate(cfg)  # before anything is compiled: a wrong field fails at once
-    retain_freed_memory()  # logs what the call at the top of the module did
-    run(cfg)
+    with reported_errors():  # what the user can fix is said in one message, without a traceback
+        validate(cfg)  # before anything is compiled: a wrong field fails at once
+        retain_freed_memory()  # logs what the call at the top of the module did
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from .checkpoint import Checkpointer
 from .config import validate
 from .config.programs import stage_loss
 from .data import batches, make_dataset
+from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import write_evaluation
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
@@ -111,7 +112,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     run_cfg = validate(cfg)
     t = cfg.train
     run_dir = pathlib.Path(t.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir)
+    if (run_dir / "config.yaml").is_file():  # a run to resume: the same experiment's, or refused
+        check_same_run(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True),
+                       OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_dir)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
 
     # Build everything before compiling anything: a bad model or prior fails here.
@@ -120,6 +124,8 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     model_key, train_key, sample_key = build.split_keys(t.seed)
     parts = build.build_parts(cfg, model_key)
     sde = build.build_sde(cfg)
+    if (warning := prior_warning(sde.prior)) is not None:
+        logger.warning(warning)
     phases = run_cfg.train.phases()
     steps_total = run_cfg.train.total_steps()
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
@@ -236,7 +242,16 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     return state
 
 
-def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpointer, t) -> FloatingPointError:
+def prior_warning(prior) -> str | None:
+    """What a run is told about its prior at start-up: a warning if it is not trace class."""
+    if prior.trace_class:
+        return None
+    return (f"the prior {type(prior).__name__} is not trace class: its pointwise variance grows with "
+            "the grid, so the model is not one model of functions and samples on grids finer than "
+            "the training grids degrade. Use prior=matern or prior=laplacian for that.")
+
+
+def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpointer, t) -> NonFiniteError:
     """The error that stops a run at a step whose loss or gradient was not finite (`train.nonfinite`)."""
     from .step import gradient_names
 
@@ -246,7 +261,7 @@ def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpoin
     kept = checkpointer.latest_step()
     why = ("" if t.nonfinite == "stop" else f"{int(state.skipped)} steps were skipped (more than "
            f"train.max_skipped = {t.max_skipped}); ")
-    return FloatingPointError(
+    return NonFiniteError(
         f"{why}{where} is not finite at step {index + 1} (the first such step; its update was not "
         f"applied). The last checkpoint ({'none' if kept is None else f'step {kept}'}) is kept. "
         "Lower optim.lr, or set train.nonfinite=skip to go on without such steps."
