@@ -61,12 +61,13 @@ def choose(
     time_step: Callable[[list[jax.Device]], float],
     log: Callable[[str], None] = print,
 ) -> list[jax.Device]:
-    """The devices of the data mesh.
+    """The devices of this process in the data mesh (all of the mesh with one process; with
+    several, every process then uses process 0's count, `train.distributed.agree`).
 
     **Arguments:**
 
-    - `setting`: `train.devices`: `"auto"` or a count.
-    - `batch_size`: the batch, which must split evenly over the devices.
+    - `setting`: `train.devices`: `"auto"` or a count (per process).
+    - `batch_size`: this process's share of the batch, which must split evenly over the devices.
     - `run_dir`: the run folder, where the choice is stored and read back on resume.
     - `time_step`: seconds per training step on a list of devices (used by `auto` on CPU).
     - `log`: where to report the choice.
@@ -75,10 +76,16 @@ def choose(
 
     The list of devices.
     """
-    devices = jax.devices()
+    devices = jax.local_devices()
     path = pathlib.Path(run_dir) / CHOICE_FILE
     if path.exists():
-        count = int(json.loads(path.read_text())["count"])
+        stored = json.loads(path.read_text())
+        count = int(stored["count"])
+        if int(stored.get("processes", 1)) != jax.process_count():
+            raise RunFolderError(
+                f"{path} says this run used {stored.get('processes', 1)} processes, but this one has "
+                f"{jax.process_count()}; a resumed run needs the same processes and devices."
+            )
         if count > len(devices):
             raise RunFolderError(
                 f"{path} says this run used {count} devices, but only {len(devices)} are available; "
@@ -103,9 +110,10 @@ def choose(
         reason = (f"fastest measured, fewer devices within {MARGIN:.0%}: "
                   + ", ".join(f"{n} -> {1e3 * t:.1f} ms/step" for n, t in timings.items()))
     log(f"devices: {count} of {len(devices)} {devices[0].platform} ({reason})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"count": count, "platform": devices[0].platform,
-                                "ms_per_step": {str(n): 1e3 * t for n, t in timings.items()}}))
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"count": count, "platform": devices[0].platform, "processes": jax.process_count(),
+                                    "ms_per_step": {str(n): 1e3 * t for n, t in timings.items()}}))
     return devices[:count]
 
 

@@ -69,7 +69,7 @@ def check_writable(folder: str | os.PathLike, what: str = "run folder", field: s
     - `what`, `field`: what it is and the config field that sets it (for the message).
     """
     folder = pathlib.Path(folder)
-    probe = folder / ".sdeflow-write-probe"
+    probe = folder / f".sdeflow-write-probe-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")

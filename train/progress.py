@@ -39,14 +39,19 @@ class MetricsLog:
     **Arguments:**
 
     - `path`: the file.
+    - `writes`: whether `write` appends (false in all but one of several processes).
     """
 
-    def __init__(self, path: str | pathlib.Path):
+    def __init__(self, path: str | pathlib.Path, writes: bool = True):
         self.path = pathlib.Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writes = writes
+        if writes:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, **record: Any) -> None:
         """Append a record (numbers are converted to Python floats/ints)."""
+        if not self.writes:
+            return
         clean = {k: _plain(v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(clean) + "\n")

@@ -10,9 +10,10 @@ if __name__ == "__main__":  # first of all, before any import starts a thread (t
 
     retain_freed_memory()
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import devices as devices_lib
+from . import distributed
 from .config import validate
 from .errors import reported_errors
 from .memory import retain_freed_memory
@@ -28,6 +29,9 @@ def _main(cfg: DictConfig) -> None:
     configure_logging(basic=False)  # hydra configures the handlers
     devices_lib.request_cpu_devices()  # before anything starts JAX's backends
     with reported_errors():  # what the user can fix is said in one message, without a traceback
+        spec = OmegaConf.to_object(cfg.train.distributed)
+        spec.check("train.distributed")
+        distributed.initialize(spec)  # also before JAX's backends start
         validate(cfg)  # before anything is compiled: a wrong field fails at once
         retain_freed_memory()  # logs what the call at the top of the module did
         run(cfg)

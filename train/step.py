@@ -145,17 +145,38 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Place every array of `tree` on every device of `mesh`."""
-    return eqx.filter_shard(tree, NamedSharding(mesh, PartitionSpec()))
+    """Place every array of `tree` on every device of `mesh` (of this process and, when the mesh
+    spans several processes, of the others: every process passes the same values)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if all(device.process_index == jax.process_index() for device in mesh.devices.flat):
+        return eqx.filter_shard(tree, sharding)
+
+    def one(x):
+        if not eqx.is_array(x):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x  # a global array already
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
 
 
 def shard_batch(batch: np.ndarray | Array, mesh: Mesh) -> Array:
-    """Put a batch on the mesh, split along its first axis over `data`."""
-    if batch.shape[0] % mesh.size != 0:
+    """Put a batch on the mesh, split along its first axis over `data`. When the mesh spans
+    several processes, `batch` is this process's block of the global batch (the blocks in
+    process order make the global batch)."""
+    local = [device for device in mesh.devices.flat if device.process_index == jax.process_index()]
+    if batch.shape[0] % len(local) != 0:
         raise ValueError(
-            f"the batch size {batch.shape[0]} must be a multiple of the number of devices {mesh.size}."
+            f"the batch size {batch.shape[0]} must be a multiple of the number of devices {len(local)}."
         )
-    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    if len(local) == mesh.size:
+        return jax.device_put(batch, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(batch))
 
 
 def trainable_filter(parts: PyTree, trainable: Trainable = True) -> PyTree:

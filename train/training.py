@@ -28,8 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import build
 from . import devices as devices_lib
+from . import distributed
 from .checkpoint import Checkpointer
-from .config import validate
+from .config import ConfigError, validate
 from .config.programs import stage_loss
 from .data import batches, make_dataset
 from .errors import check_same_run, check_writable, NonFiniteError
@@ -43,8 +44,11 @@ from .step import TrainState, init_state, make_mesh, make_train_step, shard_batc
 logger = logging.getLogger("train.training")
 
 
-def _dataset(cfg: DictConfig, source, values: np.ndarray, grid: int):
+def _dataset(cfg: DictConfig, source, values: np.ndarray, grid: int, shards: tuple[int, int] | None = None):
+    """The run's grain pipeline on `grid`: this process's share of each batch (`shards`: index
+    and count, default this process of all)."""
     d = cfg.data
+    index, count = (jax.process_index(), jax.process_count()) if shards is None else shards
     return make_dataset(
         values,
         source.converter(grid),
@@ -54,6 +58,8 @@ def _dataset(cfg: DictConfig, source, values: np.ndarray, grid: int):
         worker_buffer_size=d.worker_buffer_size,
         read_threads=d.read_threads,
         prefetch_buffer=d.prefetch_buffer,
+        shard_index=index,
+        shard_count=count,
     )
 
 
@@ -116,7 +122,12 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     if (run_dir / "config.yaml").is_file():  # a run to resume: the same experiment's, or refused
         check_same_run(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True),
                        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_dir)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    main = distributed.is_main()  # with several processes, only process 0 writes files and logs
+    if not main:
+        logging.getLogger("train").setLevel(logging.WARNING)
+    if t.batch_size % jax.process_count():
+        raise ConfigError(f"train.batch_size {t.batch_size} must be a multiple of the {jax.process_count()} processes.")
+    metrics = MetricsLog(run_dir / "metrics.jsonl", writes=main)
 
     # Build everything before compiling anything: a bad model or prior fails here.
     source = build.build_source(cfg.data)
@@ -130,10 +141,11 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     steps_total = run_cfg.train.total_steps()
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
     resumed_at = checkpointer.latest_step()
-    _save_config(cfg, run_dir, resumed_at)
+    if main:
+        _save_config(cfg, run_dir, resumed_at)
 
     def time_step(devs: list[jax.Device]) -> float:
-        mesh = make_mesh(devs)
+        mesh = make_mesh(devs)  # this process's devices only
         stage = _Stage(cfg, run_cfg, 0, sde, mesh)
         batch = next(batches(_dataset(cfg, source, data.values, phases[0].grid)))
         box = [stage.start(parts, train_key, mesh)]
@@ -145,7 +157,8 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
         return devices_lib.time_calls(call)
 
-    devs = devices_lib.choose(t.devices, t.batch_size, run_dir, time_step, log=logger.info)
+    local = devices_lib.choose(t.devices, t.batch_size // jax.process_count(), run_dir, time_step, log=logger.info)
+    devs = distributed.local_devices_first(distributed.agree(len(local)))  # every process, process 0's count
     mesh = make_mesh(devs)
     data_state = None
     start = 0
@@ -166,13 +179,14 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                                   for name, part in parts.items()})
     stop = steps_total if t.stop_after is None else min(t.stop_after, steps_total)
     show = t.progress_bar if progress_bar is None else progress_bar
-    bar = ProgressBar(steps_total, initial=start, disable=not show or start >= stop)
+    bar = ProgressBar(steps_total, initial=start, disable=not show or start >= stop or not main)
 
     def checkpoint(step: int, iterator) -> None:
         phase = run_cfg.train.phase_at(max(step - 1, 0))
         checkpointer.save(step, state, {"step": step, "data": iterator.get_state(),
                                         "stage": phase.stage, "level": phase.level})
-        plot_loss(metrics.read(), run_dir / "loss.png")
+        if main:
+            plot_loss(metrics.read(), run_dir / "loss.png")
 
     step = start
     iterator = None
@@ -219,9 +233,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                         losses, window_start = [], time.perf_counter()
                     if step % t.ckpt_every == 0:
                         checkpoint(step, iterator)
-                    if t.sample_every and step % t.sample_every == 0 and step < steps_total:
-                        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
-                    if stop_request.requested:
+                    if t.sample_every and step % t.sample_every == 0 and step < steps_total and main:
+                        write_samples(distributed.local_copy(state.ema["network"]), sde, cfg, run_dir, sample_key, step)
+                    if distributed.any_process(stop_request.requested):  # every process stops at the same step
+                        stop_request.signal = stop_request.signal or "another process's signal"
                         break
                 data_state = iterator.get_state()
             if step > start and step % t.ckpt_every != 0 and iterator is not None:
@@ -231,9 +246,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         checkpointer.close()
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
-        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
-        if t.evaluate:
-            write_evaluation(state, sde, cfg, run_dir, step)
+        if main:
+            write_samples(distributed.local_copy(state.ema["network"]), sde, cfg, run_dir, sample_key, step)
+            if t.evaluate:
+                write_evaluation(distributed.local_copy(state), sde, cfg, run_dir, step)
     else:
         why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
         metrics.write(event="stop", step=step, reason=why, time=time.time())

@@ -72,6 +72,36 @@ class Phase:
     end: int  # one past its last global step
 
 
+class Distributed(Choice):
+    """Whether a run starts JAX's distributed runtime (`jax.distributed.initialize`)."""
+
+    auto = "auto"  # when a cluster environment asks for several processes (SLURM, Open MPI, JAX_COORDINATOR_ADDRESS, a TPU pod) or coordinator is set
+    on = "on"  # always (JAX detects the cluster, or the fields below say it)
+    off = "off"  # one process
+
+
+@dataclasses.dataclass
+class DistributedConfig:
+    """Several processes (hosts) training one model: one global mesh over every process's devices."""
+
+    mode: Distributed = Distributed.auto  # auto | on | off
+    coordinator: Optional[str] = None  # host:port of process 0's coordinator; null: from the cluster environment
+    num_processes: Optional[int] = None  # the number of processes; null: from the cluster environment
+    process_id: Optional[int] = None  # this process's index in 0..num_processes-1; null: from the cluster environment
+    heartbeat_timeout: int = 60  # seconds without a heartbeat after which a process counts as dead and the others stop
+
+    def check(self, where: str) -> None:
+        given = [self.coordinator is not None, self.num_processes is not None, self.process_id is not None]
+        if any(given) and not all(given):
+            fail(f"{where}.coordinator", "num_processes and process_id are given together or not at all",
+                 [self.coordinator, self.num_processes, self.process_id])
+        if self.num_processes is not None:
+            positive(f"{where}.num_processes", self.num_processes)
+            if not 0 <= self.process_id < self.num_processes:
+                fail(f"{where}.process_id", f"must be in 0..{self.num_processes - 1}", self.process_id)
+        positive(f"{where}.heartbeat_timeout", self.heartbeat_timeout)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """The training loop: one model trained on each grid of `levels` in turn."""
@@ -96,6 +126,7 @@ class TrainConfig:
     progress_bar: bool = True  # show the tqdm bar (the metrics log is written either way)
     nonfinite: NonFinite = NonFinite.stop  # a step with a NaN or inf loss or gradient: stop | skip (its update is never applied)
     max_skipped: int = 10  # with nonfinite=skip: stop once more steps than this were skipped
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # several processes: jax.distributed
 
     def check(self, where: str = "train") -> None:
         positive(f"{where}.seed", self.seed, 0)
@@ -122,6 +153,7 @@ class TrainConfig:
         if self.stop_after is not None:
             positive(f"{where}.stop_after", self.stop_after)
         positive(f"{where}.max_skipped", self.max_skipped, 0)
+        self.distributed.check(f"{where}.distributed")
 
     def stage_list(self) -> list[StageConfig]:
         """The stages of the run: `stages`, or one stage of every part over `levels`."""

@@ -77,6 +77,8 @@ def make_dataset(
     read_threads: int = 1,
     prefetch_buffer: int = 4,
     precompute: bool | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> grain.IterDataset:
     """An endless, shuffled, batched grain dataset of functions on a grid, for any source.
 
@@ -102,35 +104,39 @@ def make_dataset(
     - `prefetch_buffer`: batches those threads keep ready.
     - `precompute`: convert all examples once, up front (default: when the functions take at most
         `PRECOMPUTE_BYTES`), rather than batch by batch; the batches are the same either way.
+    - `shard_index`, `shard_count`: this process's share of every batch, for training over
+        several processes: the global batch of `batch_size` examples is cut into `shard_count`
+        consecutive blocks and this dataset yields block `shard_index` of each, so the
+        processes' blocks, in process order, are the batch one process would read, and no two
+        processes read the same example in an epoch.
 
     **Returns:**
 
-    A `grain.IterDataset` of float32 batches `(batch_size, c, *grid)`.
+    A `grain.IterDataset` of float32 batches `(batch_size // shard_count, c, *grid)`.
     """
     if batch_size < 1 or batch_size > len(values):
         raise ValueError(f"`batch_size` must be in 1..{len(values)} (the number of examples), got {batch_size}.")
     if worker_count < 0:
         raise ValueError(f"`worker_count` must be >= 0, got {worker_count}.")
+    if not (shard_count >= 1 and 0 <= shard_index < shard_count and batch_size % shard_count == 0):
+        raise ValueError(f"need 0 <= `shard_index` < `shard_count` dividing `batch_size` {batch_size}, "
+                         f"got {shard_index} of {shard_count}.")
+    block = int(batch_size) // int(shard_count)
+
+    def share(dataset: grain.MapDataset) -> grain.MapDataset:
+        # blocks of the global batches, in order; this process's are every shard_count-th
+        dataset = dataset.batch(block, drop_remainder=True, batch_fn=np.stack)
+        return dataset if shard_count == 1 else dataset.slice(slice(int(shard_index), None, int(shard_count)))
+
     if precompute is None:
         precompute = len(values) * converter(values[:1]).nbytes <= PRECOMPUTE_BYTES
     if precompute:
         # All functions at once (in chunks): batches are then plain copies, and the CPU is left to
         # the training step instead of a thread that competes with it for every batch.
         functions = np.concatenate([converter(values[i : i + 1024]) for i in range(0, len(values), 1024)])
-        dataset = (
-            grain.MapDataset.source(functions)
-            .shuffle(seed=int(seed))
-            .repeat()
-            .batch(int(batch_size), drop_remainder=True, batch_fn=np.stack)
-        )
+        dataset = share(grain.MapDataset.source(functions).shuffle(seed=int(seed)).repeat())
     else:
-        dataset = (
-            grain.MapDataset.source(values)
-            .shuffle(seed=int(seed))
-            .repeat()
-            .batch(int(batch_size), drop_remainder=True, batch_fn=np.stack)
-            .map(converter)
-        )
+        dataset = share(grain.MapDataset.source(values).shuffle(seed=int(seed)).repeat()).map(converter)
     options = grain.ReadOptions(num_threads=int(read_threads), prefetch_buffer_size=int(prefetch_buffer))
     iter_dataset = dataset.to_iter_dataset(options)
     if worker_count > 0:

@@ -1,0 +1,123 @@
+"""Training over several processes (jax.distributed on CPU devices, loopback coordinator)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import equinox as eqx
+import hydra
+import jax
+import numpy as np
+import pytest
+
+from train.data import make_dataset
+from train.distributed import cluster_asks
+from train.progress import MetricsLog
+from train.restore import load_run
+from train.training import run
+
+
+SHORT = ["train.levels=[{grid:16,steps:4}]", "train.log_every=1", "train.ckpt_every=2", "train.sample_grids=[]",
+         "train.progress_bar=false"]
+
+
+def compose(*overrides):
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        return hydra.compose("config", overrides=["+exp=smoke", *overrides])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(run_dir, port: int, process: int, *overrides) -> subprocess.Popen:
+    """One of 2 processes of a smoke run, on 2 CPU devices each."""
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    return subprocess.Popen(
+        [sys.executable, "-m", "train.run", "+exp=smoke", f"train.run_dir={run_dir}", "train.devices=2",
+         f"train.distributed.coordinator=127.0.0.1:{port}", "train.distributed.num_processes=2",
+         f"train.distributed.process_id={process}", *SHORT, *overrides],
+        cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _arrays(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def test_each_process_reads_its_own_block_of_every_batch():
+    values = np.arange(48, dtype=np.float32)[:, None]
+    one = iter(make_dataset(values, np.asarray, batch_size=8, seed=5))
+    shards = [iter(make_dataset(values, np.asarray, batch_size=8, seed=5, shard_index=i, shard_count=2)) for i in range(2)]
+    seen = [[], []]
+    for _ in range(6):  # one epoch: 6 batches of 8
+        blocks = [next(s) for s in shards]
+        # the blocks in process order are the batch one process reads, row for row
+        np.testing.assert_array_equal(np.concatenate(blocks), next(one))
+        for i, block in enumerate(blocks):
+            seen[i] += block[:, 0].tolist()
+    assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(48))
+    with pytest.raises(ValueError, match="dividing `batch_size` 8"):
+        make_dataset(values, np.asarray, batch_size=8, seed=5, shard_index=0, shard_count=3)
+
+
+def test_the_cluster_environment_asks_for_processes():
+    assert not cluster_asks({}) and not cluster_asks({"SLURM_NTASKS": "1"})
+    assert cluster_asks({"SLURM_NTASKS": "4"}) and cluster_asks({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+    assert cluster_asks({"TPU_WORKER_HOSTNAMES": "a,b"}) and not cluster_asks({"TPU_WORKER_HOSTNAMES": "a"})
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_over_the_same_devices(tmp_path):
+    run_dir = tmp_path / "two"
+    port = _free_port()
+    processes = [_start(run_dir, port, i) for i in range(2)]
+    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    # The reference: one process over 4 devices, the same global batch.
+    reference = run(compose(f"train.run_dir={tmp_path / 'one'}", "train.devices=4", *SHORT))
+    _, raw, _, step = load_run(run_dir, None, "raw")
+    _, ema, _, _ = load_run(run_dir, None, "ema")
+    assert step == 4
+    # Equal up to the order of the gradient's sum over devices (one process sums in-process, two
+    # over gloo): float32 rounding, 3e-8 where the weights are ~0.1-1.
+    for got, want in ((raw, reference.parts["network"]), (ema, reference.ema["network"])):
+        for a, b in zip(_arrays(got), _arrays(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # Process 0 alone writes the log (each step once) and the device choice.
+    steps = [r["step"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+    want = [r["loss"] for r in MetricsLog(tmp_path / "one" / "metrics.jsonl").read() if "loss" in r]
+    got = [r["loss"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if "loss" in r]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert json.loads((run_dir / "devices.json").read_text())["processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_process_that_dies_stops_the_others(tmp_path):
+    run_dir = tmp_path / "run"
+    port = _free_port()
+    heartbeat = 5
+    long = ["train.levels=[{grid:16,steps:100000}]", f"train.distributed.heartbeat_timeout={heartbeat}"]
+    processes = [_start(run_dir, port, i, *long) for i in range(2)]
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.time() + 300
+        while not (metrics.exists() and '"loss"' in metrics.read_text()):  # both are training
+            assert time.time() < deadline and all(p.poll() is None for p in processes)
+            time.sleep(0.5)
+        processes[1].kill()
+        killed = time.time()
+        output = processes[0].communicate(timeout=120)[0]
+        waited = time.time() - killed
+    finally:
+        for p in processes:
+            p.kill()
+    # It exits (no hang) within a few heartbeats, naming why.
+    assert processes[0].returncode != 0 and waited < 6 * heartbeat
+    assert "another task died" in output
