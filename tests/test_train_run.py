@@ -17,7 +17,9 @@ from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
 from train.restore import load_run
 from train.sampling import output_tag
-from train.training import run
+from train.config import ConfigError
+from train.step import make_mesh
+from train.training import run, start_from
 
 
 def compose(*overrides):
@@ -197,3 +199,31 @@ def test_a_non_finite_loss_stops_the_run_with_its_step(policy, tmp_path, monkeyp
     if policy == "skip":
         assert "4 steps were skipped (more than train.max_skipped = 3)" in str(info.value)
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_a_new_run_starts_from_another_runs_weights(uninterrupted, tmp_path):
+    """Fine-tuning at a new resolution: the parts and EMA come from the other run's checkpoint."""
+    run_dir, cfg, state = uninterrupted
+    # One step with a learning rate so small that the weights stay those it started from.
+    tuned = run(compose(f"train.run_dir={tmp_path / 'tuned'}", f"train.init_from.run_dir={run_dir}",
+                        "train.levels=[{grid:24,steps:1}]", "optim.lr=1e-12", "optim.warmup_steps=0",
+                        "train.sample_grids=[]"), progress_bar=False)
+    for a, b in zip(_leaves(tuned.parts["network"]), _leaves(state.parts["network"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    # EMA: decay * (the other run's EMA) + (1 - decay) * (the weights after the step).
+    decay = cfg.optim.ema_decay
+    for a, e, w in zip(_leaves(tuned.ema["network"]), _leaves(state.ema["network"]), _leaves(state.parts["network"]), strict=True):
+        np.testing.assert_allclose(a, decay * e + (1 - decay) * w, rtol=0, atol=1e-6)
+    # Another architecture is refused naming the first array that differs.
+    with pytest.raises(ConfigError, match=r"the parts of .* do not fit this run's: \['network'\]\.\S+ float32\(\d+, \d+\) there"):
+        run(compose(f"train.run_dir={tmp_path / 'wide'}", f"train.init_from.run_dir={run_dir}", "model.width=12",
+                    "train.sample_grids=[]"), progress_bar=False)
+    # what=everything takes the optimiser state too; what=weights leaves the new run's.
+    zeroed = eqx.tree_at(lambda s: s.opt_state, state, jax.tree.map(jnp.zeros_like, state.opt_state))
+    mesh = make_mesh(jax.devices()[:1])
+    for what, expected in (("everything", state.opt_state), ("weights", zeroed.opt_state)):
+        spec = OmegaConf.create({"run_dir": str(run_dir), "step": None, "what": what})
+        started = start_from(zeroed, spec, mesh)
+        for a, b in zip(_leaves(started.opt_state), _leaves(expected), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -37,13 +37,29 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     step restored.
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
+    cfg, state, step = load_state(run_dir, step)
+    return cfg, select_weights(state, weights), build.build_sde(cfg), step
+
+
+def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str = "run_dir"):
+    """The whole training state of a run's checkpoint, on one device.
+
+    **Arguments:**
+
+    - `run_dir`: the run folder (`config.yaml`, `checkpoints/`).
+    - `step`: the checkpoint step, or `None` for the latest.
+    - `field`: the config field that named the folder (for the messages).
+
+    **Returns:**
+
+    `(cfg, state, step)`: the run's resolved config, its `TrainState` and the step restored.
+    """
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"run_dir={run_dir} holds no config.yaml: is it the folder of a training run?")
+        raise ConfigError(f"{field}={run_dir} holds no config.yaml: is it the folder of a training run?")
     cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
     model_key, train_key, _ = build.split_keys(cfg.train.seed)
     parts = build.build_parts(cfg, model_key)
-    sde = build.build_sde(cfg)
     with Checkpointer(run_dir / "checkpoints") as checkpointer:
         step = checkpointer.latest_step() if step is None else step
         if step is None:
@@ -52,4 +68,4 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
         template = init_state(parts, build.build_optimiser(cfg, stage), train_key,
                               make_mesh(jax.devices()[:1]), build.trainable(cfg, stage))
         state, extra = checkpointer.restore(template, step)
-    return cfg, select_weights(state, weights), sde, int(extra["step"])
+    return cfg, state, int(extra["step"])

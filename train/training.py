@@ -174,7 +174,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     else:
         stage = _Stage(cfg, run_cfg, 0, sde, mesh)
         state = stage.start(parts, train_key, mesh)
-        metrics.write(event="start", step=0, time=time.time(), devices=len(devs),
+        if t.init_from.run_dir is not None:
+            state = start_from(state, t.init_from, mesh)
+        metrics.write(event="start", step=0, time=time.time(), devices=len(devs), init_from=t.init_from.run_dir,
                       parameters={name: sum(x.size for x in jax.tree.leaves(eqx.filter(part, eqx.is_inexact_array)))
                                   for name, part in parts.items()})
     stop = steps_total if t.stop_after is None else min(t.stop_after, steps_total)
@@ -256,6 +258,38 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         logger.warning(f"stopped at step {step} {why} with a checkpoint there; run the same command again "
                        f"(train.run_dir={run_dir}) to resume")
     return state
+
+
+def start_from(state: TrainState, spec, mesh) -> TrainState:
+    """`state` (a new run's first) with the parts and EMA, and for `what=everything` the optimiser
+    state, of another run's checkpoint (`train.init_from`); a `ConfigError` naming the first array
+    that does not fit."""
+    from .restore import load_state
+    from .step import replicate
+
+    _, other, step = load_state(spec.run_dir, spec.step, "train.init_from.run_dir")
+    taken = ("parts", "ema") + (("opt_state",) if str(getattr(spec.what, "value", spec.what)) == "everything" else ())
+    for name in taken:
+        _same_arrays(getattr(other, name), getattr(state, name),
+                     f"train.init_from: the {name} of {spec.run_dir} (step {step}) do not fit this run's")
+    logger.info(f"started from {spec.run_dir} at its step {step}: {', '.join(taken)}")
+    return eqx.tree_at(lambda s: tuple(getattr(s, n) for n in taken), state,
+                       tuple(replicate(getattr(other, n), mesh) for n in taken))
+
+
+def _same_arrays(got, want, message: str) -> None:
+    import jax.tree_util as jtu
+
+    def described(tree):
+        leaves = jtu.tree_flatten_with_path(eqx.filter(tree, eqx.is_array))[0]
+        return [(jtu.keystr(path), tuple(x.shape), str(x.dtype)) for path, x in leaves]
+
+    got, want = described(got), described(want)
+    for a, b in zip(got, want):
+        if a != b:
+            raise ConfigError(f"{message}: {a[0]} {a[2]}{a[1]} there, {b[0]} {b[2]}{b[1]} here.")
+    if len(got) != len(want):
+        raise ConfigError(f"{message}: {len(got)} arrays there, {len(want)} here.")
 
 
 def prior_warning(prior) -> str | None:

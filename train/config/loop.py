@@ -102,6 +102,30 @@ class DistributedConfig:
         positive(f"{where}.heartbeat_timeout", self.heartbeat_timeout)
 
 
+class InitWhat(Choice):
+    """What a new run takes from another run's checkpoint (`train.init_from`)."""
+
+    weights = "weights"  # the parts and their EMA; a fresh optimiser
+    everything = "everything"  # the parts, their EMA and the optimiser state (its moments and schedule count)
+
+
+@dataclasses.dataclass
+class InitFromConfig:
+    """Start a new run from another run's checkpoint: to fine-tune at a new resolution or on new data."""
+
+    run_dir: Optional[str] = None  # the other run's folder; null: start from a fresh initialisation
+    step: Optional[int] = None  # its checkpoint to start from; null: the latest
+    what: InitWhat = InitWhat.weights  # weights | everything
+
+    def check(self, where: str) -> None:
+        import pathlib
+
+        if self.step is not None:
+            positive(f"{where}.step", self.step)
+        if self.run_dir is not None and not (pathlib.Path(self.run_dir) / "config.yaml").is_file():
+            fail(f"{where}.run_dir", "must be the folder of a training run (it holds no config.yaml)", self.run_dir)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """The training loop: one model trained on each grid of `levels` in turn."""
@@ -127,6 +151,7 @@ class TrainConfig:
     nonfinite: NonFinite = NonFinite.stop  # a step with a NaN or inf loss or gradient: stop | skip (its update is never applied)
     max_skipped: int = 10  # with nonfinite=skip: stop once more steps than this were skipped
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # several processes: jax.distributed
+    init_from: InitFromConfig = dataclasses.field(default_factory=InitFromConfig)  # a new run starts from another run's checkpoint (a resumed run from its own)
 
     def check(self, where: str = "train") -> None:
         positive(f"{where}.seed", self.seed, 0)
@@ -154,6 +179,7 @@ class TrainConfig:
             positive(f"{where}.stop_after", self.stop_after)
         positive(f"{where}.max_skipped", self.max_skipped, 0)
         self.distributed.check(f"{where}.distributed")
+        self.init_from.check(f"{where}.init_from")
 
     def stage_list(self) -> list[StageConfig]:
         """The stages of the run: `stages`, or one stage of every part over `levels`."""
