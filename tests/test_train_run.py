@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from test_train_sinks import read_events, scalars
 from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
 from train.restore import load_run
@@ -37,7 +38,7 @@ def _leaves(state):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    cfg = compose(f"train.run_dir={run_dir}", "train.sample_grids=[16]")
+    cfg = compose(f"train.run_dir={run_dir}", "train.sample_grids=[16]", "train.sinks=[tensorboard]")
     return run_dir, cfg, run(cfg, progress_bar=False)
 
 
@@ -60,6 +61,11 @@ def test_smoke_run_folder(uninterrupted):
     with Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints) as checkpointer:
         assert checkpointer.all_steps() == [8, 10]
     assert Image.open(run_dir / "loss.png").size == (600, 400)
+    # The TensorBoard sink got the same losses, the loss curve at each checkpoint and the samples.
+    events = read_events(run_dir / "tensorboard")
+    assert scalars(events)["train/loss"] == [(r["step"], pytest.approx(r["loss"])) for r in logged]
+    images = sorted((e.step, v.tag) for e in events for v in e.summary.value if v.HasField("image"))
+    assert images == [(4, "loss"), (8, "loss"), (10, "loss"), (10, "step0000010_grid16")]
     grid = Image.open(run_dir / "samples" / f"step{steps:07d}_grid16.png")
     assert grid.size == (2 * 18 + 2, 2 * 18 + 2)  # 4 samples, 2 per row, 2 pixels of padding
     pixels = np.asarray(grid)[2:18, 2:18]

@@ -8,6 +8,7 @@ import logging
 import math
 import pathlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -40,11 +41,13 @@ class MetricsLog:
 
     - `path`: the file.
     - `writes`: whether `write` appends (false in all but one of several processes).
+    - `sinks`: where the numbers of each record also go (`train.sinks.AbstractSink`s).
     """
 
-    def __init__(self, path: str | pathlib.Path, writes: bool = True):
+    def __init__(self, path: str | pathlib.Path, writes: bool = True, sinks: Sequence[Any] = ()):
         self.path = pathlib.Path(path)
         self.writes = writes
+        self.sinks = list(sinks)
         if writes:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -55,6 +58,24 @@ class MetricsLog:
         clean = {k: _plain(v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(clean) + "\n")
+        if self.sinks and "step" in clean:
+            from .sinks import numbers
+
+            values = numbers(clean)
+            for sink in self.sinks if values else ():
+                sink.scalars(int(clean["step"]), values)
+
+    def images(self, paths: Sequence[pathlib.Path], step: int) -> None:
+        """Hand the PNGs at `paths` (named by their file names) to the sinks."""
+        for sink in self.sinks if self.writes else ():
+            for path in paths:
+                sink.image(pathlib.Path(path).stem, pathlib.Path(path), step)
+
+    def close(self) -> None:
+        """Close the sinks."""
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def read(self) -> list[dict]:
         """The records, without those superseded by a resume (a later record of an earlier step)."""

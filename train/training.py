@@ -37,6 +37,7 @@ from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import write_evaluation
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
+from .sinks import make_sinks
 from .sampling import write_samples
 from .signals import StopRequest
 from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
@@ -127,7 +128,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         logging.getLogger("train").setLevel(logging.WARNING)
     if t.batch_size % jax.process_count():
         raise ConfigError(f"train.batch_size {t.batch_size} must be a multiple of the {jax.process_count()} processes.")
-    metrics = MetricsLog(run_dir / "metrics.jsonl", writes=main)
+    sinks = make_sinks([str(getattr(s, "value", s)) for s in t.sinks], run_dir, t.wandb,
+                       OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)) if main else []
+    metrics = MetricsLog(run_dir / "metrics.jsonl", writes=main, sinks=sinks)
 
     # Build everything before compiling anything: a bad model or prior fails here.
     source = build.build_source(cfg.data)
@@ -189,6 +192,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                                         "stage": phase.stage, "level": phase.level})
         if main:
             plot_loss(metrics.read(), run_dir / "loss.png")
+            metrics.images([run_dir / "loss.png"], step)
 
     step = start
     iterator = None
@@ -236,20 +240,24 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     if step % t.ckpt_every == 0:
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total and main:
-                        write_samples(distributed.local_copy(state.ema["network"]), sde, cfg, run_dir, sample_key, step)
+                        metrics.images(write_samples(distributed.local_copy(state.ema["network"]), sde, cfg,
+                                                     run_dir, sample_key, step), step)
                     if distributed.any_process(stop_request.requested):  # every process stops at the same step
                         stop_request.signal = stop_request.signal or "another process's signal"
                         break
                 data_state = iterator.get_state()
             if step > start and step % t.ckpt_every != 0 and iterator is not None:
                 checkpoint(step, iterator)
+    except BaseException:
+        metrics.close()  # the sinks flush what they hold
+        raise
     finally:
         bar.close()
         checkpointer.close()
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
         if main:
-            write_samples(distributed.local_copy(state.ema["network"]), sde, cfg, run_dir, sample_key, step)
+            metrics.images(write_samples(distributed.local_copy(state.ema["network"]), sde, cfg, run_dir, sample_key, step), step)
             if t.evaluate:
                 write_evaluation(distributed.local_copy(state), sde, cfg, run_dir, step)
     else:
@@ -257,6 +265,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         metrics.write(event="stop", step=step, reason=why, time=time.time())
         logger.warning(f"stopped at step {step} {why} with a checkpoint there; run the same command again "
                        f"(train.run_dir={run_dir}) to resume")
+    metrics.close()
     return state
 
 

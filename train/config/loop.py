@@ -126,6 +126,29 @@ class InitFromConfig:
             fail(f"{where}.run_dir", "must be the folder of a training run (it holds no config.yaml)", self.run_dir)
 
 
+class Sink(Choice):
+    """Where the metrics go besides metrics.jsonl (`train.sinks`)."""
+
+    tensorboard = "tensorboard"  # event files in <run_dir>/tensorboard (needs tensorboardX: the [tensorboard] extra)
+    wandb = "wandb"  # a Weights & Biases run (needs wandb: the [wandb] extra)
+
+
+class WandbMode(Choice):
+    """How the Weights & Biases run connects."""
+
+    auto = "auto"  # online when an API key is known and the server answers, else offline
+    online = "online"
+    offline = "offline"  # kept under <run_dir>/wandb, for `wandb sync`
+
+
+@dataclasses.dataclass
+class WandbConfig:
+    """The Weights & Biases run of `train.sinks=[wandb]`."""
+
+    project: str = "sdeflow"  # the W&B project; the run is named after the run folder
+    mode: WandbMode = WandbMode.auto  # auto | online | offline
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """The training loop: one model trained on each grid of `levels` in turn."""
@@ -151,6 +174,8 @@ class TrainConfig:
     nonfinite: NonFinite = NonFinite.stop  # a step with a NaN or inf loss or gradient: stop | skip (its update is never applied)
     max_skipped: int = 10  # with nonfinite=skip: stop once more steps than this were skipped
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # several processes: jax.distributed
+    sinks: list[Sink] = dataclasses.field(default_factory=list)  # metrics, sample PNGs and the loss curve also go to: tensorboard, wandb
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)  # the W&B run of sinks=[wandb]
     init_from: InitFromConfig = dataclasses.field(default_factory=InitFromConfig)  # a new run starts from another run's checkpoint (a resumed run from its own)
 
     def check(self, where: str = "train") -> None:
