@@ -120,4 +120,4 @@ def test_a_process_that_dies_stops_the_others(tmp_path):
             p.kill()
     # It exits (no hang) within a few heartbeats, naming why.
     assert processes[0].returncode != 0 and waited < 6 * heartbeat
-    assert "another task died" in output
+    assert any(why in output for why in ("another task died", "tasks are unhealthy", "stopped sending heartbeats")), output[-2000:]
