@@ -52,4 +52,5 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
         template = init_state(parts, build.build_optimiser(cfg, stage), train_key,
                               make_mesh(jax.devices()[:1]), build.trainable(cfg, stage))
         state, extra = checkpointer.restore(template, step)
+    sde = build.with_prior(sde, state.ema if weights == "ema" else state.parts)  # a learned prior, if any
     return cfg, select_weights(state, weights), sde, int(extra["step"])

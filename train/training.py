@@ -214,7 +214,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     if step % t.ckpt_every == 0:
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total:
-                        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
+                        write_samples(state.ema["network"], build.with_prior(sde, state.ema), cfg, run_dir, sample_key, step)
                     if stop_request.requested:
                         break
                 data_state = iterator.get_state()
@@ -225,9 +225,14 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         checkpointer.close()
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
+        sde = build.with_prior(sde, state.ema)  # a learned prior: the EMA one, as the network
         write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
         if t.evaluate:
             write_evaluation(state, sde, cfg, run_dir, step)
+        if t.report.name is not None:  # the experiment's own report (train.reports)
+            from .reports import REPORTS
+
+            REPORTS[t.report.name].write(state, sde, cfg, run_dir, step)
     else:
         why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
         metrics.write(event="stop", step=step, reason=why, time=time.time())

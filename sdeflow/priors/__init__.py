@@ -7,5 +7,6 @@ from .band_limited import BandLimited as BandLimited
 from .combined import Combined as Combined
 from .laplacian import Laplacian as Laplacian
 from .matern import Matern as Matern
+from .radial_multiplier import RadialMultiplier as RadialMultiplier
 from .spectral_multiplier import SpectralMultiplier as SpectralMultiplier
 from .white import WhiteNoise as WhiteNoise
