@@ -117,7 +117,9 @@ def _fitted_prior(cfg: DictConfig, node: DictConfig, dim: int, where: str):
     tail = _wrapped(where, Matern, dim, s=node.s, tau=node.tau)
     source = build_source(cfg.data)
     values = source.load("train").values[: node.fit_count]
-    fields = source.converter(as_grid(node.fit_grid, dim))(values)
+    import jax.numpy as jnp
+
+    fields = jnp.asarray(source.converter(as_grid(node.fit_grid, dim))(values))
     return _wrapped(where, RadialMultiplier.fit, fields, tail, node.radius, learnable=node.learn)
 
 

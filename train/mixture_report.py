@@ -48,7 +48,7 @@ def mixture_law(cfg: DictConfig):
     params = OmegaConf.to_container(cfg.data.params, resolve=True)
     try:
         return GaussianMixtureFields(**{k: tuple(v) if k == "weights" else v for k, v in params.items()})
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ConfigError(f"data.params: {error}") from None
 
 

@@ -38,6 +38,14 @@ class GaussianMixtureFields:
     variance: float = 0.1
     band: int = 16
 
+    def __post_init__(self):
+        weights = np.asarray(self.weights, np.float64)
+        if weights.ndim != 1 or not 1 <= len(weights) <= 3 or np.any(weights <= 0) or abs(weights.sum() - 1) > 1e-6:
+            raise ValueError(f"`weights` must be 1 to 3 positive numbers summing to one (one per axis), "
+                             f"got {list(self.weights)}.")
+        if not self.band >= 1:
+            raise ValueError(f"`band` must be a positive int, got {self.band}.")
+
     @property
     def dim(self) -> int:
         return len(self.weights)
@@ -57,9 +65,12 @@ class GaussianMixtureFields:
     def oracle(self, sde, grid: Sequence[int]):
         """The exact noised law under `sde` (`sdeflow.samplers.GaussianMixtureOracle`), its means
         given on `grid` (any grid: they are single Fourier modes)."""
+        import jax.numpy as jnp
+
         from sdeflow.samplers import GaussianMixtureOracle
 
-        return GaussianMixtureOracle(sde, np.asarray(self.weights, np.float32), self.means(grid), self.covariance())
+        return GaussianMixtureOracle(sde, jnp.asarray(self.weights, jnp.float32), jnp.asarray(self.means(grid)),
+                                     self.covariance())
 
     def nearer_mean(self, fields: np.ndarray) -> np.ndarray:
         """The index of the mean nearest (in $L^2$) to each field of `(B, 1, *grid)`."""
@@ -102,8 +113,6 @@ def gaussian_mixture_fields(
     if any(n < law.band for n in grid):
         raise ValueError(f"the grid {grid} must hold the band {law.band} of the covariance.")
     weights = np.asarray(law.weights, np.float64)
-    if np.any(weights <= 0) or abs(weights.sum() - 1) > 1e-6:
-        raise ValueError(f"`weights` must be positive and sum to one, got {list(law.weights)}.")
     means = jax.numpy.asarray(law.means(grid))
     covariance = law.covariance()
 
