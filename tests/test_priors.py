@@ -231,7 +231,7 @@ def _fitted_radial(key, radius=4, batch=400):
 
 def _prior_options(key):
     """One prior of every option of the `prior` config group (white noise apart), as built."""
-    fitted = _fitted_radial(key)[0]
+    fitted = _fitted_radial(key, batch=100)[0]
     return {
         "matern": Matern(2, s=1.5, tau=3.0, variance=0.7),
         "laplacian": Laplacian(2, s=2.0),
@@ -244,23 +244,23 @@ def _prior_options(key):
 
 def test_every_prior_option_has_a_converging_pointwise_variance(getkey):
     """For every trace-class option: the exact pointwise variance on the n-grid (the kept
-    eigenvalues' sum) increases with n = 16..256 towards tr C, which is finite, the gap shrinking
-    geometrically; by Monte Carlo at n = 64 a sample's mean square matches it (white noise, which
+    eigenvalues' sum) increases with n = 16..128 towards tr C, which is finite, the gap shrinking
+    geometrically; by Monte Carlo at n = 32 a sample's mean square matches it (white noise, which
     diverges, is `test_white_noise_variance_grows_with_resolution`)."""
     for name, prior in _prior_options(getkey()).items():
         trace = float(prior.trace())
         assert prior.trace_class and math.isfinite(trace) and trace > 0, name
-        sums = [_pointwise_variance(prior, (n, n)) for n in (16, 32, 64, 128, 256)]
+        sums = [_pointwise_variance(prior, (n, n)) for n in (16, 32, 64, 128)]
         gaps = [trace - v for v in sums]
         assert all(g > -1e-5 * trace for g in gaps), (name, gaps)
         assert all(b <= 0.6 * a + 1e-6 * trace for a, b in zip(gaps, gaps[1:])), (name, gaps)
-        assert gaps[-1] < 0.01 * trace, (name, gaps, trace)
+        assert gaps[-1] < 0.02 * trace, (name, gaps, trace)
         if name == "combined_fno":  # the sampler draws with that variance (one option: compiling is slow)
-            lam = _full_eigenvalues(prior, (64, 64))[0]
+            lam = _full_eigenvalues(prior, (32, 32))[0]
             keys = jax.random.split(getkey(), 128)
-            mean_square = jax.vmap(lambda k: jnp.mean(prior.sample(k, (1, 64, 64)) ** 2))(keys)
+            mean_square = jax.vmap(lambda k: jnp.mean(prior.sample(k, (1, 32, 32)) ** 2))(keys)
             mc_std = math.sqrt(2 * np.sum(lam**2) / 128)
-            assert abs(float(jnp.mean(mean_square)) - sums[2]) < 4 * mc_std + 1e-6, name
+            assert abs(float(jnp.mean(mean_square)) - sums[1]) < 4 * mc_std + 1e-6, name
 
 
 def test_radial_multiplier_fit_is_the_maximum_likelihood_estimate(getkey):

@@ -82,20 +82,20 @@ def test_score_is_the_gradient_of_the_log_density(grid, degenerate, getkey):
 
 @pytest.mark.parametrize("degenerate", [False, True])
 def test_score_is_consistent_across_grids(degenerate, getkey):
-    """A band-limited x (drawn on the 9-grid) given on the 9-, 16- and 32-grids has the same
+    """A band-limited x (drawn on the 9-grid) given on the 9- and 16-grids has the same
     score on each: the finer grids' scores restrict to the coarse one and vanish on the modes the
     coarse grid does not hold (the means are the same low-mode functions everywhere)."""
     oracle = _oracle((9, 9), degenerate)
     for t in (0.3,):
         x, _ = oracle.sample(getkey(), t, (9, 9))
         coarse = oracle.score(t, x)
-        for n in (16, 32):
+        for n in (16,):
             fine = oracle.score(t, sdeflow.prolong(x, (n, n)))
             assert max_abs(sdeflow.restrict(fine, (9, 9)), coarse) < 1e-5
             assert max_abs(fine, sdeflow.prolong(coarse, (n, n))) < 1e-5
         r9 = oracle.responsibilities(t, x)
-        r32 = oracle.responsibilities(t, sdeflow.prolong(x, (32, 32)))
-        assert max_abs(r9, r32) < 1e-5
+        r16 = oracle.responsibilities(t, sdeflow.prolong(x, (16, 16)))
+        assert max_abs(r9, r16) < 1e-5
 
 
 def test_sample_has_the_mixture_weights(getkey):
