@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 import sdeflow
-from sdeflow.priors import Combined, Laplacian, Matern, SpectralMultiplier, WhiteNoise, lattice_trace
+from sdeflow.priors import (
+    BandLimited,
+    Combined,
+    Laplacian,
+    Matern,
+    RadialMultiplier,
+    SpectralMultiplier,
+    WhiteNoise,
+    lattice_trace,
+)
 from helpers import max_abs
 
 
@@ -211,3 +220,102 @@ def test_bad_input_raises_naming_the_argument(getkey):
     Combined(Laplacian(2, s=2.0), Matern(2, s=2.0)).require_non_degenerate("the density")
     with pytest.raises(ValueError, match="different dimensions"):
         Combined(Matern(1, s=1.0), Matern(2, s=2.0))
+
+
+def _fitted_radial(key, radius=4, batch=400):
+    """A radial multiplier fitted to draws of a known Matern prior (plus a constant), and the truth."""
+    truth = Matern(2, s=2.5, tau=6.0, variance=2.0)
+    data = jax.vmap(lambda k: truth.sample(k, (1, 24, 24)) + 0.3)(jax.random.split(key, batch))
+    return RadialMultiplier.fit(data, Matern(2, s=2.5, tau=6.0), radius), truth, data
+
+
+def _prior_options(key):
+    """One prior of every option of the `prior` config group (white noise apart), as built."""
+    fitted = _fitted_radial(key, batch=100)[0]
+    return {
+        "matern": Matern(2, s=1.5, tau=3.0, variance=0.7),
+        "laplacian": Laplacian(2, s=2.0),
+        "fno": fitted,
+        "combined": Combined(Laplacian(2, s=2.0), Matern(2, s=2.0, tau=6.0), 1.0, 0.1),
+        "combined_fno": Combined(fitted, Matern(2, s=1.5), 1.0, 0.2),
+        "band_limited": BandLimited(Matern(2, s=2.0), 9),
+    }
+
+
+def test_every_prior_option_has_a_converging_pointwise_variance(getkey):
+    """For every trace-class option: the exact pointwise variance on the n-grid (the kept
+    eigenvalues' sum) increases with n = 16..128 towards tr C, which is finite, the gap shrinking
+    geometrically; by Monte Carlo at n = 32 a sample's mean square matches it (white noise, which
+    diverges, is `test_white_noise_variance_grows_with_resolution`)."""
+    for name, prior in _prior_options(getkey()).items():
+        trace = float(prior.trace())
+        assert prior.trace_class and math.isfinite(trace) and trace > 0, name
+        sums = [_pointwise_variance(prior, (n, n)) for n in (16, 32, 64, 128)]
+        gaps = [trace - v for v in sums]
+        assert all(g > -1e-5 * trace for g in gaps), (name, gaps)
+        assert all(b <= 0.6 * a + 1e-6 * trace for a, b in zip(gaps, gaps[1:])), (name, gaps)
+        assert gaps[-1] < 0.02 * trace, (name, gaps, trace)
+        if name == "combined_fno":  # the sampler draws with that variance (one option: compiling is slow)
+            lam = _full_eigenvalues(prior, (32, 32))[0]
+            keys = jax.random.split(getkey(), 128)
+            mean_square = jax.vmap(lambda k: jnp.mean(prior.sample(k, (1, 32, 32)) ** 2))(keys)
+            mc_std = math.sqrt(2 * np.sum(lam**2) / 128)
+            assert abs(float(jnp.mean(mean_square)) - sums[1]) < 4 * mc_std + 1e-6, name
+
+
+def test_radial_multiplier_fit_is_the_maximum_likelihood_estimate(getkey):
+    """Each shell's fitted variance is the mean power of the data's modes in it (the MLE), close to
+    the truth's mean eigenvalue over the shell; the tail's amplitude is the truth's; the fit is
+    deterministic; and it is the maximum of the Gaussian log-likelihood: moving any weight lowers it."""
+    fitted, truth, data = _fitted_radial(getkey(), radius=4, batch=400)
+    again = RadialMultiplier.fit(data, Matern(2, s=2.5, tau=6.0), 4)
+    assert np.array_equal(np.asarray(fitted.log_weights), np.asarray(again.log_weights))
+    ks = np.meshgrid(np.arange(-12, 12), np.arange(-12, 12), indexing="ij")
+    shell = np.round(np.sqrt(ks[0] ** 2 + ks[1] ** 2))
+    lam_true = np.asarray(truth.sqrt_spectrum((jnp.asarray(ks[0]), jnp.asarray(ks[1]))), np.float64) ** 2
+    for r in range(5):
+        in_shell = shell == r
+        expected = lam_true[in_shell].mean()
+        modes = int(in_shell.sum())
+        # each mode's power averages 400 Exp(1) draws (the pairs k, -k are one draw)
+        tolerance = 5 * math.sqrt(2.0 / (400 * max(modes, 1)))
+        assert abs(math.exp(2 * float(fitted.log_weights[r])) / expected - 1) < max(tolerance, 0.02) + 1 / 400, r
+    assert abs(fitted.tail.variance / truth.variance - 1) < 0.03
+    centred = data - jnp.mean(data, axis=0)
+
+    @jax.jit
+    def mean_log_likelihood(log_weights):
+        prior = RadialMultiplier(fitted.tail, 4, log_weights)
+        return jnp.mean(jax.vmap(prior.log_density)(centred))
+
+    grad = jax.grad(mean_log_likelihood)(fitted.log_weights)
+    assert float(jnp.max(jnp.abs(grad))) < 1e-2 * float(jnp.max(jnp.abs(jax.grad(mean_log_likelihood)(fitted.log_weights + 0.2))))
+    for r in range(5):
+        for step in (-0.1, 0.1):
+            assert float(mean_log_likelihood(fitted.log_weights.at[r].add(step))) < float(mean_log_likelihood(fitted.log_weights))
+
+
+def test_radial_multiplier_is_defined_on_every_grid_and_learnable(getkey):
+    """Any grid, also one smaller than the shells: the same key gives the same function restricted;
+    the weights get gradients when learnable, none when frozen."""
+    prior = RadialMultiplier(Matern(2, s=2.0), radius=6)
+    key = getkey()
+    fine, coarse = prior.sample(key, (1, 17, 17)), prior.sample(key, (1, 5, 5))
+    assert max_abs(sdeflow.restrict(fine, (5, 5)), coarse) < 1e-5
+    u = prior.sample(getkey(), (1, 9, 9))
+    grad = eqx.filter_grad(lambda p: p.log_density(u))(prior)
+    assert float(jnp.sum(jnp.abs(grad.log_weights))) > 0
+    frozen = RadialMultiplier(Matern(2, s=2.0), radius=6, learnable=False)
+    assert float(jnp.sum(jnp.abs(eqx.filter_grad(lambda p: p.log_density(u))(frozen).log_weights))) == 0
+    with pytest.raises(ValueError, match="`radius`"):
+        RadialMultiplier(Matern(2, s=2.0), radius=-1)
+    with pytest.raises(ValueError, match="at least 9 points per axis"):
+        RadialMultiplier.fit(jnp.zeros((4, 1, 8, 8)), Matern(2, s=2.0), 4)
+
+
+def test_band_limited_prior_is_degenerate_and_exact_on_every_grid(getkey):
+    prior = BandLimited(Matern(2, s=2.0, tau=3.0), 7)
+    assert prior.degenerate and abs(float(prior.trace()) - _pointwise_variance(prior, (7, 7))) < 1e-6
+    assert abs(_pointwise_variance(prior, (64, 64)) - _pointwise_variance(prior, (7, 7))) < 1e-6
+    key = getkey()
+    assert max_abs(sdeflow.prolong(prior.sample(key, (1, 7, 7)), (20, 20)), prior.sample(key, (1, 20, 20))) < 1e-5

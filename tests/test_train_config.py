@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import hydra
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -22,7 +24,7 @@ def compose(*overrides, name="config"):
         return hydra.compose(name, overrides=list(overrides))
 
 
-@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist"])
+@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields"])
 def test_experiments_compose_and_validate(exp):
     cfg = compose(f"+exp={exp}")
     run = validate(cfg)
@@ -172,7 +174,7 @@ def test_wrong_values_name_their_field(override, message):
 
 def _schema_classes():
     modules = [config.data, config.diffusion, config.evaluation, config.loop, config.model,
-               config.programs, config.sampler]
+               config.programs, config.report, config.sampler]
     return [obj for module in modules for obj in vars(module).values()
             if dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__]
 
@@ -269,3 +271,57 @@ def test_every_model_option_builds_on_the_data(name, getkey):
     reference = eqx.filter_eval_shape(lambda key: getattr(nets, type(model).__name__)(3, 3, dim=2, key=key), getkey())
     shapes = lambda m: [x.shape for x in jax.tree.leaves(m) if isinstance(x, jax.ShapeDtypeStruct)]  # noqa: E731
     assert shapes(model) == shapes(reference)
+
+
+def test_every_prior_option_builds_from_the_config():
+    """prior=NAME builds the library's prior of that option; a spectral-multiplier prior is the
+    maximum-likelihood fit to the run's training data (the same on every build), and when it
+    learns, the run gets the part "prior"."""
+    from sdeflow import priors
+
+    from train import build
+    from train.config.programs import part_names
+
+    expected = {"matern": priors.Matern, "laplacian": priors.Laplacian, "white": priors.WhiteNoise,
+                "fno": priors.RadialMultiplier, "combined": priors.Combined}
+    assert set(expected) == set(config.GROUPS["prior"])
+    small = ["prior.radius=3", "prior.fit_count=64", "prior.fit_grid=16"]  # a quick fit
+    for name, cls in expected.items():
+        cfg = compose("+exp=smoke", f"prior={name}", *(small if name == "fno" else []))
+        run = validate(cfg)
+        assert type(build.build_prior(cfg)) is cls and part_names(run) == ("network",)
+    cfg = compose("+exp=smoke", "prior=fno", *small)
+    first, again = build.build_prior(cfg), build.build_prior(cfg)
+    source = build.build_source(cfg.data)
+    fields = source.converter((16, 16))(source.load("train").values[:64])
+    fit = priors.RadialMultiplier.fit(jnp.asarray(fields), priors.Matern(2, s=2.0), 3, learnable=False)
+    assert np.array_equal(np.asarray(first.log_weights), np.asarray(fit.log_weights)) and first is again
+    assert abs(first.tail.variance - fit.tail.variance) < 1e-6 * fit.tail.variance
+    learned = compose("+exp=smoke", "prior=combined", "prior.first={name:fno,radius:3,fit_count:64,fit_grid:16,learn:true}",
+                      "+optim_parts={prior:{lr:1.0e-2,warmup_steps:1}}")
+    assert part_names(validate(learned)) == ("network", "prior")
+    combined = build.build_prior(learned)
+    assert isinstance(combined.first, priors.RadialMultiplier) and combined.first.learnable
+    assert isinstance(combined.second, priors.Matern)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["prior=fno", "prior.radius=-1"], "prior.radius must be an int >= 0, got -1"),
+        (["prior=fno", "prior.fit_grid=9"], "prior.fit_grid must be >= 2 * prior.radius + 1 = 17"),
+        (["prior=fno", "prior.fit_count=1"], "prior.fit_count must be an int >= 2"),
+        (["prior=fno", "prior.s=0.5"], "prior: `s` must exceed d/2 = 1.0"),
+        (["prior=combined", "prior.first={name:foo}"], "prior.first.name must be one of ['matern', 'laplacian'"),
+        (["prior=combined", "prior.second={name:matern,tauu:1}"], "prior.second: Key 'tauu' not in 'MaternConfig'"),
+        (["prior=combined", "prior.second={name:laplacian,s:0.5}"], "prior.second: `s` must exceed d/2"),
+        (["prior=combined", "prior.a=0"], "prior: `a` must be a positive finite number"),
+        (["train.report.name=gaussian_mixture"], "train.report.name=gaussian_mixture needs data=generated"),
+        (["train.report.times=0"], "train.report.times must be a positive int, got 0"),
+        (["+exp=gmm_fields", "data.params.weights=[0.5,0.6]"], "data.params: `weights` must be 1 to 3 positive numbers summing to one"),
+    ],
+)
+def test_wrong_prior_and_report_values_name_their_field(overrides, message):
+    exp = [] if any(o.startswith("+exp") for o in overrides) else ["+exp=smoke"]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose(*exp, *overrides))

@@ -55,9 +55,80 @@ def _instantiate(group: str, node: DictConfig, **kwargs):
 
 
 def build_prior(cfg: DictConfig):
-    """The prior of `cfg.prior` (`sdeflow.priors`) on the data's torus."""
+    """The prior of `cfg.prior` (`sdeflow.priors`) on the data's torus. A spectral-multiplier
+    prior (`prior=fno`) is fitted to the run's training data (`RadialMultiplier.fit`: the same data
+    give the same prior, so every program rebuilds it alike); a combined one builds its two priors."""
     _, dim = dimensions(cfg)
-    return _instantiate("prior", cfg.prior, dim=dim)
+    return _prior(cfg, cfg.prior, dim, "prior")
+
+
+_FITTED: dict[str, Any] = {}  # fitted priors by their config and data, fitted once per process
+
+
+def _prior(cfg: DictConfig, node: DictConfig, dim: int, where: str):
+    from .config.diffusion import CombinedConfig, SpectralMultiplierConfig
+
+    if node._target_ == CombinedConfig._target_:
+        from sdeflow.priors import Combined
+
+        first = node.first if node.first is not None else {"name": "laplacian"}
+        second = node.second if node.second is not None else {"name": "matern"}
+        first = _prior(cfg, _nested_prior(first, f"{where}.first"), dim, f"{where}.first")
+        second = _prior(cfg, _nested_prior(second, f"{where}.second"), dim, f"{where}.second")
+        return _wrapped(where, Combined, first, second, a=node.a, b=node.b)
+    if node._target_ == SpectralMultiplierConfig._target_:
+        key = OmegaConf.to_yaml(OmegaConf.create({"data": cfg.data, "prior": node, "dim": dim}), resolve=True)
+        if key not in _FITTED:
+            _FITTED[key] = _fitted_prior(cfg, node, dim, where)
+        return _FITTED[key]
+    return _instantiate(where, node, dim=dim)
+
+
+def _nested_prior(fields: Any, where: str) -> DictConfig:
+    """A combined prior's `{name: ..., field: value}` as its option's schema, checked by it."""
+    from .config.diffusion import PRIORS
+
+    fields = OmegaConf.to_container(fields, resolve=True) if OmegaConf.is_config(fields) else fields
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{where} must be a mapping {{name: PRIOR, field: value, ...}}, got {fields!r}.")
+    fields = dict(fields)
+    name = fields.pop("name", None)
+    if name not in PRIORS:
+        raise ConfigError(f"{where}.name must be one of {list(PRIORS)}, got {name!r}.")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(PRIORS[name]), fields)
+    except Exception as error:  # omegaconf's own errors name the key
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _fitted_prior(cfg: DictConfig, node: DictConfig, dim: int, where: str):
+    """`RadialMultiplier.fit` to the first `fit_count` training examples on the `fit_grid` grid."""
+    from sdeflow.priors import Matern, RadialMultiplier
+
+    from .data import as_grid
+
+    if node.radius < 0:
+        raise ConfigError(f"{where}.radius must be an int >= 0, got {node.radius}.")
+    if node.fit_count < 2:
+        raise ConfigError(f"{where}.fit_count must be an int >= 2 (the fit estimates a mean), got {node.fit_count}.")
+    if node.fit_grid < 2 * node.radius + 1:
+        raise ConfigError(f"{where}.fit_grid must be >= 2 * {where}.radius + 1 = {2 * node.radius + 1} "
+                          f"(the grid must hold every shell), got {node.fit_grid}.")
+    tail = _wrapped(where, Matern, dim, s=node.s, tau=node.tau)
+    source = build_source(cfg.data)
+    values = source.load("train").values[: node.fit_count]
+    import jax.numpy as jnp
+
+    fields = jnp.asarray(source.converter(as_grid(node.fit_grid, dim))(values))
+    return _wrapped(where, RadialMultiplier.fit, fields, tail, node.radius, learnable=node.learn)
+
+
+def with_prior(sde, parts: dict):
+    """`sde` driven by the learned prior of `parts` (the part `"prior"`), or `sde` itself when the
+    run learns none: what the loss trains with, and what sampling uses after training."""
+    import equinox as eqx
+
+    return eqx.tree_at(lambda s: s.prior, sde, parts["prior"]) if "prior" in parts else sde
 
 
 def dimensions(cfg: DictConfig) -> tuple[int, int]:
@@ -122,7 +193,7 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
-    return loss(parts["network"], sde, x0, key, **kwargs)
+    return loss(parts["network"], with_prior(sde, parts), x0, key, **kwargs)
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
@@ -159,7 +230,7 @@ def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = 
 def build_parts(cfg: DictConfig, key: PRNGKeyArray) -> dict:
     """The trainable parts of a run, by name (`part_names`): the score network, and any part
     that the run's loss or prior learns."""
-    builders = {"network": build_model}
+    builders = {"network": build_model, "prior": lambda cfg, key: build_prior(cfg)}
     # The network takes `key` itself, so adding a part leaves its initialisation unchanged.
     return {name: builders[name](cfg, key if i == 0 else jr.fold_in(key, i))
             for i, name in enumerate(part_names(cfg))}

@@ -38,7 +38,8 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
     cfg, state, step = load_state(run_dir, step)
-    return cfg, select_weights(state, weights), build.build_sde(cfg), step
+    sde = build.with_prior(build.build_sde(cfg), state.ema if weights == "ema" else state.parts)  # a learned prior, if any
+    return cfg, select_weights(state, weights), sde, step
 
 
 def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str = "run_dir"):

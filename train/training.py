@@ -240,7 +240,8 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     if step % t.ckpt_every == 0:
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total and main:
-                        metrics.images(write_samples(distributed.local_copy(state.ema["network"]), sde, cfg,
+                        ema = distributed.local_copy(state.ema)
+                        metrics.images(write_samples(ema["network"], build.with_prior(sde, ema), cfg,
                                                      run_dir, sample_key, step), step)
                     if distributed.any_process(stop_request.requested):  # every process stops at the same step
                         stop_request.signal = stop_request.signal or "another process's signal"
@@ -257,9 +258,15 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
         if main:
-            metrics.images(write_samples(distributed.local_copy(state.ema["network"]), sde, cfg, run_dir, sample_key, step), step)
+            local = distributed.local_copy(state)
+            sde = build.with_prior(sde, local.ema)  # a learned prior: the EMA one, as the network
+            metrics.images(write_samples(local.ema["network"], sde, cfg, run_dir, sample_key, step), step)
             if t.evaluate:
-                write_evaluation(distributed.local_copy(state), sde, cfg, run_dir, step)
+                write_evaluation(local, sde, cfg, run_dir, step)
+            if t.report.name is not None:  # the experiment's own report (train.reports)
+                from .reports import REPORTS
+
+                REPORTS[t.report.name].write(local, sde, cfg, run_dir, step)
     else:
         why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
         metrics.write(event="stop", step=step, reason=why, time=time.time())

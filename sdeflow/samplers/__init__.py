@@ -12,6 +12,7 @@ from .conditional import (
 )
 from .ddim import DDIM as DDIM, DDIMSolver as DDIMSolver
 from .keys import time_key as time_key
+from .mixture_oracle import GaussianMixtureOracle as GaussianMixtureOracle
 from .multilevel import MultilevelSampler as MultilevelSampler
 from .oracle import GaussianOracle as GaussianOracle
 from .predictor_corrector import (

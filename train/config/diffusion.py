@@ -8,6 +8,7 @@ not written again here.
 """
 
 import dataclasses
+from typing import Any, Optional
 
 from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS
 from sdeflow.parameterisation import PARAMETERISATIONS
@@ -45,6 +46,46 @@ class WhiteConfig:
 
     _target_: str = "sdeflow.priors.WhiteNoise"  # the class built (with the data's dimension)
     variance: float = 1.0  # pointwise variance per grid point, > 0
+
+
+@dataclasses.dataclass
+class SpectralMultiplierConfig:
+    """Radial spectral-multiplier ("FNO") prior (`sdeflow.priors.RadialMultiplier`): a free weight
+    per shell round(|k|) <= radius and a Matérn tail; fitted to the training data by maximum
+    likelihood at start-up (`RadialMultiplier.fit`), and learned further with the network when `learn`."""
+
+    _target_: str = "sdeflow.priors.RadialMultiplier"  # the class built (fitted to the data's first fit_count training examples)
+    radius: int = 8  # last shell round(|k|) with its own weight, >= 0; the fit's grid must hold 2 radius + 1 points per axis
+    s: float = 2.0  # the tail's Matérn smoothness beyond the shells; must be > d/2
+    tau: float = 6.283185307  # the tail's inverse length scale tau > 0 (its amplitude is fitted)
+    fit_count: int = 1000  # training examples the maximum-likelihood fit uses (the first ones of the train range)
+    fit_grid: int = 32  # grid n the examples are resampled to for the fit (n points per axis, n >= 2 radius + 1)
+    learn: bool = False  # false: the fit is the prior; true: the fit is the start, trained with the network as the part "prior"
+
+
+@dataclasses.dataclass
+class CombinedConfig:
+    """Combined prior $C^{1/2} = a A^{1/2} + b B^{1/2}$ (`sdeflow.priors.Combined`) of two priors of
+    this group, each given as the fields of its option with its name (`{name: matern, s: 2.0}`)."""
+
+    _target_: str = "sdeflow.priors.Combined"  # the class built, from the two priors below
+    first: Optional[Any] = None  # A, given whole: {name: matern | laplacian | white | fno, and that option's fields}; null: {name: laplacian}
+    second: Optional[Any] = None  # B, given whole as A; null: {name: matern} (its defaults: s 2, tau 2 pi)
+    a: float = 1.0  # weight of A^(1/2), > 0
+    b: float = 0.1  # weight of B^(1/2), > 0
+
+
+def prior_learns(prior: Any) -> bool:
+    """Whether a `prior` option (its schema, a composed node, or a nested `{name: ...}` mapping of a
+    combined prior) has a part the run trains: a spectral-multiplier prior with `learn`, alone or
+    inside a combined one."""
+    get = prior.get if isinstance(prior, dict) or hasattr(prior, "keys") else lambda k, d=None: getattr(prior, k, d)
+    target = get("_target_") or PRIORS.get(get("name"), object).__dict__.get("_target_")
+    if target == SpectralMultiplierConfig._target_:
+        return bool(get("learn", False))
+    if target == CombinedConfig._target_:
+        return prior_learns(get("first") or {}) or prior_learns(get("second") or {})
+    return False
 
 
 class Schedule(Choice):
@@ -117,6 +158,7 @@ def check_name(where: str, node, expected: str) -> None:
              f"{where.split('.')[-1]}=NAME", node.name)
 
 
-PRIORS = {"matern": MaternConfig, "laplacian": LaplacianConfig, "white": WhiteConfig}
+PRIORS = {"matern": MaternConfig, "laplacian": LaplacianConfig, "white": WhiteConfig,
+          "fno": SpectralMultiplierConfig, "combined": CombinedConfig}
 SDES = {"vp": VPConfig, "subvp": SubVPConfig, "ve": VEConfig}
 LOSSES = {"dsm": DsmConfig}

@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 from .errors import Choice, ConfigError, fail, number, positive
 from .evaluation import EvaluationConfig
+from .report import ReportConfig
 
 
 @dataclasses.dataclass
@@ -168,6 +169,7 @@ class TrainConfig:
     num_samples: int = 36  # samples per grid
     evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)  # that evaluation's fields (as train.evaluate's)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)  # an experiment's own end-of-run report (train.reports), if any
     devices: Any = "auto"  # number of devices of the data mesh: auto (the fastest on CPU, all accelerators) or an int
     stop_after: Optional[int] = None  # stop (checkpointed) after this global step, to resume later; null: run to the end
     progress_bar: bool = True  # show the tqdm bar (the metrics log is written either way)
@@ -205,6 +207,7 @@ class TrainConfig:
         positive(f"{where}.max_skipped", self.max_skipped, 0)
         self.distributed.check(f"{where}.distributed")
         self.init_from.check(f"{where}.init_from")
+        self.report.check(f"{where}.report")
 
     def stage_list(self) -> list[StageConfig]:
         """The stages of the run: `stages`, or one stage of every part over `levels`."""

@@ -23,7 +23,7 @@ class RunConfig:
     name: str = "default"  # the experiment's name; the default run folder is runs/<name>
     data: Any = MISSING  # the data source and its pipeline (data=mnist | mnist_t10k ...)
     model: Any = MISSING  # the score network (model=fno | uno | unet)
-    prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white)
+    prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white | fno | combined)
     sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve)
     loss: Any = MISSING  # the training loss (loss=dsm)
     optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA of every part
@@ -159,8 +159,9 @@ def part_names(run: Any) -> tuple[str, ...]:
 
     The parts' names, the keys of the run's dict of parts.
     """
-    del run  # every run today trains its network only
-    return ("network",)
+    from .diffusion import prior_learns
+
+    return ("network",) + (("prior",) if prior_learns(run.prior) else ())
 
 
 def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
@@ -229,6 +230,10 @@ def validate(cfg: DictConfig) -> RunConfig:
     build.build_sampler(cfg)
     if run.train.evaluate:
         build.build_sampler(cfg, cfg.train.evaluation.sampler, "train.evaluation.sampler")
+    if run.train.report.name is not None:
+        from ..reports import REPORTS
+
+        REPORTS[run.train.report.name].check(cfg)
     build.check_run_grids(cfg, _grids(run))
     return run
 

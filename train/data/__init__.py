@@ -41,6 +41,12 @@ from .generated import (
 from .generated import (
     register_generator as register_generator,
 )
+from .mixture import (
+    GaussianMixtureFields as GaussianMixtureFields,
+)
+from .mixture import (
+    gaussian_mixture_fields as gaussian_mixture_fields,
+)
 from .mnist import (
     CONTENT_SHA256 as CONTENT_SHA256,
 )

@@ -1,0 +1,71 @@
+"""The gaussian_mixture end-of-run report on a tiny run of the gmm_fields experiment, trained with a
+learned spectral-multiplier prior: the report's files, the learned prior in the checkpoint, and
+the programs that restore the run sampling with it."""
+
+import json
+
+import hydra
+import jax.numpy as jnp
+import numpy as np
+
+from train import build
+from train.data import GaussianMixtureFields, gaussian_mixture_fields
+from train.restore import load_run
+from train.training import run
+
+
+def compose(*overrides):
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        return hydra.compose("config", overrides=list(overrides))
+
+
+def test_tiny_gmm_run_with_a_learned_prior(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = compose(
+        "+exp=gmm_fields", f"train.run_dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.count=80",
+        "data.train_range=[0,64]", "data.holdout_range=[64,80]", "data.native_grid=[16,16]",
+        "model.width=8", "model.modes=4", "model.depth=1", "model.projection=16", "model.time_features=8",
+        "model.time_dim=16", "model.groups=4", "train.batch_size=8", "train.levels=[{grid:16,steps:4}]",
+        "train.log_every=2", "train.ckpt_every=4", "train.sample_grids=[16]", "train.num_samples=2",
+        "sampler.steps=3", "optim.warmup_steps=1", "train.report.grids=[16,24]", "train.report.times=3",
+        "train.report.score_samples=4", "train.report.num_samples=4", "train.report.batch_size=4",
+        "prior=fno", "prior.radius=3", "prior.fit_grid=16", "prior.fit_count=64", "prior.learn=true",
+        "+optim_parts={prior:{lr:0.05,warmup_steps:1,ema_decay:0.0}}",
+    )
+    state = run(cfg, progress_bar=False)
+    # The prior was a part: fitted at start-up, then moved by the loss's gradient.
+    start = build.build_prior(cfg)
+    assert set(state.parts) == {"network", "prior"}
+    assert np.max(np.abs(np.asarray(state.parts["prior"].log_weights) - np.asarray(start.log_weights))) > 1e-3
+    # Restored, the run samples with the learned prior (the EMA one, here the last weights).
+    _, _, sde, step = load_run(run_dir)
+    assert step == 4
+    np.testing.assert_array_equal(np.asarray(sde.prior.log_weights), np.asarray(state.ema["prior"].log_weights))
+    report = json.loads((run_dir / "mixture_report.json").read_text())
+    assert report["weights"] == [0.3, 0.7] and len(report["times"]) == 3
+    assert report["times"][0] == cfg.sde.t0 and abs(report["times"][-1] - cfg.sde.t1) < 1e-9
+    for n in ("16", "24"):
+        grid = report["grids"][n]
+        assert len(grid["relative_score_error"]) == 3 and all(np.isfinite(grid["relative_score_error"]))
+        assert grid["num_samples"] == 4 and abs(sum(grid["sample_fractions"]) - 1) < 1e-9
+    assert (run_dir / "mixture_score_error.png").stat().st_size > 1000
+
+
+def test_generated_mixture_has_the_law_of_its_parameters():
+    """The generator's fields: the weights by the nearer mean, the means, the covariance's spectrum
+    (zero beyond the band), and the same fields again for the same seed."""
+    law = GaussianMixtureFields(weights=(0.3, 0.7), variance=0.05, band=8)
+    fields = gaussian_mixture_fields(800, (12, 12), 1, 3, weights=[0.3, 0.7], variance=0.05, band=8)
+    assert np.array_equal(fields[:5], gaussian_mixture_fields(5, (12, 12), 1, 3, weights=[0.3, 0.7], variance=0.05, band=8))
+    labels = law.nearer_mean(fields)
+    assert abs(np.mean(labels == 0) - 0.3) < 4 * np.sqrt(0.21 / 800)
+    means = law.means((12, 12))
+    residual = fields - means[labels]
+    assert np.max(np.abs(residual.mean(axis=0))) < 4 * np.sqrt(0.05 / 800) * 3
+    power = np.mean(np.abs(np.fft.fft2(residual[:, 0], norm="forward")) ** 2, axis=0)
+    k = np.fft.fftfreq(12, 1 / 12)
+    outside = (2 * np.abs(k)[:, None] >= 8) | (2 * np.abs(k)[None, :] >= 8)
+    assert np.max(power[outside]) < 1e-12
+    expected = np.asarray(law.covariance().sqrt_spectrum((jnp.asarray(k[:, None]), jnp.asarray(k[None, :])))) ** 2
+    inside = ~outside
+    assert np.max(np.abs(power[inside] / expected[inside] - 1)) < 6 / np.sqrt(800)
