@@ -13,6 +13,7 @@ from .layers import (
     Pointwise as Pointwise,
     sinusoidal_embedding as sinusoidal_embedding,
     TimeEmbedding as TimeEmbedding,
+    value_fourier_features as value_fourier_features,
 )
 from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv
 from .summary import count_parameters as count_parameters, summary as summary
