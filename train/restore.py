@@ -33,8 +33,8 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
 
     **Returns:**
 
-    `(cfg, model, sde, step)`: the run's resolved config, the network, the forward SDE and the
-    step restored.
+    `(cfg, model, sde, step)`: the run's resolved config, the network, the forward SDE (with the
+    run's learned schedule, of the same `weights`, when it trained one) and the step restored.
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
     run_dir = pathlib.Path(run_dir)
@@ -52,4 +52,6 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
         template = init_state(parts, build.build_optimiser(cfg, stage), train_key,
                               make_mesh(jax.devices()[:1]), build.trainable(cfg, stage))
         state, extra = checkpointer.restore(template, step)
+    if "schedule" in state.parts:  # a learned schedule: the SDE is the trained one
+        sde = build.with_parts(sde, {"schedule": select_weights(state, weights, "schedule")})
     return cfg, select_weights(state, weights), sde, int(extra["step"])

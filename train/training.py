@@ -32,6 +32,7 @@ from .checkpoint import Checkpointer
 from .config import validate
 from .config.programs import stage_loss
 from .data import batches, make_dataset
+from .elbo import plot_schedule
 from .evaluation import write_evaluation
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
@@ -214,7 +215,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     if step % t.ckpt_every == 0:
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total:
-                        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
+                        write_samples(state.ema["network"], build.with_parts(sde, state.ema), cfg, run_dir, sample_key, step)
                     if stop_request.requested:
                         break
                 data_state = iterator.get_state()
@@ -225,7 +226,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         checkpointer.close()
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
-        write_samples(state.ema["network"], sde, cfg, run_dir, sample_key, step)
+        write_samples(state.ema["network"], build.with_parts(sde, state.ema), cfg, run_dir, sample_key, step)
+        if "schedule" in state.ema:
+            plot_schedule(state.ema["schedule"], run_dir / "schedule.png", base=sde.schedule)
         if t.evaluate:
             write_evaluation(state, sde, cfg, run_dir, step)
     else:

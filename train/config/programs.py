@@ -25,7 +25,7 @@ class RunConfig:
     model: Any = MISSING  # the score network (model=fno | uno | unet)
     prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white)
     sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve)
-    loss: Any = MISSING  # the training loss (loss=dsm)
+    loss: Any = MISSING  # the training loss (loss=dsm | vdm)
     optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA of every part
     optim_parts: dict[str, AdamWConfig] = dataclasses.field(default_factory=dict)  # per part name: its own optimiser settings instead of optim
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # sampler of the sample grids
@@ -159,8 +159,9 @@ def part_names(run: Any) -> tuple[str, ...]:
 
     The parts' names, the keys of the run's dict of parts.
     """
-    del run  # every run today trains its network only
-    return ("network",)
+    loss = run.loss
+    learned_schedule = loss.name == "vdm" and bool(loss.learned_schedule)  # loss=vdm: its schedule gamma(t)
+    return ("network",) + (("schedule",) if learned_schedule else ())
 
 
 def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
@@ -198,6 +199,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.data.check("data")
     run.sde.check("sde")
     run.loss.check("loss")
+    if "schedule" in part_names(run) and run.sde.name != "vp":
+        fail("loss.learned_schedule", f"needs sde=vp (a learned schedule is the VP SDE's), not sde={run.sde.name}",
+             run.loss.learned_schedule)
     run.train.check("train")
     parts = part_names(run)
     for i, stage in enumerate(run.train.stage_list()):
