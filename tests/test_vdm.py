@@ -114,9 +114,13 @@ def test_variance_reducing_gradient(getkey):
         return jnp.mean(vdm_terms(ExactEpsilon(sde, parts[0]), sde, x0, key)["diffusion"] ** 2)
 
     parts = (jnp.asarray(0.9), learned)
-    plain, g_plain = eqx.filter_value_and_grad(lambda p: elbo(p, False))(parts)
-    reduced, g_reduced = eqx.filter_value_and_grad(lambda p: elbo(p, True))(parts)
-    g_square = eqx.filter_grad(squared)(parts)
+
+    @eqx.filter_jit
+    def gradients(parts):
+        return (eqx.filter_value_and_grad(lambda p: elbo(p, False))(parts),
+                eqx.filter_value_and_grad(lambda p: elbo(p, True))(parts), eqx.filter_grad(squared)(parts))
+
+    (plain, g_plain), (reduced, g_reduced), g_square = gradients(parts)
     np.testing.assert_allclose(reduced, plain, rtol=1e-5)
     np.testing.assert_allclose(g_reduced[0], g_plain[0], rtol=1e-4)
     for name in ("gamma_start", "gamma_gap"):
@@ -136,12 +140,12 @@ def test_variance_reducing_gradient(getkey):
     def step(params, state, key):
         def loss(params):
             sde = _sde(eqx.combine(params, static))
-            return vdm_elbo(ExactEpsilon(sde), sde, _data(key, 64), jr.fold_in(key, 1), variance_reduction=True)[0]
+            return vdm_elbo(ExactEpsilon(sde), sde, _data(key, 32), jr.fold_in(key, 1), variance_reduction=True)[0]
 
         updates, state = optimiser.update(jax.grad(loss)(params), state)
         return optax.apply_updates(params, updates), state
 
-    x_check, key_check = _data(getkey(), 1024), getkey()
+    x_check, key_check = _data(getkey(), 512), getkey()
     before = float(jnp.var(_per_example(schedule, x_check, key_check)["diffusion"]))
     for key in jr.split(getkey(), 20):
         params, state = step(params, state, key)
@@ -159,13 +163,18 @@ def test_learned_schedule_stays_monotone_after_any_step(learn, getkey):
         params, static = eqx.partition(schedule, eqx.is_inexact_array)
         optimiser = optax.adamw(lr, weight_decay=decay)
         state = optimiser.init(params)
-        for key in jr.split(getkey(), 5):
+
+        @jax.jit
+        def step(params, state, key):
             signs = jr.rademacher(key, ts.shape, jnp.float32)
             grads = jax.grad(lambda p: jnp.sum(signs * jax.vmap(eqx.combine(p, static).gamma)(ts)))(params)
             updates, state = optimiser.update(grads, state, params)
             params = optax.apply_updates(params, updates)
+            return params, state, jax.vmap(eqx.combine(params, static).gamma)(ts)
+
+        for key in jr.split(getkey(), 5):
+            params, state, gamma = step(params, state, key)
             trained = eqx.combine(params, static)
-            gamma = jax.vmap(trained.gamma)(ts)
             assert bool(jnp.all(jnp.isfinite(gamma))) and bool(jnp.all(jnp.diff(gamma) >= 0)), (lr, gamma)
             assert float(gamma[-1]) > float(gamma[0])
             np.testing.assert_allclose([gamma[0], gamma[-1]], trained.endpoints(), rtol=1e-5, atol=1e-4)
@@ -183,25 +192,27 @@ def test_discretised_decoder_is_a_distribution_over_the_levels(getkey):
     levels = jr.randint(getkey(), (3, 1, *GRID), 0, 256)
     x0 = levels.astype(jnp.float32) * (2 / 255) - 1
     z = jax.vmap(lambda x, k: sde.perturb(k, sde.t0, x)[0])(x0, jr.split(getkey(), 3))
-    log_p = jax.vmap(lambda v: decoder.log_probabilities(sde, v))(z)
+    log_probabilities = jax.jit(jax.vmap(lambda v: decoder.log_probabilities(sde, v)))
+    reconstruction = eqx.filter_jit(decoder.reconstruction)
+    log_p = log_probabilities(z)
     assert log_p.shape == (3, 1, *GRID, 256)
     np.testing.assert_allclose(jnp.sum(jnp.exp(log_p), axis=-1), 1.0, atol=1e-5)
     key = getkey()
-    recon = decoder.reconstruction(sde, x0, key)
+    recon = reconstruction(sde, x0, key)
     z_used = jax.vmap(lambda x, k: sde.perturb(k, sde.t0, x)[0])(x0, jr.split(key, 3))
-    observed = jnp.take_along_axis(jax.vmap(lambda v: decoder.log_probabilities(sde, v))(z_used),
+    observed = jnp.take_along_axis(log_probabilities(z_used),
                                    levels[..., None], axis=-1)
     np.testing.assert_allclose(recon, -jnp.sum(observed, axis=(1, 2, 3)), rtol=1e-5)
     assert float(jnp.max(recon)) < 0.05 * GRID[0]  # the observed level is almost sure
-    np.testing.assert_allclose(decoder.reconstruction(sde, x0 + 0.3 / 255, key), recon, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(reconstruction(sde, x0 + 0.3 / 255, key), recon, rtol=1e-6, atol=1e-5)
     wide = _sde(LearnedSchedule(-1.0, 6.0, learn_endpoints=False, hidden=8, key=getkey()))
-    assert float(jnp.min(decoder.reconstruction(wide, x0, key))) > 2.0 * GRID[0]
+    assert float(jnp.min(reconstruction(wide, x0, key))) > 2.0 * GRID[0]
 
 
 def test_fourier_features_are_pointwise_on_every_grid(getkey):
     """sin/cos(2^k pi u) of the values: restricting the features of a 32-grid field to the 16-grid
-    points gives the features of the restricted field; an FNO with them runs on both grids, its
-    batched path equal to the vmapped one."""
+    points gives the features of the restricted field; an FNO with them takes them in, its batched
+    path equal to the vmapped one."""
     u = jr.normal(getkey(), (2, 1, 32, 32))
     features = nets.value_fourier_features(u, [6, 7], axis=1)
     assert features.shape == (2, 5, 32, 32)
@@ -209,6 +220,6 @@ def test_fourier_features_are_pointwise_on_every_grid(getkey):
     np.testing.assert_allclose(features[..., ::2, ::2], nets.value_fourier_features(u[..., ::2, ::2], [6, 7], axis=1))
     net = nets.FNO(1, 1, width=8, modes=3, depth=1, groups=4, fourier_features=[6, 7], key=getkey())
     assert net.lift.in_channels == 5 + 4  # 1 + 2 x 2 value features, 4 periodic coordinates
-    for x in (u, u[..., ::2, ::2]):
-        t = jnp.array([0.2, 0.7])
-        np.testing.assert_allclose(net.batched(t, x), jax.vmap(net)(t, x), atol=1e-5)
+    t, x = jnp.array([0.2, 0.7]), u[..., ::2, ::2]
+    batched = eqx.filter_jit(lambda net, t, x: net.batched(t, x))(net, t, x)
+    np.testing.assert_allclose(batched, eqx.filter_jit(lambda net, t, x: jax.vmap(net)(t, x))(net, t, x), atol=1e-5)
