@@ -30,7 +30,7 @@ def elbo_options(run_cfg: DictConfig, exact_pixels: bool) -> tuple[dict, str | N
     from .build import build_parameterisation, vdm_options
 
     loss = run_cfg.loss
-    if loss.name == "vdm":
+    if loss.get("name", "dsm") == "vdm":
         options = vdm_options(loss)
     else:
         options = dict(parameterisation=build_parameterisation(loss.parameterisation),
