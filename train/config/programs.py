@@ -217,6 +217,9 @@ def validate(cfg: DictConfig) -> RunConfig:
         if stage.loss is not None:
             loss = stage_loss(stage, where)
             loss.check(f"{where}.loss")
+            if loss.name == "vdm" and loss.learned_schedule and "schedule" not in parts:
+                fail(f"{where}.loss.learned_schedule", "needs the run's loss to learn the schedule (loss=vdm with "
+                     "loss.learned_schedule=true): a stage trains the run's parts", loss.learned_schedule)
             if loss.parameterisation != run.loss.parameterisation:
                 fail(f"{where}.loss.parameterisation", f"must be the run's loss.parameterisation "
                      f"{run.loss.parameterisation.value} (the samplers read the network's output by it)",
