@@ -21,6 +21,7 @@ from .layers import (  # noqa: E402
     Pointwise as Pointwise,
     sinusoidal_embedding as sinusoidal_embedding,
     TimeEmbedding as TimeEmbedding,
+    value_fourier_features as value_fourier_features,
 )
 from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv  # noqa: E402
 from .summary import count_parameters as count_parameters, summary as summary  # noqa: E402

@@ -13,7 +13,15 @@ import sdeflow
 from sdeflow.custom_types import RealScalarLike
 
 from .difference import DifferenceKernel
-from .layers import coordinate_channels, coordinate_features, make_norm, Pointwise, TimeEmbedding
+from .layers import (
+    coordinate_channels,
+    coordinate_features,
+    make_norm,
+    Pointwise,
+    TimeEmbedding,
+    value_fourier_channels,
+    value_fourier_features,
+)
 from .spectral_conv import (
     batched_matmul,
     check_modes_fit,
@@ -204,6 +212,8 @@ class FNO(eqx.Module):
       (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None` (see
       `nets.coordinate_features`).
+    - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
+      input's values appended as channels (`nets.value_fourier_features`; empty: none).
     - `dim`: the dimension $d$ of the torus.
     - `key`: a JAX random key.
     """
@@ -220,6 +230,7 @@ class FNO(eqx.Module):
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
     coordinates: str | None = eqx.field(static=True)
+    fourier_features: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -238,6 +249,7 @@ class FNO(eqx.Module):
         method: Method = "auto",
         local: bool = False,
         coordinates: str | None = "periodic",
+        fourier_features: Sequence[int] = (),
         dim: int = 2,
         key: PRNGKeyArray,
     ):
@@ -258,7 +270,8 @@ class FNO(eqx.Module):
         n_coords = coordinate_channels(self.coordinates, dim)
         keys = jr.split(key, depth + 4)
         self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
-        self.lift = Pointwise(in_channels + n_coords, width, key=keys[1])
+        self.fourier_features = tuple(int(k) for k in fourier_features)
+        self.lift = Pointwise(value_fourier_channels(in_channels, self.fourier_features) + n_coords, width, key=keys[1])
         self.blocks = tuple(
             FourierBlock(width, width, self.modes, time_dim, norm=norm, groups=groups,
                          method=method, local=local, key=k)
@@ -291,6 +304,7 @@ class FNO(eqx.Module):
         grid = tuple(u.shape[1:])
         self.check_grid(grid)
         emb = self.embedding(t)
+        u = value_fourier_features(u, self.fourier_features)
         h = jnp.concatenate([u, coordinate_features(self.coordinates, grid).astype(u.dtype)])
         h = self.lift(h)
         for block in self.blocks:
@@ -314,7 +328,7 @@ class FNO(eqx.Module):
         t = batch_times(t, u, self.in_channels, self.dim)
         self.check_grid(u.shape[2:])
         emb = jax.vmap(self.embedding)(t)
-        h = spatial_major_input(u, self.coordinates)
+        h = spatial_major_input(value_fourier_features(u, self.fourier_features, axis=1), self.coordinates)
         h = pointwise_last(self.lift, h)
         for block in self.blocks:
             h = block.spatial_major(h, emb)

@@ -171,3 +171,39 @@ def coordinate_features(kind: str | None, grid: Sequence[int]) -> Float[Array, "
     if kind == "linear":
         return x
     return jnp.concatenate([jnp.cos(2 * jnp.pi * x), jnp.sin(2 * jnp.pi * x)])
+
+
+def value_fourier_channels(in_channels: int, exponents: Sequence[int]) -> int:
+    """The channels of `value_fourier_features`: the input's and two per channel and exponent."""
+    return int(in_channels) * (1 + 2 * len(tuple(exponents)))
+
+
+def value_fourier_features(u: Array, exponents: Sequence[int], axis: int = 0) -> Array:
+    """The input with the Fourier features of its values appended along the channel `axis`:
+    $\\sin(2^k \\pi u)$ and $\\cos(2^k \\pi u)$ for each exponent $k$ (variational diffusion models'
+    features, which make the fine bits of 8-bit values visible to the network).
+
+    They are functions of the value at each point, not of position, so they are defined on every
+    grid: the features of a field on one grid are those on another at the common points.
+
+    **Arguments:**
+
+    - `u`: fields with channels on `axis`.
+    - `exponents`: the integers $k$ (empty: `u` unchanged).
+    - `axis`: the channel axis.
+
+    **Returns:**
+
+    `u` with `2 * len(exponents)` channels per input channel appended.
+    """
+    exponents = tuple(int(k) for k in exponents)
+    if not exponents:
+        return u
+    scales = jnp.asarray([2.0**k * math.pi for k in exponents], u.dtype)
+    shape = [1] * (u.ndim + 1)
+    shape[axis + 1 if axis >= 0 else axis] = len(exponents)
+    angles = jnp.expand_dims(u, axis + 1 if axis >= 0 else axis) * scales.reshape(shape)
+    merged = list(u.shape)
+    merged[axis] = u.shape[axis] * len(exponents)
+    angles = angles.reshape(merged)
+    return jnp.concatenate([u, jnp.sin(angles), jnp.cos(angles)], axis=axis)

@@ -19,7 +19,14 @@ from .fno import (
     spatial_major_input,
     spatial_major_output,
 )
-from .layers import coordinate_channels, coordinate_features, Pointwise, TimeEmbedding
+from .layers import (
+    coordinate_channels,
+    coordinate_features,
+    Pointwise,
+    TimeEmbedding,
+    value_fourier_channels,
+    value_fourier_features,
+)
 from .spectral_conv import check_modes_fit, Method
 
 
@@ -59,6 +66,8 @@ class UNO(eqx.Module):
     - `local`: whether every block adds a local path, a finite-difference stencil on the grid
       (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None`.
+    - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
+      input's values appended as channels (`nets.value_fourier_features`; empty: none).
     - `dim`: the dimension of the torus.
     - `key`: a JAX random key.
     """
@@ -75,6 +84,7 @@ class UNO(eqx.Module):
     levels: tuple[float, ...] = eqx.field(static=True)
     block_modes: tuple[int, ...] = eqx.field(static=True)
     coordinates: str | None = eqx.field(static=True)
+    fourier_features: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -94,6 +104,7 @@ class UNO(eqx.Module):
         method: Method = "auto",
         local: bool = False,
         coordinates: str | None = "periodic",
+        fourier_features: Sequence[int] = (),
         dim: int = 2,
         key: PRNGKeyArray,
     ):
@@ -131,7 +142,9 @@ class UNO(eqx.Module):
         channels = [self.width * c for c in multipliers]
         keys = jr.split(key, n_blocks + 4)
         self.embedding = TimeEmbedding(time_features, time_dim, scale=time_scale, key=keys[0])
-        self.lift = Pointwise(in_channels + n_coords, channels[0], key=keys[1])
+        self.fourier_features = tuple(int(k) for k in fourier_features)
+        self.lift = Pointwise(value_fourier_channels(in_channels, self.fourier_features) + n_coords, channels[0],
+                              key=keys[1])
         blocks = []
         for i in range(1, len(levels)):
             skip = self._skip(i)
@@ -167,7 +180,7 @@ class UNO(eqx.Module):
         self.check_grid(grid)
         emb = self.embedding(t)
         coords = coordinate_features(self.coordinates, grid).astype(u.dtype)
-        h = self.lift(jnp.concatenate([u, coords]))
+        h = self.lift(jnp.concatenate([value_fourier_features(u, self.fourier_features), coords]))
         outs = [h]
         for i, block in enumerate(self.blocks, start=1):
             x = outs[-1]
@@ -188,7 +201,7 @@ class UNO(eqx.Module):
         grid = tuple(u.shape[2:])
         self.check_grid(grid)
         emb = jax.vmap(self.embedding)(t)
-        outs = [pointwise_last(self.lift, spatial_major_input(u, self.coordinates))]
+        outs = [pointwise_last(self.lift, spatial_major_input(value_fourier_features(u, self.fourier_features, axis=1), self.coordinates))]
         for i, block in enumerate(self.blocks, start=1):
             x = outs[-1]
             skip = self._skip(i)

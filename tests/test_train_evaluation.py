@@ -143,7 +143,7 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
         "evaluate", "run_dir=none", "grid=16", "num_samples=24", "batch_size=12", f"classifier.dir={folder}",
         "classifier.steps=150", "classifier.channels=[8,16]", "classifier.width=32",
         "sampler.steps=8", "likelihood.num_digits=2", "likelihood.rtol=1e-2", "likelihood.atol=1e-2",
-        "metrics_block_size=64", "sliced_projections=16",
+        "metrics_block_size=64", "sliced_projections=16", "elbo.num_examples=16", "elbo.repeats=1",
     )
     sde = VPSDE(Matern(2, 2.0, 2 * math.pi))
     result = evaluate(lambda t, x: jnp.zeros_like(x), sde, run_cfg, cfg, step=0)
@@ -178,6 +178,12 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     assert result["likelihood"]["grid"] == [16, 16] and result["likelihood"]["dimensions"] == 15 * 15
     assert result["likelihood"]["bits_per_dim_8bit_dequantised"] is None  # grid 16 is not the pixel grid
     assert math.isfinite(result["likelihood"]["bits_per_dim"])
+    # The ELBO of a dsm-trained (here: zero) network: Gaussian decoder off the pixel grid, its
+    # terms adding up to the total, the first 2 digits those of the likelihood.
+    elbo = result["elbo"]["16"]
+    assert elbo["decoder"] == "GaussianDecoder" and elbo["dimensions"] == 15 * 15 and elbo["num_examples"] == 16
+    assert sum(elbo["terms_bits_per_dim"].values()) == pytest.approx(elbo["bits_per_dim"], rel=1e-6)
+    assert math.isfinite(elbo["bits_per_dim_first_2"])
 
 
 def test_end_of_run_evaluation_uses_the_chosen_weights(trained_classifier, tmp_path):
@@ -186,7 +192,7 @@ def test_end_of_run_evaluation_uses_the_chosen_weights(trained_classifier, tmp_p
     _, folder, _, _ = trained_classifier
     overrides = {"grid": 16, "num_samples": 12, "batch_size": 12, "classifier": dict(SMALL, dir=str(folder)),
                  "sampler": {"steps": 4}, "likelihood": {"num_digits": 0}, "metrics_block_size": 64,
-                 "sliced_projections": 8, "weights": "raw"}
+                 "sliced_projections": 8, "weights": "raw", "elbo": {"num_examples": 0}}
     run_cfg = OmegaConf.create({"data": DATA, "loss": {"parameterisation": "epsilon"},
                                 "train": {"evaluation": overrides}})
     eval_cfg = evaluation_config(run_cfg, tmp_path)
@@ -202,6 +208,7 @@ def test_end_of_run_evaluation_uses_the_chosen_weights(trained_classifier, tmp_p
     assert (result["step"], result["grid"], result["num_samples"], result["weights"]) == (7, 16, 12, "raw")
     assert result["mean_network_evaluations"] == 5 and math.isfinite(result["riesz_mmd"])
     assert result["likelihood"] == {"skipped": "likelihood.num_digits is 0"}
+    assert result["elbo"] == {"skipped": "elbo.num_examples is 0"}
 
 
 def test_draw_pads_the_last_batch():

@@ -27,7 +27,8 @@ TINY = ["train.batch_size=8", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}
         "train.evaluate=true", "train.evaluation.grid=16", "train.evaluation.num_samples=8",
         "train.evaluation.batch_size=8", "train.evaluation.sampler.steps=4", "train.evaluation.likelihood.num_digits=1",
         "train.evaluation.likelihood.rtol=1e-2", "train.evaluation.likelihood.atol=1e-2",
-        "train.evaluation.metrics_block_size=16", "train.evaluation.sliced_projections=8"]
+        "train.evaluation.metrics_block_size=16", "train.evaluation.sliced_projections=8",
+        "train.evaluation.elbo.repeats=1"]
 
 
 def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: int):
@@ -39,6 +40,7 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
     assert np.isfinite(result["riesz_mmd"]) and np.isfinite(result["riesz_mmd_real"])
     assert np.isfinite(result["power_spectrum_error"]) and np.isfinite(result["likelihood"]["bits_per_dim"])
     assert "frechet_distance" not in result and "no classifier" in result["skipped"]["classifier_metrics"]
+    assert np.isfinite(result["elbo"]["16"]["bits_per_dim"])  # the ELBO of the dsm-trained network
     assert Image.open(run_dir / "samples" / "step0000005_grid16.png").size[0] > 16
     written = sample_program.main(compose("sample", f"run_dir={run_dir}", "grids=[16,24]", "num_samples=3",
                                           "batch_size=3", "png_count=3", "sampler.steps=3"))
@@ -46,7 +48,7 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
         samples = np.load(next(p for p in written if p.name == f"grid{n}.npz"))["samples"]
         assert samples.shape == (3, channels) + (n,) * dim and np.all(np.isfinite(samples))
     out = evaluate_program.main(compose("evaluate", f"run_dir={run_dir}", "grid=24", "num_samples=4",
-                                        "batch_size=4", "sampler.steps=3", "likelihood.num_digits=0",
+                                        "batch_size=4", "sampler.steps=3", "likelihood.num_digits=0", "elbo.num_examples=0",
                                         "metrics_block_size=16", "sliced_projections=8"))
     other = json.loads(out.read_text())
     assert other["grid"] == 24 and other["data"] == result["data"] and np.isfinite(other["sliced_wasserstein"])

@@ -123,12 +123,19 @@ def _fitted_prior(cfg: DictConfig, node: DictConfig, dim: int, where: str):
     return _wrapped(where, RadialMultiplier.fit, fields, tail, node.radius, learnable=node.learn)
 
 
-def with_prior(sde, parts: dict):
-    """`sde` driven by the learned prior of `parts` (the part `"prior"`), or `sde` itself when the
-    run learns none: what the loss trains with, and what sampling uses after training."""
+def with_parts(sde, parts):
+    """The run's SDE with the learned parts among `parts` (a dict of parts, raw or EMA): the
+    schedule of part `schedule` and the prior of part `prior`; `sde` itself when the run learns
+    neither. The loss trains with it, and sampling and evaluation use it after training."""
     import equinox as eqx
 
-    return eqx.tree_at(lambda s: s.prior, sde, parts["prior"]) if "prior" in parts else sde
+    if not isinstance(parts, dict):
+        return sde
+    if "schedule" in parts:
+        sde = eqx.tree_at(lambda s: s.schedule, sde, parts["schedule"])
+    if "prior" in parts:
+        sde = eqx.tree_at(lambda s: s.prior, sde, parts["prior"])
+    return sde
 
 
 def dimensions(cfg: DictConfig) -> tuple[int, int]:
@@ -173,12 +180,15 @@ def build_parameterisation(name: Any):
 
 
 def build_loss(cfg: DictConfig, sde, loss: Any = None):
-    """`loss_fn(parts, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` of `parts["network"]` with
-    the settings of `loss` (a loss option's fields; default `cfg.loss`), each name made the
-    library's object."""
-    from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS, dsm_loss
+    """`loss_fn(parts, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` (or `vdm_elbo`) of
+    `parts["network"]` with the settings of `loss` (a loss option's fields; default `cfg.loss`),
+    each name made the library's object; the SDE takes the learned parts of `parts` (a schedule,
+    a prior) when the run learns them (`with_parts`)."""
+    from sdeflow.losses import dsm_loss, NORMS, TIME_SAMPLINGS, WEIGHTINGS
 
     l = cfg.loss if loss is None else loss  # noqa: E741
+    if l.name == "vdm":
+        return functools.partial(_vdm, sde=sde, kwargs=vdm_options(l))
     return functools.partial(
         _dsm,
         sde=sde,
@@ -193,7 +203,38 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
-    return loss(parts["network"], with_prior(sde, parts), x0, key, **kwargs)
+    return loss(parts["network"], with_parts(sde, parts), x0, key, **kwargs)
+
+
+def vdm_options(loss: Any) -> dict:
+    """The keyword arguments of `sdeflow.losses.vdm_elbo` for the fields of a `vdm` loss option."""
+    from sdeflow.losses import DECODERS, DiscretisedDecoder, TIME_SAMPLINGS
+
+    decoder = named("loss.decoder", DECODERS, loss.decoder)
+    if isinstance(decoder, DiscretisedDecoder):
+        decoder = _wrapped("loss", DiscretisedDecoder, levels=int(loss.levels))
+    return dict(
+        parameterisation=build_parameterisation(loss.parameterisation),
+        time_sampling=named("loss.time_sampling", TIME_SAMPLINGS, loss.time_sampling),
+        decoder=decoder,
+        variance_reduction=bool(loss.learned_schedule and loss.variance_reduction),
+    )
+
+
+def _vdm(parts, x0, key, *, sde, kwargs):
+    from sdeflow.losses import vdm_elbo
+
+    return vdm_elbo(parts["network"], with_parts(sde, parts), x0, key, **kwargs)[0]
+
+
+def build_schedule(cfg: DictConfig, key: PRNGKeyArray):
+    """The learned noise schedule of a `loss=vdm` run (`sdeflow.sde.LearnedSchedule`), its part
+    `schedule`."""
+    from sdeflow.sde import LearnedSchedule
+
+    l = cfg.loss  # noqa: E741
+    return _wrapped("loss", LearnedSchedule, l.gamma_min, l.gamma_max, learn_endpoints=l.learn_endpoints,
+                    hidden=l.schedule_hidden, key=key)
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
@@ -230,7 +271,7 @@ def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = 
 def build_parts(cfg: DictConfig, key: PRNGKeyArray) -> dict:
     """The trainable parts of a run, by name (`part_names`): the score network, and any part
     that the run's loss or prior learns."""
-    builders = {"network": build_model, "prior": lambda cfg, key: build_prior(cfg)}
+    builders = {"network": build_model, "schedule": build_schedule, "prior": lambda cfg, key: build_prior(cfg)}
     # The network takes `key` itself, so adding a part leaves its initialisation unchanged.
     return {name: builders[name](cfg, key if i == 0 else jr.fold_in(key, i))
             for i, name in enumerate(part_names(cfg))}

@@ -21,6 +21,9 @@ neither side trained the classifier. The JSON holds:
 - `likelihood`: nats and bits per dimension of `likelihood.num_digits` reference examples at this
   grid (Hutchinson, probability-flow ODE), with the 8-bit dequantised bound when the data are the
   exact pixels (8-bit images on their native grid, no blur);
+- `elbo`: by grid (`grid` and `elbo.grids`), bits per dimension of `elbo.num_examples` held-out
+  examples as the ELBO of variational diffusion and its prior, diffusion and reconstruction terms
+  (`train.elbo`), for a network trained with any loss;
 - the sampler, its mean number of network evaluations and the time taken.
 """
 
@@ -192,6 +195,15 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     exact_pixels = (reference.holdout.values.dtype == np.uint8 and float(getattr(source, "smoothing", 0.0)) == 0.0
                     and tuple(source.native_grid) == (grid,) * source.dim)
     result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, exact_pixels)
+    if int(cfg.elbo.num_examples) > 0:
+        from .elbo import elbo_report
+
+        grids = list(dict.fromkeys([grid, *cfg.elbo.grids]))
+        result["elbo"] = elbo_report(model, sde, run_cfg, cfg.elbo, grids, int(cfg.seed),
+                                     reference.holdout.values[reference.split.reference],
+                                     first=int(cfg.likelihood.num_digits))
+    else:
+        result["elbo"] = {"skipped": "elbo.num_examples is 0"}
     result["skipped"] = skipped
     result["seconds"] = time.perf_counter() - started
     return result
@@ -236,8 +248,11 @@ def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`."""
     from .restore import select_weights
 
+    from .build import with_parts
+
     eval_cfg = evaluation_config(cfg, run_dir)
-    result = evaluate(select_weights(state, eval_cfg.weights), sde, cfg, eval_cfg, step)
+    weights = state.ema if eval_cfg.weights == "ema" else state.parts
+    result = evaluate(select_weights(state, eval_cfg.weights), with_parts(sde, weights), cfg, eval_cfg, step)
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(result, indent=1))
     logger.info(f"evaluation: {path} ({summary(result)})")

@@ -33,12 +33,12 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
 
     **Returns:**
 
-    `(cfg, model, sde, step)`: the run's resolved config, the network, the forward SDE and the
-    step restored.
+    `(cfg, model, sde, step)`: the run's resolved config, the network, the forward SDE (with the
+    run's learned schedule, of the same `weights`, when it trained one) and the step restored.
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
     cfg, state, step = load_state(run_dir, step)
-    sde = build.with_prior(build.build_sde(cfg), state.ema if weights == "ema" else state.parts)  # a learned prior, if any
+    sde = build.with_parts(build.build_sde(cfg), state.ema if weights == "ema" else state.parts)  # learned schedule, prior
     return cfg, select_weights(state, weights), sde, step
 
 

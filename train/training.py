@@ -33,6 +33,7 @@ from .checkpoint import Checkpointer
 from .config import ConfigError, validate
 from .config.programs import stage_loss
 from .data import batches, make_dataset
+from .elbo import plot_schedule
 from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import write_evaluation
 from .memory import ResidentGuard
@@ -241,7 +242,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total and main:
                         ema = distributed.local_copy(state.ema)
-                        metrics.images(write_samples(ema["network"], build.with_prior(sde, ema), cfg,
+                        metrics.images(write_samples(ema["network"], build.with_parts(sde, ema), cfg,
                                                      run_dir, sample_key, step), step)
                     if distributed.any_process(stop_request.requested):  # every process stops at the same step
                         stop_request.signal = stop_request.signal or "another process's signal"
@@ -259,14 +260,18 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         metrics.write(event="end", step=step, time=time.time())
         if main:
             local = distributed.local_copy(state)
-            sde = build.with_prior(sde, local.ema)  # a learned prior: the EMA one, as the network
-            metrics.images(write_samples(local.ema["network"], sde, cfg, run_dir, sample_key, step), step)
+            # the learned schedule and prior, if any: the EMA ones, as the network
+            metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg, run_dir,
+                                         sample_key, step), step)
+            if "schedule" in local.ema:
+                plot_schedule(local.ema["schedule"], run_dir / "schedule.png", base=sde.schedule)
+                metrics.images([run_dir / "schedule.png"], step)
             if t.evaluate:
-                write_evaluation(local, sde, cfg, run_dir, step)
+                write_evaluation(local, sde, cfg, run_dir, step)  # with the learned parts of its weights
             if t.report.name is not None:  # the experiment's own report (train.reports)
                 from .reports import REPORTS
 
-                REPORTS[t.report.name].write(local, sde, cfg, run_dir, step)
+                REPORTS[t.report.name].write(local, build.with_parts(sde, local.ema), cfg, run_dir, step)
     else:
         why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
         metrics.write(event="stop", step=step, reason=why, time=time.time())

@@ -18,7 +18,14 @@ from .time_sampling import (
     TIME_SAMPLINGS as TIME_SAMPLINGS,
     UniformTimeSampling as UniformTimeSampling,
 )
-from .vdm import vdm_elbo as vdm_elbo
+from .vdm import (
+    AbstractDecoder as AbstractDecoder,
+    DECODERS as DECODERS,
+    DiscretisedDecoder as DiscretisedDecoder,
+    GaussianDecoder as GaussianDecoder,
+    vdm_elbo as vdm_elbo,
+    vdm_terms as vdm_terms,
+)
 from .weighting import (
     AbstractWeighting as AbstractWeighting,
     LikelihoodWeighting as LikelihoodWeighting,

@@ -96,25 +96,33 @@ class CosineSchedule(AbstractSchedule):
 class LearnedSchedule(AbstractSchedule):
     """The monotone learned schedule of variational diffusion models.
 
-    $\\gamma(t) = \\gamma_0 + (\\gamma_1 - \\gamma_0) \\frac{\\phi(t) - \\phi(0)}{\\phi(1) - \\phi(0)}$ with
-    $\\phi(t) = l_1(t) + l_3(\\operatorname{sigmoid}(l_2(l_1(t))))$, all weights kept positive
-    (softplus), so $\\gamma$ is increasing with $\\gamma(0) = \\gamma_0$, $\\gamma(1) = \\gamma_1$.
+    $\\gamma(t) = \\gamma_0 + (\\gamma_1 - \\gamma_0)\\, u(t)$ with the normalised shape
+    $u(t) = \\frac{\\phi(t) - \\phi(0)}{\\phi(1) - \\phi(0)}$,
+    $\\phi(t) = l_1(t) + l_3(\\operatorname{sigmoid}(l_2(l_1(t) - \\tfrac12)))$, every weight kept positive (softplus,
+    and $10^{-3}$ added to the slope of $l_1$), so $\\phi$ is strictly increasing whatever values an
+    optimiser step writes: $\\gamma$ is increasing with $\\gamma(0) = \\gamma_0$, $\\gamma(1) = \\gamma_1$.
+
+    The end points are stored as $\\gamma_0$ and $\\log(e^{\\gamma_1 - \\gamma_0} - 1)$ (the gap through a
+    softplus), so learned ones stay ordered. Fixed end points (`learn_endpoints=False`) are the
+    constructor's numbers, kept as static values: no gradient, weight decay or optimiser step reaches
+    them.
 
     **Arguments:**
 
     - `gamma_min`: $\\gamma_0$, the log noise-to-signal ratio at $t = 0$.
-    - `gamma_max`: $\\gamma_1$, at $t = 1$.
-    - `learn_endpoints`: whether gradients reach $\\gamma_0, \\gamma_1$ (else they are fixed).
+    - `gamma_max`: $\\gamma_1 > \\gamma_0$, at $t = 1$.
+    - `learn_endpoints`: whether $\\gamma_0, \\gamma_1$ are trained (else they are fixed).
     - `hidden`: the width of the monotone network.
     - `key`: a JAX random key for the network's initialisation.
     """
 
-    gamma_min: Float[Array, ""]
-    gamma_max: Float[Array, ""]
+    gamma_start: Float[Array, ""]
+    gamma_gap: Float[Array, ""]
     w1: Float[Array, "2"]
     w2: Float[Array, "2 hidden"]
-    w3: Float[Array, "hidden"]
+    w3: Float[Array, " hidden"]
     learn_endpoints: bool = eqx.field(static=True)
+    fixed_endpoints: tuple[float, float] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -125,26 +133,61 @@ class LearnedSchedule(AbstractSchedule):
         *,
         key: PRNGKeyArray,
     ):
+        gamma_min, gamma_max = float(gamma_min), float(gamma_max)
         if not gamma_min < gamma_max:
             raise ValueError(f"need `gamma_min` < `gamma_max`, got {gamma_min} and {gamma_max}.")
+        if int(hidden) < 1:
+            raise ValueError(f"`hidden` must be a positive integer, got {hidden}.")
         k1, k2, k3 = jr.split(key, 3)
-        self.gamma_min = jnp.asarray(gamma_min, jnp.float32)
-        self.gamma_max = jnp.asarray(gamma_max, jnp.float32)
+        gap = gamma_max - gamma_min
+        self.gamma_start = jnp.asarray(gamma_min, jnp.float32)
+        self.gamma_gap = jnp.asarray(gap + math.log(-math.expm1(-gap)), jnp.float32)  # softplus^-1(gap)
         self.w1 = jr.normal(k1, (2,)) * 0.1  # (weight, bias) of l1
-        self.w2 = jr.normal(k2, (2, hidden)) * 0.1  # (weight, bias) of l2
-        self.w3 = jr.normal(k3, (hidden,)) * 0.1
+        self.w2 = jr.normal(k2, (2, int(hidden))) * 0.1  # (weight, bias) of l2
+        self.w3 = jr.normal(k3, (int(hidden),)) * 0.1
         self.learn_endpoints = bool(learn_endpoints)
+        self.fixed_endpoints = None if learn_endpoints else (gamma_min, gamma_max)
 
-    def _phi(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def endpoints(self) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        """$(\\gamma_0, \\gamma_1)$: the fixed numbers, or the learned values (always $\\gamma_0 < \\gamma_1$)."""
+        if self.fixed_endpoints is not None:
+            return tuple(jnp.asarray(g, jnp.float32) for g in self.fixed_endpoints)
+        return self.gamma_start, self.gamma_start + jax.nn.softplus(self.gamma_gap)
+
+    @property
+    def gamma_min(self) -> Float[Array, ""]:
+        """$\\gamma_0 = \\gamma(0)$."""
+        return self.endpoints()[0]
+
+    @property
+    def gamma_max(self) -> Float[Array, ""]:
+        """$\\gamma_1 = \\gamma(1)$."""
+        return self.endpoints()[1]
+
+    def _rise(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        """$\\phi(t) - \\phi(0)$, as a sum of non-negative differences: no cancellation of large
+        terms, so the shape stays finite, in $[0, 1]$ and non-decreasing in float32 whatever the
+        weights' size."""
         pos = jax.nn.softplus
-        h = pos(self.w1[0]) * t + self.w1[1]
-        hidden = jax.nn.sigmoid(pos(self.w2[0]) * (h - 0.5) + self.w2[1])
-        return h + jnp.dot(pos(self.w3), hidden) / self.w3.shape[0]
+        slope = pos(self.w1[0]) + 1e-3
+
+        def inner(t):
+            return jax.nn.sigmoid(pos(self.w2[0]) * (slope * t + self.w1[1] - 0.5) + self.w2[1])
+
+        return slope * t + jnp.mean(pos(self.w3) * (inner(t) - inner(jnp.zeros(()))))
+
+    def shape(self, t: RealScalarLike) -> Float[Array, ""]:
+        """The normalised shape $u(t) = (\\phi(t) - \\phi(0)) / (\\phi(1) - \\phi(0)) \\in [0, 1]$,
+        increasing, $u(0) = 0$, $u(1) = 1$; it depends on the network's weights only, not on the
+        end points."""
+        t = jnp.asarray(t, dtype=jnp.float32)
+        return self._rise(t) / self._rise(jnp.ones(()))
+
+    def shape_derivative(self, t: RealScalarLike) -> Float[Array, ""]:
+        """$u'(t)$, by forward-mode differentiation of `shape`."""
+        t = jnp.asarray(t, dtype=jnp.float32)
+        return jax.jvp(self.shape, (t,), (jnp.ones_like(t),))[1]
 
     def gamma(self, t: RealScalarLike) -> Float[Array, ""]:
-        t = jnp.asarray(t, dtype=jnp.float32)
-        g0, g1 = self.gamma_min, self.gamma_max
-        if not self.learn_endpoints:
-            g0, g1 = jax.lax.stop_gradient(g0), jax.lax.stop_gradient(g1)
-        p0, p1 = self._phi(jnp.zeros(())), self._phi(jnp.ones(()))
-        return g0 + (g1 - g0) * (self._phi(t) - p0) / (p1 - p0)
+        g0, g1 = self.endpoints()
+        return g0 + (g1 - g0) * self.shape(t)

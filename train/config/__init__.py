@@ -80,6 +80,7 @@ from .programs import (
     validate as validate,
 )
 from .sampler import SamplerConfig as SamplerConfig
+from .vdm import VdmConfig as VdmConfig
 from .sampler import SamplerName as SamplerName
 
 register()

@@ -161,4 +161,6 @@ def check_name(where: str, node, expected: str) -> None:
 PRIORS = {"matern": MaternConfig, "laplacian": LaplacianConfig, "white": WhiteConfig,
           "fno": SpectralMultiplierConfig, "combined": CombinedConfig}
 SDES = {"vp": VPConfig, "subvp": SubVPConfig, "ve": VEConfig}
-LOSSES = {"dsm": DsmConfig}
+from .vdm import VdmConfig  # noqa: E402  (it imports the choices above)
+
+LOSSES = {"dsm": DsmConfig, "vdm": VdmConfig}

@@ -47,6 +47,22 @@ class LikelihoodSettings:
 
 
 @dataclasses.dataclass
+class ElboSettings:
+    """Bits per dimension of held-out examples as the ELBO of variational diffusion (any loss),
+    split into its prior, diffusion and reconstruction terms."""
+
+    num_examples: int = 256  # held-out examples whose ELBO is estimated (0: skip)
+    repeats: int = 4  # independent draws of times and noise per example, averaged
+    grids: list[int] = dataclasses.field(default_factory=list)  # grids besides `grid` to report it on (any n >= 4)
+
+    def check(self, where: str) -> None:
+        positive(f"{where}.num_examples", self.num_examples, 0)
+        positive(f"{where}.repeats", self.repeats)
+        if not all(n >= 4 for n in self.grids):
+            fail(f"{where}.grids", "must be a list of ints >= 4", list(self.grids))
+
+
+@dataclasses.dataclass
 class EvaluationConfig:
     """How a trained model is evaluated against held-out data."""
 
@@ -60,6 +76,7 @@ class EvaluationConfig:
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # the sampler (fields of the sampler group)
     classifier: ClassifierSettings = dataclasses.field(default_factory=ClassifierSettings)  # the Fréchet classifier (MNIST data only)
     likelihood: LikelihoodSettings = dataclasses.field(default_factory=LikelihoodSettings)  # bits per dimension
+    elbo: ElboSettings = dataclasses.field(default_factory=ElboSettings)  # bits per dimension as an ELBO, by term
 
     def check(self, where: str, t0: float, t1: float) -> None:
         """The fields under the prefix `where` (`""` for the top level of `train.evaluate`), for an
@@ -73,3 +90,4 @@ class EvaluationConfig:
         self.sampler.check(f"{prefix}sampler", t0, t1, [self.grid])
         self.classifier.check(f"{prefix}classifier")
         self.likelihood.check(f"{prefix}likelihood")
+        self.elbo.check(f"{prefix}elbo")

@@ -49,6 +49,7 @@ class FNOConfig:
     coordinates: Optional[Coordinates] = Coordinates.periodic  # coordinate channels: periodic | linear | null
     method: Method = Method.auto  # spectral conv implementation: auto | dft | fft
     local: bool = False  # add a learned finite-difference stencil to every block (a differential operator on every grid)
+    fourier_features: list[int] = dataclasses.field(default_factory=list)  # exponents k of sin/cos(2^k pi u) channels of the input's values (variational diffusion); empty: none
 
 
 @dataclasses.dataclass
@@ -70,6 +71,7 @@ class UNOConfig:
     coordinates: Optional[Coordinates] = Coordinates.periodic  # coordinate channels: periodic | linear | null
     method: Method = Method.auto  # spectral conv implementation: auto | dft | fft
     local: bool = False  # add a learned finite-difference stencil to every block (a differential operator on every grid)
+    fourier_features: list[int] = dataclasses.field(default_factory=list)  # exponents k of sin/cos(2^k pi u) channels of the input's values (variational diffusion); empty: none
 
 
 @dataclasses.dataclass

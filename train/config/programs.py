@@ -25,7 +25,7 @@ class RunConfig:
     model: Any = MISSING  # the score network (model=fno | uno | unet)
     prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white | fno | combined)
     sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve)
-    loss: Any = MISSING  # the training loss (loss=dsm)
+    loss: Any = MISSING  # the training loss (loss=dsm | vdm)
     optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA of every part
     optim_parts: dict[str, AdamWConfig] = dataclasses.field(default_factory=dict)  # per part name: its own optimiser settings instead of optim
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # sampler of the sample grids
@@ -161,7 +161,9 @@ def part_names(run: Any) -> tuple[str, ...]:
     """
     from .diffusion import prior_learns
 
-    return ("network",) + (("prior",) if prior_learns(run.prior) else ())
+    loss = run.loss
+    learned_schedule = loss.name == "vdm" and bool(loss.learned_schedule)  # loss=vdm: its schedule gamma(t)
+    return ("network",) + (("schedule",) if learned_schedule else ()) + (("prior",) if prior_learns(run.prior) else ())
 
 
 def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
@@ -199,6 +201,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.data.check("data")
     run.sde.check("sde")
     run.loss.check("loss")
+    if "schedule" in part_names(run) and run.sde.name != "vp":
+        fail("loss.learned_schedule", f"needs sde=vp (a learned schedule is the VP SDE's), not sde={run.sde.name}",
+             run.loss.learned_schedule)
     run.train.check("train")
     parts = part_names(run)
     for i, stage in enumerate(run.train.stage_list()):
@@ -214,6 +219,9 @@ def validate(cfg: DictConfig) -> RunConfig:
         if stage.loss is not None:
             loss = stage_loss(stage, where)
             loss.check(f"{where}.loss")
+            if loss.name == "vdm" and loss.learned_schedule and "schedule" not in parts:
+                fail(f"{where}.loss.learned_schedule", "needs the run's loss to learn the schedule (loss=vdm with "
+                     "loss.learned_schedule=true): a stage trains the run's parts", loss.learned_schedule)
             if loss.parameterisation != run.loss.parameterisation:
                 fail(f"{where}.loss.parameterisation", f"must be the run's loss.parameterisation "
                      f"{run.loss.parameterisation.value} (the samplers read the network's output by it)",
