@@ -105,20 +105,30 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     """`loss_fn(parts, x0, key) -> scalar`: `sdeflow.losses.dsm_loss` of `parts["network"]` with
     the settings of `loss` (a loss option's fields; default `cfg.loss`), each name made the
     library's object."""
-    from sdeflow.losses import dsm_loss, NORMS, TIME_SAMPLINGS, WEIGHTINGS
+    from sdeflow.losses import dsm_loss, NORMS, P2Weighting, TIME_SAMPLINGS, WEIGHTINGS
 
     l = cfg.loss if loss is None else loss  # noqa: E741
+    weighting = named("loss.weighting", WEIGHTINGS, l.weighting)
+    if isinstance(weighting, P2Weighting):
+        weighting = P2Weighting(float(l.get("p2_gamma", 1.0)), float(l.get("p2_k", 1.0)))
     return functools.partial(
         _dsm,
         sde=sde,
         kwargs=dict(
             parameterisation=build_parameterisation(l.parameterisation),
-            weighting=named("loss.weighting", WEIGHTINGS, l.weighting),
+            weighting=weighting,
             time_sampling=named("loss.time_sampling", TIME_SAMPLINGS, l.time_sampling),
             norm=named("loss.norm", NORMS, l.norm),
+            self_conditioning=float(l.self_conditioning_prob) if self_conditioned(l) else None,
         ),
         loss=dsm_loss,
     )
+
+
+def self_conditioned(loss: Any) -> bool:
+    """Whether a loss option (e.g. `cfg.loss`) trains a self-conditioned network: one that takes
+    the data's channels twice, the second time an estimate of $x_0$."""
+    return bool(loss.get("self_conditioning", False))
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
@@ -126,9 +136,11 @@ def _dsm(parts, x0, key, *, sde, kwargs, loss):
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
-    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension."""
+    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension
+    (twice the channels in, with `loss.self_conditioning`)."""
     channels, dim = dimensions(cfg)
-    return _instantiate("model", cfg.model, in_channels=channels, out_channels=channels, dim=dim, key=key)
+    in_channels = 2 * channels if self_conditioned(cfg.loss) else channels
+    return _instantiate("model", cfg.model, in_channels=in_channels, out_channels=channels, dim=dim, key=key)
 
 
 def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = "sampler"):
@@ -228,7 +240,7 @@ def make_sampler(spec: Any, dim: int = 2):
     if s.name == "shark":
         return samplers.ReverseSDE(diffrax.ShARK(), s.steps, rtol=s.rtol, atol=s.atol, **common)
     if s.name == "ddim":
-        return samplers.DDIM(s.steps, **common)
+        return samplers.DDIM(s.steps, eta=float(s.eta), **common)
     if s.name == "pc":
         return samplers.PredictorCorrector(s.steps, corrector_steps=s.corrector_steps, snr=s.snr, **common)
     solvers = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}

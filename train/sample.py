@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
         samples, evaluations = draw(
             model, sde, parameterisation, sampler, jr.key(cfg.seed),
             field_shape(channels, dim, n), cfg.num_samples, min(cfg.batch_size, cfg.num_samples),
-            cfg.resolution_consistent_noise, cfg.sampler.t_end,
+            cfg.resolution_consistent_noise, cfg.sampler.t_end, build_lib.self_conditioned(run_cfg.loss),
         )
         seconds = time.perf_counter() - started
         npz = out / f"grid{n}.npz"

@@ -50,11 +50,13 @@ def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
 
 
 def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
-         consistent_noise: bool = False, t_end: float | None = None):
+         consistent_noise: bool = False, t_end: float | None = None, self_conditioning: bool = False):
     """`count` samples of shape `shape` = `(c, n_1, ..., n_d)`, `batch_size` at a time (vmapped and
     jitted), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's
     `denoise` step then acts at `t_end`). `parameterisation` is what the network predicts, an
-    `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name).
+    `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name);
+    `self_conditioning`: the network takes an estimate of $x_0$ as extra channels, which the sampler
+    feeds back from step to step (`build.self_conditioned` of the run's loss).
 
     **Returns:**
 
@@ -64,7 +66,8 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
 
     shape = tuple(int(n) for n in shape)
     # the network inside the vmapped solver runs its own batched layout (samplers.VmapAsBatched)
-    score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation)
+    score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation,
+                                         self_conditioning=bool(self_conditioning))
     if t_end is not None and not (isinstance(t_end, (int, float)) and 0 < t_end < sde.t1):
         raise ValueError(f"sampler.t_end must be null or a number in (0, {sde.t1}), got {t_end!r}.")
 
@@ -114,7 +117,8 @@ def write_samples(
     for n in cfg.train.sample_grids:
         started = time.perf_counter()
         samples, evaluations = draw(model, sde, parameterisation, sampler, key,
-                                    field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end)
+                                    field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end,
+                                    self_conditioning=build.self_conditioned(cfg.loss))
         path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
         save_samples(samples, path)
         paths.append(path)
