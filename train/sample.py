@@ -42,7 +42,10 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     to_schema(cfg).check()
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     grids = list(cfg.grids)
-    OmegaConf.to_object(cfg.sampler).check("sampler", sde.t0, sde.t1, grids)
+    sampler_cfg = OmegaConf.to_object(cfg.sampler)
+    sampler_cfg.check("sampler", sde.t0, sde.t1, grids)
+    if build_lib.self_conditioned(run_cfg.loss):
+        sampler_cfg.check_self_conditioned("sampler")
     channels, dim = build_lib.dimensions(run_cfg)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
     parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)

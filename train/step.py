@@ -340,7 +340,7 @@ def ema_decay_at(
     return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
 
 
-def _ema_update(ema: PyTree, params: PyTree, decay: float | dict[str, float]) -> PyTree:
+def _ema_update(ema: PyTree, params: PyTree, decay: float | Array | dict[str, float | Array]) -> PyTree:
     """$d\\,\\bar\\theta + (1 - d)\\,\\theta$ leaf by leaf, with one $d$ or one per part."""
     if isinstance(decay, dict):
         return {name: _ema_update(ema[name], params[name], decay[name]) for name in params}

@@ -228,6 +228,10 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.sampler.check("sampler", t0, t1, run.train.sample_grids)
     if run.train.evaluate:
         run.train.evaluation.check("train.evaluation", t0, t1)
+    if run.loss.self_conditioning:
+        run.sampler.check_self_conditioned("sampler")
+        if run.train.evaluate:
+            run.train.evaluation.sampler.check_self_conditioned("train.evaluation.sampler")
     build.build_source(cfg.data)
     build.build_sde(cfg)
     build.build_sampler(cfg)

@@ -81,6 +81,19 @@ class SamplerConfig:
                     f"{where}.coarse_grid {self.coarse_grid} must not exceed any of the grids it samples {list(grids)}."
                 )
 
+    def check_self_conditioned(self, where: str) -> None:
+        """A self-conditioned network (`loss.self_conditioning`) is fed the previous step's estimate
+        of $x_0$, which needs fixed steps, in the variables (t, x), of a solver that does not reuse
+        its last stage (`sdeflow.samplers.SelfConditioningSolver`)."""
+        if self.steps is None:
+            fail(f"{where}.steps", "must be a positive int with loss.self_conditioning (adaptive steps "
+                 "cannot feed back the previous step's x0 estimate)", None)
+        if self.name == SamplerName.ode and self.solver == OdeSolver.tsit5:
+            raise ConfigError(f"{where}.solver tsit5 reuses its last stage across steps, which loss.self_conditioning "
+                              "invalidates; use heun or euler.")
+        if self.name == SamplerName.ode and self.variables != Variables.t:
+            raise ConfigError(f"{where}.variables must be t with loss.self_conditioning, got {self.variables.value!r}.")
+
 
 SAMPLERS = {
     "euler_maruyama": SamplerConfig(),
