@@ -13,13 +13,12 @@ import json
 import logging
 import pathlib
 
-import jax
 from omegaconf import DictConfig
 
 from .config import ConfigError, to_schema
 from .evaluation import evaluate, summary
 from .restore import load_run
-from .sampling import output_tag
+from .sampling import on_one_device, output_tag
 
 logger = logging.getLogger("train.evaluate")
 
@@ -31,7 +30,7 @@ def main(cfg: DictConfig) -> pathlib.Path:
         raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     program.check("", sde.t0, sde.t1)
-    model = jax.device_put(model, jax.devices()[0])
+    model = on_one_device(model)
     result = evaluate(model, sde, run_cfg, cfg, step)
     out = pathlib.Path(cfg.output) if cfg.output else (
         pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}.json"

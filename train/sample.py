@@ -23,7 +23,6 @@ import logging
 import pathlib
 import time
 
-import jax
 import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -32,7 +31,7 @@ from . import build as build_lib
 from .config import to_schema
 from .progress import save_samples
 from .restore import load_run
-from .sampling import draw, field_shape, output_tag
+from .sampling import draw, field_shape, on_one_device, output_tag
 
 logger = logging.getLogger("train.sample")
 
@@ -49,7 +48,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     channels, dim = build_lib.dimensions(run_cfg)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
     parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)
-    model = jax.device_put(model, jax.devices()[0])
+    model = on_one_device(model)
     out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
     out.mkdir(parents=True, exist_ok=True)
     written = []

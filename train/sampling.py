@@ -44,6 +44,14 @@ def output_tag(cfg: DictConfig) -> str:
     return sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
 
 
+def on_one_device(model: Any) -> Any:
+    """`model` with its arrays on the first device; its other leaves (e.g. an attention layer's
+    `inference` flag, which `jax.device_put` would turn into an array and so into a traced value)
+    as they are."""
+    device = jax.devices()[0]
+    return jax.tree.map(lambda x: jax.device_put(x, device) if eqx.is_array(x) else x, model)
+
+
 def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
     """The shape `(c, n, ..., n)` of one sample on the grid of `n` points per axis."""
     return (int(channels),) + (int(n),) * int(dim)
@@ -111,7 +119,7 @@ def write_samples(
     sampler = build.build_sampler(cfg)
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     channels, dim = build.dimensions(cfg)
-    model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
+    model = on_one_device(model)  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids:
