@@ -16,7 +16,6 @@ from sdeflow.parameterisation import Epsilon
 N = 16
 FIXED = {
     "euler_maruyama": samplers.EulerMaruyama(12, denoise=True),
-    "ddim": samplers.DDIM(12, denoise=True),
     "ddim_eta": samplers.DDIM(12, eta=0.5, denoise=True),
     "pc": samplers.PredictorCorrector(6, denoise=True),
     "ode_heun": samplers.ProbabilityFlow(diffrax.Heun(), 6, denoise=True),
