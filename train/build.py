@@ -110,7 +110,7 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     l = cfg.loss if loss is None else loss  # noqa: E741
     weighting = named("loss.weighting", WEIGHTINGS, l.weighting)
     if isinstance(weighting, P2Weighting):
-        weighting = P2Weighting(float(l.get("p2_gamma", 1.0)), float(l.get("p2_k", 1.0)))
+        weighting = P2Weighting(float(getattr(l, "p2_gamma", 1.0)), float(getattr(l, "p2_k", 1.0)))
     return functools.partial(
         _dsm,
         sde=sde,
@@ -128,7 +128,7 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
 def self_conditioned(loss: Any) -> bool:
     """Whether a loss option (e.g. `cfg.loss`) trains a self-conditioned network: one that takes
     the data's channels twice, the second time an estimate of $x_0$."""
-    return bool(loss.get("self_conditioning", False))
+    return bool(getattr(loss, "self_conditioning", False))
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
