@@ -13,6 +13,7 @@ import sdeflow
 from sdeflow.losses import (
     AntitheticTimeSampling,
     CameronMartinNorm,
+    L1Norm,
     L2Norm,
     LikelihoodWeighting,
     P2Weighting,
@@ -148,6 +149,13 @@ def test_norms(getkey):
     model = lambda t, x: 0.5 * x
     assert dsm_loss(model, sde, x0, key) == dsm_loss(model, sde, x0, key, norm=L2Norm())
     assert dsm_loss(model, sde, x0, key, norm=CameronMartinNorm()) > dsm_loss(model, sde, x0, key)
+    # The L1 loss: the mean absolute error of epsilon (not squared), with the same time weights.
+    np.testing.assert_allclose(L1Norm().squared(sde, v), jnp.sum(jnp.mean(jnp.abs(v), axis=1)), rtol=1e-6)
+    k_t, k_n, _ = jr.split(key, 3)
+    t = StratifiedTimeSampling()(k_t, 8, sde.t0, sde.t1)
+    x_t, eps, _, _, _ = sdeflow.losses.perturb_batch(sde, k_n, t, x0)
+    expected = jnp.mean(jnp.sum(jnp.mean(jnp.abs(0.5 * x_t - eps), axis=(2,)), axis=1))
+    np.testing.assert_allclose(dsm_loss(model, sde, x0, key, norm=L1Norm()), expected, rtol=1e-5)
 
 
 def test_weightings():
@@ -178,6 +186,11 @@ def test_self_conditioning_hook(getkey):
 
     with_estimate = dsm_loss(model, sde, x0, key, self_conditioning=1.0)
     np.testing.assert_allclose(with_estimate, dsm_loss(expected, sde, x0, key), rtol=1e-5)
+    # With probability 1/2 a coin per example picks the estimate or zeros: on a batch of 64 the loss
+    # is strictly between the two (a network that reads its extra channels sees both).
+    x0 = _data(getkey(), 64)
+    zeros, half, ones = (dsm_loss(model, sde, x0, key, self_conditioning=p) for p in (0.0, 0.5, 1.0))
+    assert min(zeros, ones) < half < max(zeros, ones) and abs(ones - zeros) > 1e-3
     with pytest.raises(ValueError, match="self_conditioning"):
         dsm_loss(model, sde, x0, key, self_conditioning=2.0)
 

@@ -24,7 +24,7 @@ def compose(*overrides, name="config"):
         return hydra.compose(name, overrides=list(overrides))
 
 
-@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields"])
+@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist"])
 def test_experiments_compose_and_validate(exp):
     cfg = compose(f"+exp={exp}")
     run = validate(cfg)
@@ -40,6 +40,14 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
         assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
+    if exp == "ddpm_mnist":
+        # DDPM's 1000 linear betas 1e-4..0.02 as a continuous schedule, white noise, a UNet
+        # predicting epsilon, self-conditioning and P2 on, an EMA with warm-up, DDIM samples
+        assert isinstance(run.model, config.UNetConfig) and isinstance(run.prior, config.WhiteConfig)
+        assert (run.sde.schedule.value, run.sde.beta_min, run.sde.beta_max) == ("linear", 1000 * 1e-4, 1000 * 0.02)
+        assert run.loss.parameterisation.value == "epsilon" and run.loss.weighting.value == "p2"
+        assert run.loss.self_conditioning and run.optim.ema_warmup
+        assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "ddim"
 
 
 def test_curriculum_bookkeeping():
@@ -159,6 +167,12 @@ def test_the_library_tables_are_the_choices():
         ("train.evaluation={sampler:{name:ode,steps:null,solver:heun}}",
          "train.evaluation.sampler.steps is null (adaptive steps), which needs train.evaluation.sampler.solver = tsit5"),
         ("train.evaluation={grid:2}", "train.evaluation.grid must be >= 4, got 2"),
+        ("loss.p2_k=0", "loss.p2_k must be a number > 0, got 0"),
+        ("loss.p2_gamma=-1", "loss.p2_gamma must be a number >= 0, got -1"),
+        ("loss.self_conditioning_prob=1.5", "loss.self_conditioning_prob must be a number in [0, 1], got 1.5"),
+        ("sampler.eta=2", "sampler.eta must be a number in [0, 1], got 2"),
+        ("train.stages=[{levels:[{grid:16,steps:4}],loss:{name:dsm,self_conditioning:true}}]",
+         "train.stages[0].loss.self_conditioning must be the run's loss.self_conditioning False"),
         ("train.evaluation={num_samples:1}", "train.evaluation.num_samples must be >= 2, got 1"),
         # grids too small for the network's modes, named by the field that asks for them
         ("model.modes=8", "train.levels[0].grid = 16 does not suit model=FNO: modes (8, 8) do not fit the input grid (16, 16)"),
@@ -170,6 +184,39 @@ def test_wrong_values_name_their_field(override, message):
     cfg = compose("+exp=smoke", "train.evaluate=true", override)
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(cfg)
+
+
+def test_denoising_switches_reach_the_library(getkey):
+    """P2's gamma and k, self-conditioning, DDIM's eta and the EMA warm-up go from the config to the
+    library's objects: the weight is (k + SNR)^-gamma, the network takes 2c channels, and samplers
+    that cannot feed back an estimate of x0 are refused at start-up."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from train.build import build_loss, build_model, build_sampler, build_sde, part_optim
+
+    cfg = compose("+exp=smoke", "loss.weighting=p2", "loss.p2_gamma=0.7", "loss.p2_k=3.0",
+                  "loss.self_conditioning=true", "loss.self_conditioning_prob=0.25", "sampler=ddim",
+                  "sampler.eta=0.6", "optim.ema_warmup=true")
+    validate(cfg)
+    sde = build_sde(cfg)
+    kwargs = build_loss(cfg, sde).keywords["kwargs"]
+    t = jnp.asarray(0.3)
+    snr = sde.marginal(t)[0] ** 2 / sde.marginal(t)[1] ** 2
+    np.testing.assert_allclose(kwargs["weighting"](sde, t), (3.0 + snr) ** -0.7, rtol=1e-5)
+    assert kwargs["self_conditioning"] == 0.25
+    assert build_sampler(cfg).eta == 0.6 and part_optim(cfg, "network").ema_warmup
+    model = build_model(cfg, getkey())
+    assert model(jnp.asarray(0.5), jnp.zeros((2, 16, 16))).shape == (1, 16, 16)  # 2c channels in, c out
+    plain = compose("+exp=smoke")
+    assert build_loss(plain, sde).keywords["kwargs"]["self_conditioning"] is None
+    for override, message in [("sampler=ode sampler.steps=null", "sampler.steps must be a positive int with loss.self_conditioning"),
+                              ("sampler=ode sampler.steps=8", "sampler.solver tsit5 reuses its last stage"),
+                              ("sampler=ode sampler.steps=8 sampler.solver=heun sampler.variables=sigma",
+                               "sampler.variables must be t with loss.self_conditioning")]:
+        bad = compose("+exp=smoke", "loss.self_conditioning=true", *override.split())
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(bad)
 
 
 def _schema_classes():

@@ -17,6 +17,7 @@ from train.step import (
     init_state,
     make_mesh,
     make_optimiser,
+    ema_decay_at,
     make_train_step,
     shard_batch,
     tree_max_difference,
@@ -103,6 +104,26 @@ def test_ema_follows_its_recursion_and_buffers_are_donated(batches):
     new, _ = step(old, shard_batch(batches[0], mesh))
     assert old.parts.conv1.weight.is_deleted() and not new.parts.conv1.weight.is_deleted()
     assert isinstance(new, TrainState)
+
+
+def test_ema_warmup_ramps_the_decay(batches):
+    """With warm-up the decay after step n is min(d, (1 + n) / (10 + n)): 0.1, 2/11, 3/12... until it
+    reaches d; the EMA follows that recursion, and without warm-up the decay is d throughout."""
+    decay = 0.2
+    ramp = [float(ema_decay_at(decay, True, jnp.asarray(n))) for n in range(4)]
+    np.testing.assert_allclose(ramp, [0.1, 2 / 11, 0.2, 0.2], rtol=1e-6)
+    assert ema_decay_at(decay, False, jnp.asarray(0)) == decay
+    assert float(ema_decay_at({"network": 0.999}, {"network": True}, jnp.asarray(5))["network"]) == np.float32(6 / 15)
+    mesh = make_mesh(jax.devices()[:1])
+    optimiser = make_optimiser(3e-3, 20, warmup_steps=2, clip_norm=1.0)
+    state = init_state(_Net(jr.key(0)), optimiser, jr.key(1), mesh)
+    step = make_train_step(_loss, optimiser, decay, mesh, ema_warmup=True)
+    expected = np.asarray(state.parts.conv1.weight)
+    for n, batch in enumerate(batches):
+        state, _ = step(state, shard_batch(batch, mesh))
+        d = min(decay, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * np.asarray(state.parts.conv1.weight)
+    np.testing.assert_allclose(np.asarray(state.ema.conv1.weight), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_optimiser_schedule_and_clipping():

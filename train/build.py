@@ -184,22 +184,32 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     `parts["network"]` with the settings of `loss` (a loss option's fields; default `cfg.loss`),
     each name made the library's object; the SDE takes the learned parts of `parts` (a schedule,
     a prior) when the run learns them (`with_parts`)."""
-    from sdeflow.losses import dsm_loss, NORMS, TIME_SAMPLINGS, WEIGHTINGS
+    from sdeflow.losses import dsm_loss, NORMS, P2Weighting, TIME_SAMPLINGS, WEIGHTINGS
 
     l = cfg.loss if loss is None else loss  # noqa: E741
     if l.name == "vdm":
         return functools.partial(_vdm, sde=sde, kwargs=vdm_options(l))
+    weighting = named("loss.weighting", WEIGHTINGS, l.weighting)
+    if isinstance(weighting, P2Weighting):
+        weighting = P2Weighting(float(getattr(l, "p2_gamma", 1.0)), float(getattr(l, "p2_k", 1.0)))
     return functools.partial(
         _dsm,
         sde=sde,
         kwargs=dict(
             parameterisation=build_parameterisation(l.parameterisation),
-            weighting=named("loss.weighting", WEIGHTINGS, l.weighting),
+            weighting=weighting,
             time_sampling=named("loss.time_sampling", TIME_SAMPLINGS, l.time_sampling),
             norm=named("loss.norm", NORMS, l.norm),
+            self_conditioning=float(l.self_conditioning_prob) if self_conditioned(l) else None,
         ),
         loss=dsm_loss,
     )
+
+
+def self_conditioned(loss: Any) -> bool:
+    """Whether a loss option (e.g. `cfg.loss`) trains a self-conditioned network: one that takes
+    the data's channels twice, the second time an estimate of $x_0$."""
+    return bool(getattr(loss, "self_conditioning", False))
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
@@ -238,9 +248,11 @@ def build_schedule(cfg: DictConfig, key: PRNGKeyArray):
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
-    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension."""
+    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension
+    (twice the channels in, with `loss.self_conditioning`)."""
     channels, dim = dimensions(cfg)
-    return _instantiate("model", cfg.model, in_channels=channels, out_channels=channels, dim=dim, key=key)
+    in_channels = 2 * channels if self_conditioned(cfg.loss) else channels
+    return _instantiate("model", cfg.model, in_channels=in_channels, out_channels=channels, dim=dim, key=key)
 
 
 def check_model_grids(model, dim: int, grids: list[tuple[str, int]]) -> None:
@@ -359,7 +371,7 @@ def make_sampler(spec: Any, dim: int = 2):
     if s.name == "shark":
         return samplers.ReverseSDE(diffrax.ShARK(), s.steps, rtol=s.rtol, atol=s.atol, **common)
     if s.name == "ddim":
-        return samplers.DDIM(s.steps, **common)
+        return samplers.DDIM(s.steps, eta=float(s.eta), **common)
     if s.name == "pc":
         return samplers.PredictorCorrector(s.steps, corrector_steps=s.corrector_steps, snr=s.snr, **common)
     solvers = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}

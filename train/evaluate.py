@@ -13,7 +13,6 @@ import json
 import logging
 import pathlib
 
-import jax
 from omegaconf import DictConfig
 
 from . import build
@@ -21,7 +20,7 @@ from .config import ConfigError, to_schema
 from .errors import check_writable, reported_errors
 from .evaluation import evaluate, summary
 from .restore import load_run
-from .sampling import output_tag
+from .sampling import on_one_device, output_tag
 
 logger = logging.getLogger("train.evaluate")
 
@@ -39,7 +38,7 @@ def main(cfg: DictConfig) -> pathlib.Path:
         pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}.json"
     )
     check_writable(out.parent, "output folder", "output")  # before the evaluation's minutes
-    model = jax.device_put(model, jax.devices()[0])
+    model = on_one_device(model)
     result = evaluate(model, sde, run_cfg, cfg, step)
     out.write_text(json.dumps(result, indent=2))
     logger.info(f"evaluation written to {out}: {summary(result)}")

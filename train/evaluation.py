@@ -73,9 +73,11 @@ def has_classifier(source) -> bool:
     return source.name == "mnist"
 
 
-def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfig, exact_pixels: bool) -> dict:
+def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfig, exact_pixels: bool,
+                self_conditioning: bool = False) -> dict:
     """Bits per dimension of held-out fields under the probability-flow ODE (Hutchinson), for a
-    model predicting `parameterisation` (an `sdeflow.parameterisation` object)."""
+    model predicting `parameterisation` (an `sdeflow.parameterisation` object). A self-conditioned
+    model is given zeros as its estimate of $x_0$ (an adaptive ODE solve cannot feed one back)."""
     import equinox as eqx
 
     from sdeflow import likelihood, samplers
@@ -83,7 +85,7 @@ def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfi
     count = min(int(cfg.likelihood.num_digits), len(fields))
     if count == 0:
         return {"skipped": "likelihood.num_digits is 0"}
-    score = samplers.PreconditionedScore(model, sde, parameterisation)
+    score = samplers.PreconditionedScore(model, sde, parameterisation, self_conditioning=bool(self_conditioning))
     bin_width = 1 / 127.5 if exact_pixels else None
 
     @eqx.filter_jit
@@ -153,7 +155,8 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     sampling_started = time.perf_counter()
     samples, evaluations = draw(model, sde, parameterisation, sampler, jr.key(cfg.seed),
                                 field_shape(source.channels, source.dim, grid), int(cfg.num_samples),
-                                min(int(cfg.batch_size), int(cfg.num_samples)), t_end=cfg.sampler.t_end)
+                                min(int(cfg.batch_size), int(cfg.num_samples)), t_end=cfg.sampler.t_end,
+                                self_conditioning=build.self_conditioned(run_cfg.loss))
     sampling_seconds = time.perf_counter() - sampling_started
     block = int(cfg.metrics_block_size)
     real, a, b = reference.fields, reference.half_a, reference.half_b
@@ -194,8 +197,11 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     # 8-bit images on their native grid without blur are the exact pixel values: bins of 2/255
     exact_pixels = (reference.holdout.values.dtype == np.uint8 and float(getattr(source, "smoothing", 0.0)) == 0.0
                     and tuple(source.native_grid) == (grid,) * source.dim)
-    result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, exact_pixels)
-    if int(cfg.elbo.num_examples) > 0:
+    self_conditioning = build.self_conditioned(run_cfg.loss)
+    result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, exact_pixels, self_conditioning)
+    if self_conditioning:
+        result["elbo"] = {"skipped": "the ELBO of a self-conditioned network is not computed"}
+    elif int(cfg.elbo.num_examples) > 0:
         from .elbo import elbo_report
 
         grids = list(dict.fromkeys([grid, *cfg.elbo.grids]))

@@ -23,7 +23,6 @@ import logging
 import pathlib
 import time
 
-import jax
 import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +32,7 @@ from .config import to_schema
 from .errors import check_writable, reported_errors
 from .progress import save_samples
 from .restore import load_run
-from .sampling import draw, field_shape, output_tag
+from .sampling import draw, field_shape, on_one_device, output_tag
 
 logger = logging.getLogger("train.sample")
 
@@ -43,13 +42,16 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     to_schema(cfg).check()
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     grids = list(cfg.grids)
-    OmegaConf.to_object(cfg.sampler).check("sampler", sde.t0, sde.t1, grids)
+    sampler_cfg = OmegaConf.to_object(cfg.sampler)
+    sampler_cfg.check("sampler", sde.t0, sde.t1, grids)
+    if build_lib.self_conditioned(run_cfg.loss):
+        sampler_cfg.check_self_conditioned("sampler")
     channels, dim = build_lib.dimensions(run_cfg)
     coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
     build_lib.check_model_grids(model, dim, [(f"grids[{i}]", n) for i, n in enumerate(grids)] + coarse)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
     parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)
-    model = jax.device_put(model, jax.devices()[0])
+    model = on_one_device(model)
     out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
     check_writable(out, "output folder", "out_dir")
     written = []
@@ -58,7 +60,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
         samples, evaluations = draw(
             model, sde, parameterisation, sampler, jr.key(cfg.seed),
             field_shape(channels, dim, n), cfg.num_samples, min(cfg.batch_size, cfg.num_samples),
-            cfg.resolution_consistent_noise, cfg.sampler.t_end,
+            cfg.resolution_consistent_noise, cfg.sampler.t_end, build_lib.self_conditioned(run_cfg.loss),
         )
         seconds = time.perf_counter() - started
         npz = out / f"grid{n}.npz"

@@ -44,17 +44,27 @@ def output_tag(cfg: DictConfig) -> str:
     return sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
 
 
+def on_one_device(model: Any) -> Any:
+    """`model` with its arrays on the first device; its other leaves (e.g. an attention layer's
+    `inference` flag, which `jax.device_put` would turn into an array and so into a traced value)
+    as they are."""
+    device = jax.devices()[0]
+    return jax.tree.map(lambda x: jax.device_put(x, device) if eqx.is_array(x) else x, model)
+
+
 def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
     """The shape `(c, n, ..., n)` of one sample on the grid of `n` points per axis."""
     return (int(channels),) + (int(n),) * int(dim)
 
 
 def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
-         consistent_noise: bool = False, t_end: float | None = None):
+         consistent_noise: bool = False, t_end: float | None = None, self_conditioning: bool = False):
     """`count` samples of shape `shape` = `(c, n_1, ..., n_d)`, `batch_size` at a time (vmapped and
     jitted), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's
     `denoise` step then acts at `t_end`). `parameterisation` is what the network predicts, an
-    `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name).
+    `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name);
+    `self_conditioning`: the network takes an estimate of $x_0$ as extra channels, which the sampler
+    feeds back from step to step (`build.self_conditioned` of the run's loss).
 
     **Returns:**
 
@@ -64,7 +74,8 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
 
     shape = tuple(int(n) for n in shape)
     # the network inside the vmapped solver runs its own batched layout (samplers.VmapAsBatched)
-    score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation)
+    score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation,
+                                         self_conditioning=bool(self_conditioning))
     if t_end is not None and not (isinstance(t_end, (int, float)) and 0 < t_end < sde.t1):
         raise ValueError(f"sampler.t_end must be null or a number in (0, {sde.t1}), got {t_end!r}.")
 
@@ -108,13 +119,14 @@ def write_samples(
     sampler = build.build_sampler(cfg)
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     channels, dim = build.dimensions(cfg)
-    model = jax.device_put(model, jax.devices()[0])  # off the mesh: one device samples
+    model = on_one_device(model)  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids:
         started = time.perf_counter()
         samples, evaluations = draw(model, sde, parameterisation, sampler, key,
-                                    field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end)
+                                    field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end,
+                                    self_conditioning=build.self_conditioned(cfg.loss))
         path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
         save_samples(samples, path)
         paths.append(path)

@@ -260,6 +260,7 @@ def make_train_step(
     ema_decay: float | dict[str, float],
     mesh: Mesh,
     trainable: Trainable = True,
+    ema_warmup: bool | dict[str, bool] = False,
 ) -> Callable[[TrainState, Array], tuple[TrainState, Float[Array, ""]]]:
     """The jitted training step `step(state, batch) -> (state, loss)`.
 
@@ -278,6 +279,7 @@ def make_train_step(
         of parts).
     - `mesh`: the mesh with a `data` axis; batches must be sharded on it (`shard_batch`).
     - `trainable`: the parts trained (see `trainable_filter`).
+    - `ema_warmup`: ramp the decay up over the first steps (`ema_decay_at`), or one flag per part.
 
     **Returns:**
 
@@ -310,7 +312,8 @@ def make_train_step(
         def update(_):
             updates, opt_state = optimiser.update(grads, state.opt_state, params)
             new_params = eqx.apply_updates(params, updates)
-            return new_params, _ema_update(ema_params, new_params, ema_decay), opt_state
+            decay = ema_decay_at(ema_decay, ema_warmup, state.step)
+            return new_params, _ema_update(ema_params, new_params, decay), opt_state
 
         params, ema_params, opt_state = jax.lax.cond(
             ok, update, lambda _: (params, ema_params, state.opt_state), None
@@ -332,7 +335,33 @@ def gradient_names(parts: PyTree, trainable: Trainable = True) -> list[str]:
     return ["loss"] + [jtu.keystr(path) for path, _ in jtu.tree_flatten_with_path(params)[0]]
 
 
-def _ema_update(ema: PyTree, params: PyTree, decay: float | dict[str, float]) -> PyTree:
+def ema_decay_at(
+    decay: float | dict[str, float], warmup: bool | dict[str, bool], step: Int[Array, ""]
+) -> float | Array | dict:
+    """The EMA decay of the update after step `step` (0-based): `decay`, or with `warmup`
+    $\\min(d, (1 + n) / (10 + n))$, which averages over about the steps taken so far early on (the
+    EMA of the first steps otherwise stays near the initial weights for $1 / (1 - d)$ steps).
+
+    **Arguments:**
+
+    - `decay`: $d$, or one per part (a dict by part name).
+    - `warmup`: whether to ramp, or one flag per part.
+    - `step`: the number $n$ of steps taken before this update.
+
+    **Returns:**
+
+    The decay (a float when no part ramps), or one per part.
+    """
+    if isinstance(decay, dict):
+        flags = warmup if isinstance(warmup, dict) else {name: warmup for name in decay}
+        return {name: ema_decay_at(d, flags.get(name, False), step) for name, d in decay.items()}
+    if not warmup:
+        return decay
+    n = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+
+
+def _ema_update(ema: PyTree, params: PyTree, decay: float | Array | dict[str, float | Array]) -> PyTree:
     """$d\\,\\bar\\theta + (1 - d)\\,\\theta$ leaf by leaf, with one $d$ or one per part."""
     if isinstance(decay, dict):
         return {name: _ema_update(ema[name], params[name], decay[name]) for name in params}

@@ -76,7 +76,8 @@ class _Stage:
         self.loss_fn = build.build_loss(cfg, sde, loss)
         self.optimiser = build.build_optimiser(cfg, index)
         decay = {name: build.part_optim(cfg, name).ema_decay for name in build.part_names(cfg)}
-        self.step = make_train_step(self.loss_fn, self.optimiser, decay, mesh, self.trainable)
+        warmup = {name: bool(getattr(build.part_optim(cfg, name), "ema_warmup", False)) for name in build.part_names(cfg)}
+        self.step = make_train_step(self.loss_fn, self.optimiser, decay, mesh, self.trainable, warmup)
         self.steps = sum(level.steps for level in spec.levels)
 
     def start(self, parts, key, mesh, ema=None) -> TrainState:

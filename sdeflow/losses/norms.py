@@ -35,7 +35,16 @@ class CameronMartinNorm(AbstractNorm):
         return sde.prior.cameron_martin_norm2(v)
 
 
-NORMS: dict[str, type[AbstractNorm]] = {"l2": L2Norm, "cameron_martin": CameronMartinNorm}
+class L1Norm(AbstractNorm):
+    """The mean absolute error: `squared` is $\\|v\\|_{L^1}$ itself (the mean over grid points of
+    $|v|$, summed over channels), not its square, so a loss with this norm is the "L1 loss" of the
+    DDPM codes. Less sensitive to large errors than the $L^2$ loss; not a likelihood bound."""
+
+    def squared(self, sde: AbstractSDE, v: Field) -> Float[Array, ""]:
+        return jnp.sum(jnp.mean(jnp.abs(v), axis=tuple(range(1, v.ndim))))
+
+
+NORMS: dict[str, type[AbstractNorm]] = {"l2": L2Norm, "cameron_martin": CameronMartinNorm, "l1": L1Norm}
 """The names a config gives the norms, and their classes."""
 
 

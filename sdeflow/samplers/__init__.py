@@ -23,6 +23,7 @@ from .predictor_corrector import (
 from .probability_flow import ProbabilityFlow as ProbabilityFlow, probability_flow as probability_flow
 from .reverse_sde import EulerMaruyama as EulerMaruyama, ReverseSDE as ReverseSDE, reverse_drift as reverse_drift
 from .score import PreconditionedScore as PreconditionedScore
+from .self_conditioning import SelfConditioningSolver as SelfConditioningSolver
 from .spacing import (
     AbstractSpacing as AbstractSpacing,
     LogSNRSpacing as LogSNRSpacing,

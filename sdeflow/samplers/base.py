@@ -15,6 +15,7 @@ from ..grid import field_grid
 from ..sde import AbstractSDE
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
+from .self_conditioning import SelfConditioningSolver
 from .spacing import AbstractSpacing, time_grid
 from .variables import AbstractVariables, ReversedTime
 
@@ -192,6 +193,19 @@ class AbstractSampler(eqx.Module):
                 solver = eqx.tree_at(lambda s: s.scan_kind, solver, "lax", is_leaf=lambda v: v is None)
             solver = ReplacementSolver(solver, observation, sde, key_obs)
             x = observation.insert_noisy(sde, key_first, t_start, x)
+        if score.self_conditioning:
+            if not stepping.fixed:
+                raise ValueError(
+                    f"{type(self).__name__} with adaptive steps cannot feed a self-conditioned score "
+                    "its previous estimate of x0 (a rejected step would change it); use fixed steps "
+                    "(`num_steps`)."
+                )
+            if not isinstance(variables, ReversedTime):
+                raise ValueError(
+                    f"{type(self).__name__} in the variables {type(variables).__name__} cannot feed a "
+                    "self-conditioned score its previous estimate of x0; use `variables=ReversedTime()`."
+                )
+            solver = SelfConditioningSolver(solver, score)
         if save_ts is not None:
             to_time = jax.vmap(lambda t: variables.time(sde, t))
             saveat = diffrax.SaveAt(ts=to_time(jnp.asarray(save_ts, jnp.float32)), t1=True)
@@ -199,6 +213,8 @@ class AbstractSampler(eqx.Module):
             saveat = diffrax.SaveAt(steps=True)
         else:
             saveat = diffrax.SaveAt(t1=True)
+        if score.self_conditioning:  # the last estimate of x0, for the final denoising step
+            saveat = diffrax.SaveAt(subs=saveat.subs, solver_state=True)
         solution = diffrax.diffeqsolve(
             terms,
             solver,
@@ -230,7 +246,8 @@ class AbstractSampler(eqx.Module):
             back = jax.vmap(lambda t, y: variables.from_state(sde, t, y))(ts, states)
             states = jnp.where(jnp.isfinite(states), back, states)
         if self.denoise:
-            out = score.denoise(t_end, out)
+            estimate = solution.solver_state[1] if score.self_conditioning else None
+            out = score.denoise(t_end, out, estimate)
             evaluations = evaluations + 1
         if observation is not None:
             out = observation.insert(out, observation.values)
@@ -238,11 +255,11 @@ class AbstractSampler(eqx.Module):
 
 
 def in_reverse_time(vector_field):
-    """$dX/d\tau$ at $\tau$ from a vector field $dX/dt$ (`(t, x) -> ...`): $-v(-\tau, x)$."""
+    """$dX/d\tau$ at $\tau$ from a vector field $dX/dt$ (`(t, x, cond) -> ...`): $-v(-\tau, x)$."""
 
     def reversed_field(tau, x, args):
-        del args
-        return -vector_field(-tau, x)
+        # `args`: the estimate of $x_0$ a self-conditioned score is given (`None` otherwise).
+        return -vector_field(-tau, x, args)
 
     return reversed_field
 
@@ -255,7 +272,7 @@ def rk_evaluations(solver: diffrax.AbstractSolver, num_steps: Int[Array, ""]) ->
     across rejected steps); Euler costs 1; diffrax's SRK methods (ShARK, SRA1) evaluate the drift
     once per stage. Checked against a counter in the tests.
     """
-    while isinstance(solver, ReplacementSolver):
+    while isinstance(solver, (ReplacementSolver, SelfConditioningSolver)):
         solver = solver.solver
     if isinstance(solver, diffrax.Euler):
         return num_steps

@@ -6,7 +6,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array
+from jaxtyping import Array, Float
 
 from ..custom_types import Field
 
@@ -34,7 +34,7 @@ class VmapAsBatched(eqx.Module):
 
     model: Callable[[Array, Field], Field]
 
-    def __call__(self, t: Any, x: Field) -> Field:
+    def __call__(self, t: Any, x: Field) -> Float[Array, "o *grid"]:
         params, static = eqx.partition(self.model, eqx.is_array)
 
         def one(params, t, x):

@@ -18,7 +18,9 @@ from .score import PreconditionedScore
 from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 
 
-def langevin_step(score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Field, snr: float) -> Field:
+def langevin_step(
+    score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Field, snr: float, cond: Field | None = None
+) -> Field:
     """One $C$-preconditioned Langevin step toward $p_t$.
 
     $x \\leftarrow x + \\delta S(t, x) + \\sqrt{2 \\delta}\\, \\xi$ with $\\xi \\sim N(0, C)$ discretises the
@@ -39,6 +41,7 @@ def langevin_step(score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Fi
     - `t`: the time.
     - `x`: the state.
     - `snr`: the ratio $r$.
+    - `cond`: the estimate of $x_0$ a self-conditioned score is given (`None` otherwise).
 
     **Returns:**
 
@@ -47,7 +50,7 @@ def langevin_step(score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Fi
     _, s = score.sde.marginal(t)
     delta = 2 * (snr * s) ** 2
     xi = score.sde.prior.from_white_noise(jr.normal(key, x.shape, x.dtype))
-    return x + delta * score(t, x) + jnp.sqrt(2 * delta) * xi
+    return x + delta * score(t, x, cond) + jnp.sqrt(2 * delta) * xi
 
 
 class PredictorCorrectorSolver(diffrax.AbstractItoSolver):
@@ -84,7 +87,7 @@ class PredictorCorrectorSolver(diffrax.AbstractItoSolver):
         key = time_key(self.key, t0)
 
         def correct(i, x):
-            return langevin_step(self.score, jr.fold_in(key, i), -t0, x, self.snr)
+            return langevin_step(self.score, jr.fold_in(key, i), -t0, x, self.snr, args)
 
         x = jax.lax.fori_loop(0, self.corrector_steps, correct, y0)
         y1 = x + terms.vf_prod(t0, x, args, terms.contr(t0, t1))

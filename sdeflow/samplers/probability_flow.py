@@ -20,9 +20,9 @@ from .variables import AbstractNoiseLevel, AbstractVariables, check_variables, R
 def probability_flow(score: PreconditionedScore):
     """The probability-flow vector field $f(t) x + h(t) - \\tfrac12 g(t)^2 S(t, x)$, of `(t, x)`."""
 
-    def vector_field(t, x):
+    def vector_field(t, x, cond=None):
         g = score.sde.diffusion(t)
-        return score.sde.drift(t, x) - 0.5 * g**2 * score(t, x)
+        return score.sde.drift(t, x) - 0.5 * g**2 * score(t, x, cond)
 
     return vector_field
 
@@ -91,9 +91,8 @@ class ProbabilityFlow(AbstractSampler):
         if isinstance(variables, AbstractNoiseLevel):
 
             def noise_field(u, y, args):
-                del args
                 t = variables.inverse_time(sde, u, -tau_end, -tau_start)
-                eps = score.epsilon(t, variables.from_state(sde, t, y))
+                eps = score.epsilon(t, variables.from_state(sde, t, y), args)
                 return variables.velocity(sde, t, eps)
 
             term = diffrax.ODETerm(noise_field)

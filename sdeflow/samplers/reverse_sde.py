@@ -32,9 +32,9 @@ def levy_area_for(solver: diffrax.AbstractSolver) -> type:
 def reverse_drift(score: PreconditionedScore):
     """The drift $f(t) x + h(t) - g(t)^2 S(t, x)$ of the reverse SDE, as a function of `(t, x)`."""
 
-    def vector_field(t, x):
+    def vector_field(t, x, cond=None):
         g = score.sde.diffusion(t)
-        return score.sde.drift(t, x) - g**2 * score(t, x)
+        return score.sde.drift(t, x) - g**2 * score(t, x, cond)
 
     return vector_field
 

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS
 from sdeflow.parameterisation import PARAMETERISATIONS
 
-from .errors import Choice, choices, fail
+from .errors import Choice, choices, fail, number
 
 Parameterisation = choices("Parameterisation", PARAMETERISATIONS)
 Weighting = choices("Weighting", WEIGHTINGS)
@@ -144,10 +144,19 @@ class DsmConfig:
     parameterisation: Parameterisation = Parameterisation.epsilon  # what the network predicts: epsilon | x0 | v | score
     weighting: Weighting = Weighting.simple  # simple | likelihood | p2
     time_sampling: TimeSampling = TimeSampling.stratified  # stratified | uniform | antithetic
-    norm: LossNorm = LossNorm.l2  # l2 (finite as the grid is refined) | cameron_martin (the likelihood's norm)
+    norm: LossNorm = LossNorm.l2  # l2 (finite as the grid is refined) | cameron_martin (the likelihood's norm) | l1 (mean absolute error)
+    # --- denoising-diffusion switches (P2 weighting, self-conditioning) ---
+    p2_gamma: float = 1.0  # weighting=p2 only: the exponent gamma >= 0 of w = (k + SNR)^-gamma (0: the simple loss)
+    p2_k: float = 1.0  # weighting=p2 only: the offset k > 0 of w = (k + SNR)^-gamma
+    self_conditioning: bool = False  # the network also takes c channels of an x0 estimate (its own, detached; samplers feed the previous step's)
+    self_conditioning_prob: float = 0.5  # self_conditioning only: per example, the probability that training feeds the estimate rather than zeros, in [0, 1]
 
     def check(self, where: str = "loss") -> None:
         check_name(where, self, "dsm")
+        number(f"{where}.p2_gamma", self.p2_gamma, lambda v: v >= 0, "a number >= 0")
+        number(f"{where}.p2_k", self.p2_k, lambda v: v > 0, "a number > 0")
+        number(f"{where}.self_conditioning_prob", self.self_conditioning_prob, lambda v: 0 <= v <= 1,
+               "a number in [0, 1]")
 
 
 def check_name(where: str, node, expected: str) -> None:

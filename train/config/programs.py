@@ -226,6 +226,10 @@ def validate(cfg: DictConfig) -> RunConfig:
                 fail(f"{where}.loss.parameterisation", f"must be the run's loss.parameterisation "
                      f"{run.loss.parameterisation.value} (the samplers read the network's output by it)",
                      loss.parameterisation.value)
+            if loss.self_conditioning != run.loss.self_conditioning:
+                fail(f"{where}.loss.self_conditioning", f"must be the run's loss.self_conditioning "
+                     f"{run.loss.self_conditioning} (the network's input channels follow it)",
+                     loss.self_conditioning)
     unknown = sorted(set(run.optim_parts) - set(parts))
     if unknown:
         fail("optim_parts", f"must name parts of the run {list(parts)}", unknown)
@@ -233,6 +237,10 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.sampler.check("sampler", t0, t1, run.train.sample_grids)
     if run.train.evaluate:
         run.train.evaluation.check("train.evaluation", t0, t1)
+    if run.loss.self_conditioning:
+        run.sampler.check_self_conditioned("sampler")
+        if run.train.evaluate:
+            run.train.evaluation.sampler.check_self_conditioned("train.evaluation.sampler")
     build.build_source(cfg.data)
     build.build_sde(cfg)
     build.build_sampler(cfg)

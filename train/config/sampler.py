@@ -46,6 +46,7 @@ class SamplerConfig:
     spacing: Spacing = Spacing.uniform  # fixed steps: uniform in t | log_snr (equal steps of log(s^2/m^2))
     corrector_steps: int = 1  # pc only: Langevin corrector steps before each predictor step
     snr: float = 0.16  # pc only: the corrector's signal-to-noise ratio r > 0 (step size 2 r^2 s(t)^2)
+    eta: float = 0.0  # ddim only: noise of each step in [0, 1]; 0 deterministic, 1 the ancestral (DDPM) sampler
     denoise: bool = True  # finish with Tweedie's denoising step (one more evaluation)
     t_end: Optional[float] = None  # null: solve down to the SDE's t0; else stop at this time in (0, sde.t1)
     coarse_grid: Optional[int] = None  # null: the target grid throughout; n >= 4: on the n-grid down to switch_time first
@@ -66,6 +67,7 @@ class SamplerConfig:
             positive(f"{where}.steps", self.steps, 2 if self.coarse_grid is not None else 1)
         number(f"{where}.rtol", self.rtol, lambda v: v > 0, "a number > 0")
         number(f"{where}.atol", self.atol, lambda v: v > 0, "a number > 0")
+        number(f"{where}.eta", self.eta, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.t_end is not None:
             number(f"{where}.t_end", self.t_end, lambda v: 0 < v < t1, f"null or a number in (0, sde.t1 = {t1:g})")
         if self.coarse_grid is not None:
@@ -78,6 +80,19 @@ class SamplerConfig:
                 raise ConfigError(
                     f"{where}.coarse_grid {self.coarse_grid} must not exceed any of the grids it samples {list(grids)}."
                 )
+
+    def check_self_conditioned(self, where: str) -> None:
+        """A self-conditioned network (`loss.self_conditioning`) is fed the previous step's estimate
+        of $x_0$, which needs fixed steps, in the variables (t, x), of a solver that does not reuse
+        its last stage (`sdeflow.samplers.SelfConditioningSolver`)."""
+        if self.steps is None:
+            fail(f"{where}.steps", "must be a positive int with loss.self_conditioning (adaptive steps "
+                 "cannot feed back the previous step's x0 estimate)", None)
+        if self.name == SamplerName.ode and self.solver == OdeSolver.tsit5:
+            raise ConfigError(f"{where}.solver tsit5 reuses its last stage across steps, which loss.self_conditioning "
+                              "invalidates; use heun or euler.")
+        if self.name == SamplerName.ode and self.variables != Variables.t:
+            raise ConfigError(f"{where}.variables must be t with loss.self_conditioning, got {self.variables.value!r}.")
 
 
 SAMPLERS = {

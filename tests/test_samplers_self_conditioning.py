@@ -1,0 +1,96 @@
+"""Self-conditioned sampling: every fixed-step sampler feeds the previous step's estimate of x0 back
+to the network as extra channels; adaptive or first-same-as-last solvers refuse with a clear error."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from test_samplers import compiled, gaussian_oracle
+
+from sdeflow import samplers
+from sdeflow.parameterisation import Epsilon
+
+
+N = 16
+FIXED = {
+    "euler_maruyama": samplers.EulerMaruyama(12, denoise=True),
+    "ddim_eta": samplers.DDIM(12, eta=0.5, denoise=True),
+    "pc": samplers.PredictorCorrector(6, denoise=True),
+    "ode_heun": samplers.ProbabilityFlow(diffrax.Heun(), 6, denoise=True),
+}
+
+
+def _scores():
+    oracle = gaussian_oracle(N)
+    plain = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
+    # A self-conditioned network that ignores its extra channels.
+    ignoring = samplers.PreconditionedScore(lambda t, x: oracle(t, x[:1]), oracle.sde, Epsilon(),
+                                            self_conditioning=True)
+    return oracle, plain, ignoring
+
+
+def test_a_network_ignoring_its_extra_channels_gives_the_samples_without_them():
+    _, plain, ignoring = _scores()
+    keys = jr.split(jr.key(0), 2)
+    for name, sampler in FIXED.items():
+        def both(keys, sampler=sampler):
+            one = jax.vmap(lambda k: sampler.sample(plain, k, (1, N)))(keys)
+            two = jax.vmap(lambda k: sampler.sample(ignoring, k, (1, N)))(keys)
+            return one.samples, two.samples, one.num_evaluations, two.num_evaluations
+
+        a, b, count_a, count_b = compiled(both, keys)(keys)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+        np.testing.assert_array_equal(np.asarray(count_a), np.asarray(count_b), err_msg=name)
+
+
+def test_ddim_feeds_back_the_previous_steps_estimate():
+    """With a network that adds its extra channels to the exact noise, the sampler equals a DDIM
+    loop written out here, which gives step k the Tweedie estimate of step k - 1 (zeros first)."""
+    oracle = gaussian_oracle(N)
+    sde = oracle.sde
+    model = lambda t, x: oracle(t, x[:1]) + 0.3 * x[1:]
+    score = samplers.PreconditionedScore(model, sde, Epsilon(), self_conditioning=True)
+    steps = 8
+    x1 = sde.terminal_sample(jr.key(0), (1, N))
+    ts = samplers.time_grid(sde, steps, sde.t1, sde.t0, samplers.UniformSpacing())
+
+    def by_hand(x):
+        def tweedie(t, x, cond):
+            m, s = sde.marginal(t)
+            b = sde.mean(t, jnp.zeros_like(x))
+            eps = model(t, jnp.concatenate([x, cond]))
+            return (x - b - s * eps) / m, eps
+
+        def step(carry, t01):
+            x, cond = carry
+            x0_hat, eps = tweedie(t01[0], x, cond)
+            m1, s1 = sde.marginal(t01[1])
+            return (m1 * x0_hat + sde.mean(t01[1], jnp.zeros_like(x)) + s1 * eps, x0_hat), None
+
+        (x, cond), _ = jax.lax.scan(step, (x, jnp.zeros_like(x)), jnp.stack([ts[:-1], ts[1:]], axis=1))
+        return tweedie(ts[-1], x, cond)[0]
+
+    def sampled(x):
+        return samplers.DDIM(steps, denoise=True).sample(score, jr.key(1), x_start=x).samples
+
+    expected, got = compiled(by_hand, x1)(x1), compiled(sampled, x1)(x1)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+    # Without the feedback (zeros every step) the result is far from it.
+    zeros = samplers.PreconditionedScore(lambda t, x: model(t, x.at[1:].set(0.0)), sde, Epsilon(),
+                                         self_conditioning=True)
+    other = compiled(lambda x: samplers.DDIM(steps, denoise=True).sample(zeros, jr.key(1), x_start=x).samples, x1)(x1)
+    assert np.max(np.abs(np.asarray(other) - np.asarray(expected))) > 1e-2
+
+
+@pytest.mark.parametrize("sampler, message", [
+    (samplers.ProbabilityFlow(), "ProbabilityFlow with adaptive steps"),
+    (samplers.ReverseSDE(diffrax.ShARK(), None), "ReverseSDE with adaptive steps"),
+    (samplers.ProbabilityFlow(diffrax.Euler(), 4, variables=samplers.NoiseLevel()), "variables NoiseLevel"),
+    (samplers.ProbabilityFlow(diffrax.Tsit5(), 4), "Tsit5 reuses its last stage"),
+])
+def test_samplers_that_cannot_feed_back_say_so(sampler, message):
+    _, _, ignoring = _scores()
+    with pytest.raises(ValueError, match=message):
+        jax.eval_shape(lambda k: sampler.sample(ignoring, k, (1, N)), jr.key(0))
