@@ -26,7 +26,7 @@ def test_tiny_gmm_run_with_a_learned_prior(tmp_path):
         "data.train_range=[0,64]", "data.holdout_range=[64,80]", "data.native_grid=[16,16]",
         "model.width=8", "model.modes=4", "model.depth=1", "model.projection=16", "model.time_features=8",
         "model.time_dim=16", "model.groups=4", "train.batch_size=8", "train.levels=[{grid:16,steps:4}]",
-        "train.log_every=2", "train.ckpt_every=4", "train.sample_grids=[16]", "train.num_samples=2",
+        "train.log_every=2", "train.ckpt_every=4", "train.sample_grids=[]",
         "sampler.steps=3", "optim.warmup_steps=1", "train.report.grids=[16,24]", "train.report.times=3",
         "train.report.score_samples=4", "train.report.num_samples=4", "train.report.batch_size=4",
         "prior=fno", "prior.radius=3", "prior.fit_grid=16", "prior.fit_count=64", "prior.learn=true",

@@ -226,10 +226,10 @@ def validate(cfg: DictConfig) -> RunConfig:
                 fail(f"{where}.loss.parameterisation", f"must be the run's loss.parameterisation "
                      f"{run.loss.parameterisation.value} (the samplers read the network's output by it)",
                      loss.parameterisation.value)
-            if loss.self_conditioning != run.loss.self_conditioning:
+            if build.self_conditioned(loss) != build.self_conditioned(run.loss):
                 fail(f"{where}.loss.self_conditioning", f"must be the run's loss.self_conditioning "
-                     f"{run.loss.self_conditioning} (the network's input channels follow it)",
-                     loss.self_conditioning)
+                     f"{build.self_conditioned(run.loss)} (the network's input channels follow it)",
+                     build.self_conditioned(loss))
     unknown = sorted(set(run.optim_parts) - set(parts))
     if unknown:
         fail("optim_parts", f"must name parts of the run {list(parts)}", unknown)
@@ -237,7 +237,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.sampler.check("sampler", t0, t1, run.train.sample_grids)
     if run.train.evaluate:
         run.train.evaluation.check("train.evaluation", t0, t1)
-    if run.loss.self_conditioning:
+    if build.self_conditioned(run.loss):
         run.sampler.check_self_conditioned("sampler")
         if run.train.evaluate:
             run.train.evaluation.sampler.check_self_conditioned("train.evaluation.sampler")
