@@ -35,14 +35,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(run_dir, port: int, process: int, *overrides) -> subprocess.Popen:
-    """One of 2 processes of a smoke run, on 2 CPU devices each."""
+def _start(run_dir, port: int, process: int, *overrides, log=None) -> subprocess.Popen:
+    """One of 2 processes of a smoke run, on 2 CPU devices each (output to `log`, else a pipe)."""
     env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     return subprocess.Popen(
         [sys.executable, "-m", "train.run", "+exp=smoke", f"train.run_dir={run_dir}", "train.devices=2",
          f"train.distributed.coordinator=127.0.0.1:{port}", "train.distributed.num_processes=2",
          f"train.distributed.process_id={process}", *SHORT, *overrides],
-        cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=run_dir.parent, env=env, stdout=subprocess.PIPE if log is None else log, stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -104,17 +105,19 @@ def test_a_process_that_dies_stops_the_others(tmp_path):
     port = _free_port()
     heartbeat = 5
     long = ["train.levels=[{grid:16,steps:100000}]", f"train.distributed.heartbeat_timeout={heartbeat}"]
-    processes = [_start(run_dir, port, i, *long) for i in range(2)]
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w")) for i in range(2)]
     try:
-        metrics = run_dir / "metrics.jsonl"
         deadline = time.time() + 300
-        while not (metrics.exists() and '"loss"' in metrics.read_text()):  # both are training
+        # Both have joined the runtime (and go on to build and compile): kill the second.
+        while not all(log.exists() and "jax.distributed: process" in log.read_text() for log in logs):
             assert time.time() < deadline and all(p.poll() is None for p in processes)
-            time.sleep(0.5)
+            time.sleep(0.2)
         processes[1].kill()
         killed = time.time()
-        output = processes[0].communicate(timeout=120)[0]
+        processes[0].wait(timeout=120)
         waited = time.time() - killed
+        output = logs[0].read_text()
     finally:
         for p in processes:
             p.kill()

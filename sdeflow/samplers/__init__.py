@@ -24,6 +24,7 @@ from .probability_flow import ProbabilityFlow as ProbabilityFlow, probability_fl
 from .reverse_sde import EulerMaruyama as EulerMaruyama, ReverseSDE as ReverseSDE, reverse_drift as reverse_drift
 from .score import PreconditionedScore as PreconditionedScore
 from .self_conditioning import SelfConditioningSolver as SelfConditioningSolver
+from .wrapped import AbstractDelegatingSolver as AbstractDelegatingSolver
 from .spacing import (
     AbstractSpacing as AbstractSpacing,
     LogSNRSpacing as LogSNRSpacing,

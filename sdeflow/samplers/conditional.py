@@ -13,6 +13,7 @@ from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid, prolong, restrict
 from ..sde import AbstractSDE
 from .keys import time_key
+from .wrapped import AbstractDelegatingSolver
 
 
 class AbstractObservation(eqx.Module):
@@ -124,7 +125,7 @@ class SuperResolution(AbstractObservation):
             )
 
 
-class ReplacementSolver(diffrax.AbstractWrappedSolver):
+class ReplacementSolver(AbstractDelegatingSolver):
     """Wraps a fixed-step diffrax solver: after each step to $t$ the observation diffused to $t$ is
     inserted into the state (fresh noise each step, keyed by the time).
 
@@ -142,35 +143,8 @@ class ReplacementSolver(diffrax.AbstractWrappedSolver):
     key: PRNGKeyArray
 
     def __check_init__(self):
-        tableau = getattr(self.solver, "tableau", None)
-        if getattr(tableau, "fsal", False):
-            raise ValueError(
-                f"{type(self.solver).__name__} reuses its last stage across steps, which replacement "
-                "invalidates; use Euler, Heun, DDIM, a stochastic solver or a predictor-corrector."
-            )
-
-    @property
-    def term_structure(self):
-        return self.solver.term_structure
-
-    @property
-    def interpolation_cls(self):
-        return self.solver.interpolation_cls
-
-    @property
-    def term_compatible_contr_kwargs(self):
-        return self.solver.term_compatible_contr_kwargs
-
-    @property
-    def scan_kind(self):
-        # Read by diffrax's adjoints for (wrapped) Runge-Kutta solvers.
-        return getattr(self.solver, "scan_kind", None)
-
-    def order(self, terms):
-        return self.solver.order(terms)
-
-    def strong_order(self, terms):
-        return self.solver.strong_order(terms)
+        self.refuse_fsal("which replacement invalidates; use Euler, Heun, DDIM, a stochastic solver "
+                         "or a predictor-corrector.")
 
     def init(self, terms, t0, t1, y0, args) -> Any:
         return self.solver.init(terms, t0, t1, y0, args)

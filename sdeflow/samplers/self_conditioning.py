@@ -6,9 +6,10 @@ import diffrax
 import jax.numpy as jnp
 
 from .score import PreconditionedScore
+from .wrapped import AbstractDelegatingSolver
 
 
-class SelfConditioningSolver(diffrax.AbstractWrappedSolver):
+class SelfConditioningSolver(AbstractDelegatingSolver):
     """Wraps a fixed-step diffrax solver of a self-conditioned score (Chen, Zhang and Hinton's
     self-conditioning): the solver state carries an estimate $\\hat x_0$ (zeros at the start), each
     step hands it to the terms' vector fields as their `args` (the `cond` of `PreconditionedScore`),
@@ -30,35 +31,8 @@ class SelfConditioningSolver(diffrax.AbstractWrappedSolver):
     score: PreconditionedScore
 
     def __check_init__(self):
-        if getattr(getattr(self.solver, "tableau", None), "fsal", False):
-            raise ValueError(
-                f"{type(self.solver).__name__} reuses its last stage across steps, which a new estimate "
-                "of x0 at every step invalidates; a self-conditioned score needs Euler, Heun, DDIM, "
-                "Euler-Maruyama or a predictor-corrector."
-            )
-
-    @property
-    def term_structure(self):
-        return self.solver.term_structure
-
-    @property
-    def interpolation_cls(self):
-        return self.solver.interpolation_cls
-
-    @property
-    def term_compatible_contr_kwargs(self):
-        return self.solver.term_compatible_contr_kwargs
-
-    @property
-    def scan_kind(self):
-        # Read by diffrax's adjoints for (wrapped) Runge-Kutta solvers.
-        return getattr(self.solver, "scan_kind", None)
-
-    def order(self, terms):
-        return self.solver.order(terms)
-
-    def strong_order(self, terms):
-        return self.solver.strong_order(terms)
+        self.refuse_fsal("which a new estimate of x0 at every step invalidates; a self-conditioned "
+                         "score needs Euler, Heun, DDIM, Euler-Maruyama or a predictor-corrector.")
 
     def init(self, terms, t0, t1, y0, args) -> Any:
         estimate = jnp.zeros_like(y0)
