@@ -222,7 +222,8 @@ def test_a_new_run_starts_from_another_runs_weights(uninterrupted, tmp_path):
     for a, e, w in zip(_leaves(tuned.ema["network"]), _leaves(state.ema["network"]), _leaves(state.parts["network"]), strict=True):
         np.testing.assert_allclose(a, decay * e + (1 - decay) * w, rtol=0, atol=1e-6)
     # Another architecture is refused naming the first array that differs.
-    with pytest.raises(ConfigError, match=r"the parts of .* do not fit this run's: \['network'\]\.\S+ float32\(\d+, \d+\) there"):
+    with pytest.raises(ConfigError, match=r"the parts of .* do not fit this run's: array \['network'\]\.\S+ "
+                                          r"float32\[\d+, \d+\] in that run vs .* float32\[\d+, \d+\] in this run\."):
         run(compose(f"train.run_dir={tmp_path / 'wide'}", f"train.init_from.run_dir={run_dir}", "model.width=12",
                     "train.sample_grids=[]"), progress_bar=False)
     # what=everything takes the optimiser state too; what=weights leaves the new run's.

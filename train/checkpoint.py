@@ -51,6 +51,12 @@ def _describe(leaves, names) -> list[list]:
     return [[name, list(x.shape), str(x.dtype)] for name, x in zip(names, leaves)]
 
 
+def describe_arrays(tree: Any) -> list[list]:
+    """`[path, shape, dtype]` of every array leaf of `tree` (what a checkpoint records of its arrays)."""
+    leaves, names, _ = _arrays(tree)
+    return _describe(leaves, names)
+
+
 class Checkpointer:
     """Saves and restores the state of a run in `directory/<step>/`, keeping the last `keep` steps.
 
@@ -144,7 +150,7 @@ class Checkpointer:
         saved = extra.pop("_leaves", None)
         if saved != expected:
             raise CheckpointError(f"checkpoint {folder} does not match the model being restored: "
-                                  + _first_difference(saved, expected)
+                                  + first_difference(saved, expected)
                                   + ". Was it written with another config? Use the same config, or a new run folder.")
         abstract = [
             jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)) for x in leaves
@@ -227,12 +233,13 @@ def _os_error(error: BaseException) -> OSError | None:
     return None
 
 
-def _first_difference(saved, expected) -> str:
+def first_difference(saved, expected, there: str = "the checkpoint", here: str = "the model") -> str:
+    """The first array in which two `describe_arrays` lists differ, named with where each is."""
     if saved is None:
-        return "it holds no description of its arrays"
-    if len(saved) != len(expected):
-        return f"it holds {len(saved)} arrays, the model has {len(expected)}"
+        return f"{there} holds no description of its arrays"
     for (name_s, shape_s, dtype_s), (name_e, shape_e, dtype_e) in zip(saved, expected):
         if (name_s, shape_s, dtype_s) != (name_e, shape_e, dtype_e):
-            return f"array {name_s} {dtype_s}{shape_s} in the checkpoint vs {name_e} {dtype_e}{shape_e} in the model"
+            return f"array {name_s} {dtype_s}{shape_s} in {there} vs {name_e} {dtype_e}{shape_e} in {here}"
+    if len(saved) != len(expected):
+        return f"{there} holds {len(saved)} arrays, {here} {len(expected)}"
     return "unknown difference"

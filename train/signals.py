@@ -34,6 +34,13 @@ class StopRequest:
         """Whether a signal has asked the run to stop."""
         return self.signal is not None
 
+    def agree(self, requested_anywhere: bool) -> bool:
+        """Take a stop that another process of the run was asked for (`requested_anywhere`: some
+        process's `requested`), so that all stop at the same step; return `requested`."""
+        if requested_anywhere and self.signal is None:
+            self.signal = "another process's signal"
+        return self.requested
+
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if self.signal is not None:

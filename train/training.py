@@ -245,8 +245,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                         ema = distributed.local_copy(state.ema)
                         metrics.images(write_samples(ema["network"], build.with_parts(sde, ema), cfg,
                                                      run_dir, sample_key, step), step)
-                    if distributed.any_process(stop_request.requested):  # every process stops at the same step
-                        stop_request.signal = stop_request.signal or "another process's signal"
+                    if stop_request.agree(distributed.any_process(stop_request.requested)):
                         break
                 data_state = iterator.get_state()
             if step > start and step % t.ckpt_every != 0 and iterator is not None:
@@ -300,18 +299,11 @@ def start_from(state: TrainState, spec, mesh) -> TrainState:
 
 
 def _same_arrays(got, want, message: str) -> None:
-    import jax.tree_util as jtu
+    from .checkpoint import describe_arrays, first_difference
 
-    def described(tree):
-        leaves = jtu.tree_flatten_with_path(eqx.filter(tree, eqx.is_array))[0]
-        return [(jtu.keystr(path), tuple(x.shape), str(x.dtype)) for path, x in leaves]
-
-    got, want = described(got), described(want)
-    for a, b in zip(got, want):
-        if a != b:
-            raise ConfigError(f"{message}: {a[0]} {a[2]}{a[1]} there, {b[0]} {b[2]}{b[1]} here.")
-    if len(got) != len(want):
-        raise ConfigError(f"{message}: {len(got)} arrays there, {len(want)} here.")
+    got, want = describe_arrays(got), describe_arrays(want)
+    if got != want:
+        raise ConfigError(f"{message}: {first_difference(got, want, 'that run', 'this run')}.")
 
 
 def prior_warning(prior) -> str | None:
