@@ -247,3 +247,43 @@ def test_a_non_finite_step_changes_nothing_and_is_located(batches):
     state, _ = step(state, shard_batch(-np.abs(batches[2]), mesh))  # training goes on
     assert int(state.skipped) == 1 and tuple(int(v) for v in state.first_bad) == (1, leaf)
     assert gradient_names(parts)[0] == "loss"
+
+
+class _RunningMean(eqx.Module):
+    """A part with statistics and no gradient: the running mean of the batches' mean values."""
+
+    total: jax.Array
+    count: jax.Array
+
+    def with_statistics(self, other: "_RunningMean") -> "_RunningMean":
+        return other
+
+
+def test_statistics_a_loss_returns_replace_the_parts_and_their_ema(batches):
+    """A loss returning `(value, statistics)` has `statistics[name]` put into part `name` and its
+    EMA after each applied update (a frozen part included, the EMA not averaged again); a step
+    whose gradient is not finite applies none of it."""
+    mesh = make_mesh(jax.devices()[:2])
+    parts = {"network": _Net(jr.key(0)), "mean": _RunningMean(jnp.zeros(()), jnp.zeros(()))}
+
+    def loss(parts, x0, key):
+        m = parts["mean"]
+        updated = _RunningMean(m.total + jax.lax.stop_gradient(jnp.mean(x0)), m.count + 1.0)
+        bad = jnp.where(jnp.mean(x0) > 5.0, jnp.nan, 0.0)  # a NaN loss for the shifted batch below
+        return _loss(parts["network"], x0, key) + bad, {"mean": updated}
+
+    optimiser = make_optimiser(3e-3, 20, warmup_steps=0)
+    state = init_state(parts, optimiser, jr.key(1), mesh, trainable={"network"})
+    step = make_train_step(loss, optimiser, 0.9, mesh, trainable={"network"})
+    for batch in batches[:3]:
+        state, _ = step(state, shard_batch(batch, mesh))
+    state, _ = step(state, shard_batch(batches[3] + 10.0, mesh))  # not applied
+    want = np.mean([np.mean(b) for b in batches[:3]])
+    for tree in (state.parts, state.ema):
+        assert float(tree["mean"].count) == 3.0
+        np.testing.assert_allclose(float(tree["mean"].total) / 3.0, want, rtol=1e-5)
+    assert int(state.skipped) == 1
+    with pytest.raises(ValueError, match="not among the parts"):
+        bad_step = make_train_step(lambda p, x, k: (loss(p, x, k)[0], {"other": p["mean"]}), optimiser, 0.9, mesh,
+                                   trainable={"network"})
+        bad_step(state, shard_batch(batches[0], mesh))

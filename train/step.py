@@ -24,9 +24,12 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-LossFn = Callable[[PyTree, Float[Array, "batch ..."], PRNGKeyArray], Float[Array, ""]]
+LossFn = Callable[[PyTree, Float[Array, "batch ..."], PRNGKeyArray], Float[Array, ""] | tuple[Float[Array, ""], dict]]
 """`loss_fn(parts, x0, key) -> scalar`: the loss of the trainable parts on a batch, e.g.
-`sdeflow.losses.dsm_loss` of `parts["network"]` with the SDE bound."""
+`sdeflow.losses.dsm_loss` of `parts["network"]` with the SDE bound. A loss that also updates
+statistics of some parts (a codebook's moving averages, a running mean) returns
+`(scalar, statistics)`: `statistics[name]` is handed to `parts[name].with_statistics` after the
+optimiser's update, and to the EMA's part the same way (statistics are averages already)."""
 
 Trainable = bool | Collection[str]
 """Which parts a step trains: `True` (every array of the parts), or the names of the parts (keys of
@@ -300,9 +303,10 @@ def make_train_step(
         params, frozen = eqx.partition(state.parts, spec)
 
         def loss_of(params):
-            return loss_fn(data_parallel(eqx.combine(params, frozen), mesh), batch, step_key)
+            out = loss_fn(data_parallel(eqx.combine(params, frozen), mesh), batch, step_key)
+            return out if isinstance(out, tuple) else (out, {})
 
-        loss, grads = eqx.filter_value_and_grad(loss_of)(params)
+        (loss, statistics), grads = eqx.filter_value_and_grad(loss_of, has_aux=True)(params)
         ema_params, ema_frozen = eqx.partition(state.ema, spec)
         # A step whose loss or gradient is not finite changes nothing but the key and the counts
         # (a cond, not a select: the update is computed only when it is applied).
@@ -313,19 +317,32 @@ def make_train_step(
             updates, opt_state = optimiser.update(grads, state.opt_state, params)
             new_params = eqx.apply_updates(params, updates)
             decay = ema_decay_at(ema_decay, ema_warmup, state.step)
-            return new_params, _ema_update(ema_params, new_params, decay), opt_state
+            parts = with_statistics(eqx.combine(new_params, frozen), statistics)
+            ema = with_statistics(eqx.combine(_ema_update(ema_params, new_params, decay), ema_frozen), statistics)
+            return parts, ema, opt_state
 
-        params, ema_params, opt_state = jax.lax.cond(
-            ok, update, lambda _: (params, ema_params, state.opt_state), None
+        parts, ema, opt_state = jax.lax.cond(
+            ok, update, lambda _: (state.parts, state.ema, state.opt_state), None
         )
         first = jnp.where((state.skipped == 0) & ~ok, jnp.stack([state.step, jnp.argmin(finite)]).astype(jnp.int32),
                           state.first_bad)
-        new = TrainState(parts=eqx.combine(params, frozen), ema=eqx.combine(ema_params, ema_frozen),
-                         opt_state=opt_state, key=key, step=state.step + 1,
+        new = TrainState(parts=parts, ema=ema, opt_state=opt_state, key=key, step=state.step + 1,
                          skipped=state.skipped + (~ok).astype(jnp.int32), first_bad=first)
         return eqx.filter_shard(new, replicated), loss
 
     return step
+
+
+def with_statistics(parts: PyTree, statistics: dict) -> PyTree:
+    """`parts` (a dict of parts) with `parts[name].with_statistics(statistics[name])` for every
+    name of `statistics`: the statistics a loss updated (see `LossFn`)."""
+    if not statistics:
+        return parts
+    unknown = sorted(set(statistics) - set(parts))
+    if unknown:
+        raise ValueError(f"the loss returned statistics of {unknown}, which are not among the parts {sorted(parts)}.")
+    return {name: part.with_statistics(statistics[name]) if name in statistics else part
+            for name, part in parts.items()}
 
 
 def gradient_names(parts: PyTree, trainable: Trainable = True) -> list[str]:
