@@ -135,6 +135,8 @@ def with_parts(sde, parts):
         sde = eqx.tree_at(lambda s: s.schedule, sde, parts["schedule"])
     if "prior" in parts:
         sde = eqx.tree_at(lambda s: s.prior, sde, parts["prior"])
+    if "target" in parts:  # the bridge's fitted target x* (train.latent.FittedTarget)
+        sde = eqx.tree_at(lambda s: s.target, sde, parts["target"].value())
     return sde
 
 
@@ -142,6 +144,28 @@ def dimensions(cfg: DictConfig) -> tuple[int, int]:
     """`(channels, dim)` of the run's data."""
     source = build_source(cfg.data)
     return source.channels, source.dim
+
+
+def latent_factor(cfg: DictConfig) -> int:
+    """How many data grid points per axis make one point of the score network's grid: 1, or
+    `2**autoencoder.downsamplings` when the network models an autoencoder's latent maps."""
+    autoencoder = cfg.get("autoencoder")
+    return 1 if autoencoder is None else 2 ** int(autoencoder.downsamplings)
+
+
+def network_channels(cfg: DictConfig) -> int:
+    """The channels of the fields the score network models: the data's, or the latent maps'."""
+    autoencoder = cfg.get("autoencoder")
+    return dimensions(cfg)[0] if autoencoder is None else int(autoencoder.latent_channels)
+
+
+def field_shape_of_network(cfg: DictConfig, n: int | None = None) -> tuple[int, ...]:
+    """The shape `(c, *grid)` of the fields the score network models on the data's `n`-grid
+    (default: the first level's grid)."""
+    from .config import to_schema
+
+    n = to_schema(cfg.train).phases()[0].grid if n is None else n
+    return (network_channels(cfg),) + (int(n) // latent_factor(cfg),) * dimensions(cfg)[1]
 
 
 def build_sde(cfg: DictConfig):
@@ -159,6 +183,11 @@ def build_sde(cfg: DictConfig):
         return _wrapped("sde", cls, prior, schedule=schedule, t0=s.t0, t1=s.t1)
     if s.name == "ve":
         return _wrapped("sde", sdes.VESDE, prior, sigma_min=s.sigma_min, sigma_max=s.sigma_max, t0=s.t0, t1=s.t1)
+    if s.name == "ou_bridge":  # a fitted target starts at zero; `with_parts` puts in the part `target`
+        import jax.numpy as jnp
+
+        return _wrapped("sde", sdes.OUBridge, prior, target=jnp.zeros(field_shape_of_network(cfg), jnp.float32),
+                        theta=s.theta, eta=s.eta, t0=s.t0, t1=s.t1)
     raise ConfigError(f"sde.name {s.name!r} is not known.")
 
 
@@ -187,6 +216,8 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     from sdeflow.losses import dsm_loss, NORMS, P2Weighting, TIME_SAMPLINGS, WEIGHTINGS
 
     l = cfg.loss if loss is None else loss  # noqa: E741
+    if l.name == "vqvae":
+        return functools.partial(_vqvae, commitment=float(l.commitment))
     if l.name == "vdm":
         return functools.partial(_vdm, sde=sde, kwargs=vdm_options(l))
     weighting = named("loss.weighting", WEIGHTINGS, l.weighting)
@@ -213,7 +244,26 @@ def self_conditioned(loss: Any) -> bool:
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
-    return loss(parts["network"], with_parts(sde, parts), x0, key, **kwargs)
+    x0, statistics = _modelled(parts, x0)
+    value = loss(parts["network"], with_parts(sde, parts), x0, key, **kwargs)
+    return (value, statistics) if statistics else value
+
+
+def _modelled(parts, x0):
+    """What the score network models of a batch `x0`: the batch itself, or the frozen encoder's
+    latent maps of it; and the statistics the loss updates (the bridge's fitted target)."""
+    from .latent import encode
+
+    if "autoencoder" in parts:
+        x0 = encode(parts["autoencoder"], x0)
+    return x0, ({"target": parts["target"].updated(x0)} if "target" in parts else {})
+
+
+def _vqvae(parts, x0, key, *, commitment):
+    from nets import vqvae_loss
+
+    value, quantiser, _ = vqvae_loss(parts["autoencoder"], x0, key, commitment=commitment)
+    return value, {"autoencoder": quantiser}
 
 
 def vdm_options(loss: Any) -> dict:
@@ -234,7 +284,9 @@ def vdm_options(loss: Any) -> dict:
 def _vdm(parts, x0, key, *, sde, kwargs):
     from sdeflow.losses import vdm_elbo
 
-    return vdm_elbo(parts["network"], with_parts(sde, parts), x0, key, **kwargs)[0]
+    x0, statistics = _modelled(parts, x0)
+    value = vdm_elbo(parts["network"], with_parts(sde, parts), x0, key, **kwargs)[0]
+    return (value, statistics) if statistics else value
 
 
 def build_schedule(cfg: DictConfig, key: PRNGKeyArray):
@@ -248,30 +300,50 @@ def build_schedule(cfg: DictConfig, key: PRNGKeyArray):
 
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
-    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension
-    (twice the channels in, with `loss.self_conditioning`)."""
-    channels, dim = dimensions(cfg)
+    """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension, or
+    the latent maps' channels with an autoencoder (twice the channels in, with `loss.self_conditioning`)."""
+    channels, dim = network_channels(cfg), dimensions(cfg)[1]
     in_channels = 2 * channels if self_conditioned(cfg.loss) else channels
     return _instantiate("model", cfg.model, in_channels=in_channels, out_channels=channels, dim=dim, key=key)
 
 
-def check_model_grids(model, dim: int, grids: list[tuple[str, int]]) -> None:
+def check_model_grids(model, dim: int, grids: list[tuple[str, int]], group: str = "model") -> None:
     """A `ConfigError` naming the field if the network `model` cannot act on one of `grids`
     (`(field, n)` pairs: the n-grid on each of `dim` axes), e.g. a grid too small for its modes."""
     for field, n in grids:
         try:
             model.check_grid((int(n),) * dim)
         except ValueError as error:
-            raise ConfigError(f"{field} = {n} does not suit model={type(model).__name__}: {error}") from None
+            raise ConfigError(f"{field} = {n} does not suit {group}={type(model).__name__}: {error}") from None
 
 
 def check_run_grids(cfg: DictConfig, grids: list[tuple[str, int]]) -> None:
-    """`check_model_grids` on the network of `cfg.model`, built as shapes only (nothing is
-    allocated or initialised)."""
+    """`check_model_grids` on the network of `cfg.model` (and on the autoencoder, whose latent grids
+    the network then acts on), built as shapes only (nothing is allocated or initialised)."""
     import equinox as eqx
 
+    dim = dimensions(cfg)[1]
+    if cfg.get("autoencoder") is not None:
+        check_model_grids(eqx.filter_eval_shape(build_autoencoder, cfg, jr.key(0)), dim, grids, "autoencoder")
+        factor = latent_factor(cfg)
+        grids = [(f"{field}'s latent grid ({n} / {factor})", n // factor) for field, n in grids]
     model = eqx.filter_eval_shape(build_model, cfg, jr.key(0))
-    check_model_grids(model, dimensions(cfg)[1], grids)
+    check_model_grids(model, dim, grids)
+
+
+def build_autoencoder(cfg: DictConfig, key: PRNGKeyArray):
+    """The autoencoder of `cfg.autoencoder` (its `_target_` class, e.g. `nets.VQVAE`) on the data's
+    channels and dimension: the part `autoencoder`."""
+    channels, dim = dimensions(cfg)
+    return _instantiate("autoencoder", cfg.autoencoder, in_channels=channels, dim=dim, key=key)
+
+
+def build_target(cfg: DictConfig, key: PRNGKeyArray):
+    """The bridge's fitted target $x^*$ (`sde.target=constant|field`): the part `target`, a
+    `train.latent.FittedTarget` on the network's fields of the first level's grid."""
+    from .latent import FittedTarget
+
+    return FittedTarget.zeros(field_shape_of_network(cfg), per_position=str(cfg.sde.target) == "field")
 
 
 def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = "sampler"):
@@ -283,7 +355,8 @@ def build_sampler(cfg: DictConfig, spec: DictConfig | None = None, where: str = 
 def build_parts(cfg: DictConfig, key: PRNGKeyArray) -> dict:
     """The trainable parts of a run, by name (`part_names`): the score network, and any part
     that the run's loss or prior learns."""
-    builders = {"network": build_model, "schedule": build_schedule, "prior": lambda cfg, key: build_prior(cfg)}
+    builders = {"network": build_model, "schedule": build_schedule, "prior": lambda cfg, key: build_prior(cfg),
+                "autoencoder": build_autoencoder, "target": build_target}
     # The network takes `key` itself, so adding a part leaves its initialisation unchanged.
     return {name: builders[name](cfg, key if i == 0 else jr.fold_in(key, i))
             for i, name in enumerate(part_names(cfg))}

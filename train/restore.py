@@ -38,6 +38,9 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
     cfg, state, step = load_state(run_dir, step)
+    if cfg.get("autoencoder") is not None:
+        raise ConfigError(f"run_dir={run_dir} models the latent maps of an autoencoder: its samples, inpaintings "
+                          "and evaluation are written by its report at the end of training (train.report).")
     sde = build.with_parts(build.build_sde(cfg), state.ema if weights == "ema" else state.parts)  # learned schedule, prior
     return cfg, select_weights(state, weights), sde, step
 

@@ -319,11 +319,12 @@ def make_train_step(
             decay = ema_decay_at(ema_decay, ema_warmup, state.step)
             parts = with_statistics(eqx.combine(new_params, frozen), statistics)
             ema = with_statistics(eqx.combine(_ema_update(ema_params, new_params, decay), ema_frozen), statistics)
-            return parts, ema, opt_state
+            return eqx.filter((parts, ema, opt_state), eqx.is_array)
 
-        parts, ema, opt_state = jax.lax.cond(
-            ok, update, lambda _: (state.parts, state.ema, state.opt_state), None
-        )
+        # Only arrays pass through the cond (a part's Python flags, e.g. a dropout's, stay as they are).
+        kept = (state.parts, state.ema, state.opt_state)
+        arrays = jax.lax.cond(ok, update, lambda _: eqx.filter(kept, eqx.is_array), None)
+        parts, ema, opt_state = eqx.combine(arrays, eqx.filter(kept, eqx.is_array, inverse=True))
         first = jnp.where((state.skipped == 0) & ~ok, jnp.stack([state.step, jnp.argmin(finite)]).astype(jnp.int32),
                           state.first_bad)
         new = TrainState(parts=parts, ema=ema, opt_state=opt_state, key=key, step=state.step + 1,

@@ -136,6 +136,32 @@ class VEConfig:
         check_name(where, self, "ve")
 
 
+class BridgeTarget(Choice):
+    """The field an Ornstein–Uhlenbeck bridge pulls toward."""
+
+    zero = "zero"  # x* = 0
+    constant = "constant"  # one value per channel: the mean of the training data (running mean over the batches)
+    field = "field"  # one value per channel and grid point: the per-position mean of the training data
+
+
+@dataclasses.dataclass
+class OUBridgeConfig:
+    """Ornstein–Uhlenbeck bridge $dX = -\\theta (X - x^*) dt + \\eta C^{1/2} dW$ toward a target
+    $x^*$ (`sdeflow.sde.OUBridge`): its terminal law is $N(x^*, \\eta^2 (1 - e^{-2\\theta T}) / (2\\theta) C)$.
+    A fitted target is the part `target`, averaged over the training batches (after an
+    autoencoder, over its latent maps)."""
+
+    name: str = "ou_bridge"  # the SDE: ou_bridge (this schema); set by the group option
+    theta: float = 4.0  # the pull theta > 0: the data's weight at T is exp(-theta T)
+    eta: float = 2.828427125  # the noise level eta > 0 (2^1.5: the terminal variance is 1 for theta 4, T 1)
+    target: BridgeTarget = BridgeTarget.zero  # x*: zero | constant | field
+    t0: float = 1.0e-3  # smallest diffusion time, 0 <= t0 < t1
+    t1: float = 1.0  # final time T
+
+    def check(self, where: str = "sde") -> None:
+        check_name(where, self, "ou_bridge")
+
+
 @dataclasses.dataclass
 class DsmConfig:
     """Denoising score matching (`sdeflow.losses.dsm_loss`)."""
@@ -169,7 +195,9 @@ def check_name(where: str, node, expected: str) -> None:
 
 PRIORS = {"matern": MaternConfig, "laplacian": LaplacianConfig, "white": WhiteConfig,
           "fno": SpectralMultiplierConfig, "combined": CombinedConfig}
-SDES = {"vp": VPConfig, "subvp": SubVPConfig, "ve": VEConfig}
+SDES = {"vp": VPConfig, "subvp": SubVPConfig, "ve": VEConfig, "ou_bridge": OUBridgeConfig}
 from .vdm import VdmConfig  # noqa: E402  (it imports the choices above)
 
-LOSSES = {"dsm": DsmConfig, "vdm": VdmConfig}
+from .autoencoder import VqvaeLossConfig  # noqa: E402
+
+LOSSES = {"dsm": DsmConfig, "vdm": VdmConfig, "vqvae": VqvaeLossConfig}

@@ -7,6 +7,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from .autoencoder import VQVAEConfig
 from .data import Cifar10Config, FashionMnistConfig, GeneratedConfig, IdxSplit, MnistConfig
 from .diffusion import LOSSES, PRIORS, SDES
 from .errors import ConfigError, fail, positive
@@ -24,8 +25,9 @@ class RunConfig:
     data: Any = MISSING  # the data source and its pipeline (data=mnist | mnist_t10k ...)
     model: Any = MISSING  # the score network (model=fno | uno | unet)
     prior: Any = MISSING  # the Gaussian prior of the noise (prior=matern | laplacian | white | fno | combined)
-    sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve)
-    loss: Any = MISSING  # the training loss (loss=dsm | vdm)
+    sde: Any = MISSING  # the forward SDE (sde=vp | subvp | ve | ou_bridge)
+    loss: Any = MISSING  # the training loss (loss=dsm | vdm; a stage may train an autoencoder with {name: vqvae})
+    autoencoder: Optional[VQVAEConfig] = None  # null, or a VQ-VAE whose latent maps the network models (the part autoencoder)
     optim: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)  # optimiser, schedule and EMA of every part
     optim_parts: dict[str, AdamWConfig] = dataclasses.field(default_factory=dict)  # per part name: its own optimiser settings instead of optim
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # sampler of the sample grids
@@ -86,7 +88,7 @@ GROUPS = {
     "model": {name: schema() for name, schema in MODELS.items()},
     "prior": {name: schema() for name, schema in PRIORS.items()},
     "sde": {name: schema() for name, schema in SDES.items()},
-    "loss": {name: schema() for name, schema in LOSSES.items()},
+    "loss": {name: schema() for name, schema in LOSSES.items() if name != "vqvae"},  # vqvae: a stage's loss only
     "optim": {"adamw": AdamWConfig()},
     "sampler": SAMPLERS,
     "train": {"default": TrainConfig()},
@@ -149,7 +151,8 @@ def to_schema(cfg: DictConfig) -> Any:
 
 def part_names(run: Any) -> tuple[str, ...]:
     """The trainable parts of a run (`train.build.build_parts`), in a fixed order: the score
-    network, then any part that the run's loss or prior learns beside it.
+    network, then any part that the run's loss or prior learns beside it, the autoencoder whose
+    latent maps the network models, and the bridge's fitted target.
 
     **Arguments:**
 
@@ -163,7 +166,10 @@ def part_names(run: Any) -> tuple[str, ...]:
 
     loss = run.loss
     learned_schedule = loss.name == "vdm" and bool(loss.learned_schedule)  # loss=vdm: its schedule gamma(t)
-    return ("network",) + (("schedule",) if learned_schedule else ()) + (("prior",) if prior_learns(run.prior) else ())
+    autoencoder = run.get("autoencoder") if hasattr(run, "keys") else getattr(run, "autoencoder", None)
+    fitted_target = run.sde.name == "ou_bridge" and str(run.sde.target) != "zero"  # the bridge's x*
+    return (("network",) + (("schedule",) if learned_schedule else ()) + (("prior",) if prior_learns(run.prior) else ())
+            + (("autoencoder",) if autoencoder is not None else ()) + (("target",) if fitted_target else ()))
 
 
 def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
@@ -201,6 +207,12 @@ def validate(cfg: DictConfig) -> RunConfig:
     run.data.check("data")
     run.sde.check("sde")
     run.loss.check("loss")
+    if run.autoencoder is not None:
+        run.autoencoder.check("autoencoder")
+        if run.train.sample_grids or run.train.evaluate or run.sampler.coarse_grid is not None:
+            fail("train.sample_grids", "must be [] with train.evaluate=false and sampler.coarse_grid=null in a run "
+                 "with an autoencoder: its samples are decoded latent maps, written by its report "
+                 "(train.report.name=vqvae_bridge)", list(run.train.sample_grids))
     if "schedule" in part_names(run) and run.sde.name != "vp":
         fail("loss.learned_schedule", f"needs sde=vp (a learned schedule is the VP SDE's), not sde={run.sde.name}",
              run.loss.learned_schedule)
@@ -213,12 +225,22 @@ def validate(cfg: DictConfig) -> RunConfig:
         unknown = sorted(set(names) - set(parts))
         if unknown or not names:
             fail(f"{where}.trainable", f"must name some of the parts {list(parts)}", stage.trainable)
+        autoencoder_loss = stage.loss is not None and dict(stage.loss).get("name") == "vqvae"
+        if autoencoder_loss and list(names) != ["autoencoder"]:
+            fail(f"{where}.trainable", "must be [autoencoder] in a stage whose loss is vqvae (it trains the "
+                 "autoencoder alone)", stage.trainable)
+        if "autoencoder" in names and not autoencoder_loss:
+            fail(f"{where}.trainable", "must not hold the autoencoder in a stage with a diffusion loss: the "
+                 "diffusion prior learns the frozen encoder's latent maps (train the autoencoder in a stage "
+                 "with loss {name: vqvae})", stage.trainable)
         for name in names:
             settings, at = (run.optim_parts[name], f"optim_parts.{name}") if name in run.optim_parts else (run.optim, "optim")
             settings.check(at, steps)
         if stage.loss is not None:
             loss = stage_loss(stage, where)
             loss.check(f"{where}.loss")
+            if loss.name == "vqvae":  # trains the autoencoder alone (checked above)
+                continue
             if loss.name == "vdm" and loss.learned_schedule and "schedule" not in parts:
                 fail(f"{where}.loss.learned_schedule", "needs the run's loss to learn the schedule (loss=vdm with "
                      "loss.learned_schedule=true): a stage trains the run's parts", loss.learned_schedule)

@@ -1,0 +1,121 @@
+"""A diffusion-bridge prior over a VQ-VAE's latent maps, as the two-stage experiment
+`vqvae_bridge_mnist`: the config's rules, the bridge's fitted target, and a tiny run through both
+stages, stopped after the stage boundary and resumed, with its report."""
+
+import json
+
+import equinox as eqx
+import hydra
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from sdeflow.sde import OUBridge
+from train import build
+from train.config import ConfigError, validate
+from train.latent import FittedTarget
+from train.restore import load_run
+from train.training import run
+from train.vqvae_report import patch_cross_entropy, patch_mask
+
+
+def compose(*overrides):
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        return hydra.compose("config", overrides=["+exp=vqvae_bridge_mnist", *overrides])
+
+
+def test_fitted_target_is_the_running_mean_of_what_it_saw():
+    fields = jr.normal(jr.key(0), (6, 2, 4, 4))
+    target = FittedTarget.zeros((2, 4, 4), per_position=True)
+    assert float(jnp.max(jnp.abs(target.value()))) == 0.0
+    target = target.updated(fields[:2]).updated(fields[2:])
+    np.testing.assert_allclose(target.value(), fields.mean(0), rtol=1e-5, atol=1e-6)
+    constant = FittedTarget.zeros((2, 4, 4), per_position=False).updated(fields)
+    np.testing.assert_allclose(constant.value(), jnp.broadcast_to(fields.mean((0, 2, 3))[:, None, None], (2, 4, 4)),
+                               rtol=1e-5, atol=1e-6)
+    # Fields on a finer grid are resampled to the target's: a band-limited field keeps its mean field.
+    x = jnp.linspace(0, 1, 8, endpoint=False)
+    fine = jnp.broadcast_to(jnp.cos(2 * jnp.pi * x)[None, :, None], (1, 8, 8))
+    on_coarse = FittedTarget.zeros((1, 4, 4), per_position=True).updated(fine[None]).value()
+    np.testing.assert_allclose(on_coarse[0, :, 0], jnp.cos(2 * jnp.pi * x[::2]), atol=1e-5)
+
+
+def test_patch_cross_entropy():
+    """The predictive $(n_k + q_k)/(S + 1)$: samples that always hit the true code give
+    $\\log_2((S + 1)/(S + q))$ bits, samples that never do give $\\log_2((S + 1)/q)$."""
+    inside = patch_mask((1, 8, 8))
+    assert inside.sum() == 16 and inside[2:6, 2:6].all()
+    true = np.zeros((1, 8, 8), int)
+    marginal = np.full(4, 0.25)
+    hit, base = patch_cross_entropy(np.zeros((1, 3, 8, 8), int), true, marginal, inside)
+    miss, _ = patch_cross_entropy(np.ones((1, 3, 8, 8), int), true, marginal, inside)
+    assert base == pytest.approx(2.0)
+    assert hit == pytest.approx(np.log2(4 / 3.25)) and miss == pytest.approx(np.log2(4 / 0.25))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stages.0.trainable=[autoencoder,network]", r"train.stages\[0\].trainable must be \[autoencoder\]"),
+    ("train.stages.1.trainable=[network,autoencoder]", r"train.stages\[1\].trainable must not hold the autoencoder"),
+    ("train.sample_grids=[32]", "train.sample_grids must be"),
+    ("train.stages.1.levels.0.grid=30", r"train.stages\[1\].levels\[0\].grid = 30 does not suit autoencoder=VQVAE"),
+])
+def test_bad_configs_are_refused_naming_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(override))
+
+
+def test_bridge_sde_takes_the_fitted_target():
+    cfg = compose()
+    sde = build.build_sde(cfg)
+    assert isinstance(sde, OUBridge) and sde.target.shape == (4, 8, 8) and float(jnp.abs(sde.target).max()) == 0.0
+    target = FittedTarget.zeros((4, 8, 8), per_position=True).updated(jnp.ones((2, 4, 8, 8)))
+    moved = build.with_parts(sde, {"target": target})
+    # E[X_1 | X_0 = 0] = (1 - e^{-theta}) x*
+    np.testing.assert_allclose(moved.mean(sde.t1, jnp.zeros((4, 8, 8))), np.full((4, 8, 8), 1 - np.exp(-4.0)), rtol=1e-6)
+
+
+TINY = [
+    "autoencoder.width=8", "autoencoder.num_codes=16", "autoencoder.latent_channels=2", "model.channels=8",
+    "model.blocks=1", "model.attention_levels=[]", "model.groups=4", "model.time_features=8", "model.time_dim=16",
+    "train.batch_size=8", "data.train_range=[0,256]", "train.stages.0.levels.0.grid=16",
+    "train.stages.0.levels.0.steps=4", "train.stages.1.levels.0.grid=16", "train.stages.1.levels.0.steps=4",
+    "optim.warmup_steps=1", "optim_parts.autoencoder.warmup_steps=1", "train.log_every=2", "train.ckpt_every=4",
+    "sampler.steps=4", "train.report.grids=[16]", "train.report.num_samples=8", "train.report.batch_size=8",
+    "train.report.inpaint_examples=2", "train.report.inpaint_samples=4", "train.evaluation.classifier.steps=5",
+]
+
+
+def test_tiny_two_stage_run_resumes_across_the_boundary_and_reports(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = compose(f"train.run_dir={run_dir}", *TINY)
+    stopped = run(compose(f"train.run_dir={run_dir}", *TINY, "train.stop_after=5"), progress_bar=False)
+    assert int(stopped.step) == 5
+    state = run(cfg, progress_bar=False)  # resumes at 5, in stage two
+    assert int(state.step) == 8 and set(state.parts) == {"network", "autoencoder", "target"}
+    # Stage two left the autoencoder as stage one made it (frozen: the same at step 5, one step
+    # into stage two, and at the end of the resumed run), and fitted the target on the latent maps
+    # of its batches of 8: the running mean of 8 maps at step 5, of 32 at the end.
+    for a, b in zip(jax.tree.leaves(eqx.filter(stopped.parts["autoencoder"], eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(state.parts["autoencoder"], eqx.is_array)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(stopped.parts["target"].count) == 8.0 and float(state.parts["target"].count) == 32.0
+    # The same run without the stop ends in the same state, bit for bit.
+    other = tmp_path / "other"
+    cfg_other = compose(f"train.run_dir={other}", *TINY, "train.report.name=null")
+    straight = run(cfg_other, progress_bar=False)
+    for a, b in zip(jax.tree.leaves(eqx.filter(straight.parts, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(state.parts, eqx.is_array)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    report = json.loads((run_dir / "vqvae_bridge.json").read_text())
+    assert report["latent_shape"] == [2, 4, 4] and 0 < report["codebook_usage"] <= 1
+    assert 1 <= report["codebook_perplexity"] <= 16 and np.isfinite(report["reconstruction_mse"])
+    inpainting = report["inpainting"]
+    assert 0 < inpainting["patch_cross_entropy_bits"] < 25  # at most log2(5 / 1e-6), a code never seen
+    assert inpainting["patch_cross_entropy_bits_marginal"] > 0
+    assert {"classifier_confident_fraction", "frechet_distance"} <= set(report["samples"])
+    for name in ("reconstructions", "samples", "inpainting", "chain"):
+        assert (run_dir / f"{name}.png").stat().st_size > 200
+    with pytest.raises(ConfigError, match="latent maps of an autoencoder"):
+        load_run(run_dir)
