@@ -1,6 +1,7 @@
-"""Score networks for sdeflow: Fourier and U-shaped neural operators and a UNet baseline.
+"""Score networks for sdeflow: Fourier and U-shaped neural operators and a UNet baseline; and a
+VQ-VAE (`VQVAE`, `vqvae_loss`) whose discrete latents a model can be trained on.
 
-Every network acts on one sample, `model(t, u)` with `t` a scalar and `u` of shape
+Every score network acts on one sample, `model(t, u)` with `t` a scalar and `u` of shape
 `(channels, *grid)`, composes with `jax.vmap`/`jit`/`grad`, and offers `model.batched(t, u)` for a
 batch `(B, channels, *grid)` (equal to `jax.vmap(model)(t, u)`; computed spatial-major, and faster,
 for `FNO` and `UNO`).
@@ -27,3 +28,4 @@ from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as S
 from .summary import count_parameters as count_parameters, summary as summary  # noqa: E402
 from .unet import UNet as UNet  # noqa: E402
 from .uno import level_grid as level_grid, UNO as UNO  # noqa: E402
+from .vqvae import VectorQuantiser as VectorQuantiser, VQVAE as VQVAE, vqvae_loss as vqvae_loss  # noqa: E402
