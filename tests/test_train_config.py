@@ -220,7 +220,7 @@ def test_denoising_switches_reach_the_library(getkey):
 
 
 def _schema_classes():
-    modules = [config.data, config.diffusion, config.evaluation, config.loop, config.model,
+    modules = [config.data, config.diffusion, config.evaluation, config.heldout, config.loop, config.model,
                config.programs, config.report, config.sampler]
     return [obj for module in modules for obj in vars(module).values()
             if dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__]

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from train import build
 from train.config import ConfigError, validate
+from train.data import Examples
 from train.heldout import heldout_batches, make_heldout_loss, TrainingClock
 from train.warmstart_report import (
     _arm,
@@ -79,9 +81,14 @@ def test_heldout_fields_are_checked_at_start_up(override, message):
 
 
 def test_heldout_num_beyond_the_held_out_data_is_refused():
-    cfg = compose("+exp=smoke", "train.heldout.every=1", "train.heldout.num=4000", "train.heldout.batch_size=4000")
-    with pytest.raises(ConfigError, match=re.escape("train.heldout.num must be at most the 2000 held-out examples")):
-        make_heldout_loss(cfg, build.build_source(cfg.data), lambda parts, x0, key: 0.0)
+    class Source:  # a data source holding 3 held-out examples
+        def load(self, part):
+            return Examples(values=np.zeros((3, 1, 8, 8), np.float32), labels=None)
+
+    cfg = OmegaConf.create({"train": {"heldout": {"num": 4, "grid": 8, "batch_size": 4, "seed": 0}}})
+    with pytest.raises(ConfigError, match=re.escape("train.heldout.num must be at most the 3 held-out examples "
+                                                    "of the data (data.holdout_range), got 4.")):
+        make_heldout_loss(cfg, Source(), lambda parts, x0, key: 0.0)
 
 
 @pytest.mark.parametrize(
@@ -101,11 +108,11 @@ def test_warmstart_report_checks_the_run(override, message):
 
 def test_the_from_scratch_arm_has_the_same_grid_points(tmp_path):
     cfg = compose("+exp=warmstart")
-    assert scratch_steps(cfg.train.levels, 64) == 600 // 4 + 150
+    assert scratch_steps(cfg.train.levels, 64) == 1000 // 4 + 250
     assert scratch_steps([{"grid": 16, "steps": 10}, {"grid": 32, "steps": 3}], 32) == 6  # 2.5 + 3, rounded
     scratch = scratch_config(cfg, tmp_path / "run")
     run = validate(scratch)
-    assert [(level.grid, level.steps) for level in run.train.levels] == [(64, 300)]
+    assert [(level.grid, level.steps) for level in run.train.levels] == [(64, 500)]
     assert run.train.run_dir == str(tmp_path / "run" / "from_scratch") and run.train.report.name is None
     assert run.model == validate(cfg).model and run.train.heldout == validate(cfg).train.heldout
 

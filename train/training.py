@@ -214,9 +214,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     step = start
     iterator = None
     guard = ResidentGuard()  # bounds the kept heap's growth on several devices (train.memory)
-    if heldout is not None and resumed_at is None and start < stop:
-        log_heldout(0)
     try:
+        if heldout is not None and resumed_at is None and start < stop:
+            log_heldout(0)
         with StopRequest(logger.warning) as stop_request:  # SIGINT, SIGTERM: checkpoint, then stop
             for phase in phases:
                 if stop_request.requested:
