@@ -2,6 +2,7 @@
 the warmstart experiment's report: its budget, the from-scratch arm's config, the time to reach a
 loss and the comparison of two arms."""
 
+import copy
 import re
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from train import build
-from train.config import ConfigError, validate
+from train.config import ConfigError, to_schema, validate
 from train.data import Examples
 from train.heldout import heldout_batches, make_heldout_loss, TrainingClock
 from train.warmstart_report import (
@@ -66,18 +67,32 @@ def test_training_clock_leaves_out_its_pauses():
     assert 10.02 <= inside and after - inside < 0.1
 
 
+@pytest.fixture(scope="module")
+def warmstart():
+    return compose("+exp=warmstart")
+
+
+def _with(cfg, **fields):
+    """A copy of `cfg` with the dotted `fields` (`train__heldout__every`) set."""
+    out = copy.deepcopy(cfg)
+    for key, value in fields.items():
+        OmegaConf.update(out, key.replace("__", "."), value, merge=True)
+    return out
+
+
 @pytest.mark.parametrize(
-    "override, message",
+    "fields, message",
     [
-        ("train.heldout.batch_size=48", "train.heldout.batch_size must divide train.heldout.num = 256, got 48."),
-        ("train.heldout.every=-1", "train.heldout.every must be >= 0, got -1."),
-        ("train.heldout.grid=2", "train.heldout.grid must be >= 4, got 2."),
-        ("train.heldout.num=0", "train.heldout.num must be a positive int, got 0."),
+        ({"batch_size": 48}, "train.heldout.batch_size must divide train.heldout.num = 256, got 48."),
+        ({"every": -1}, "train.heldout.every must be >= 0, got -1."),
+        ({"grid": 2}, "train.heldout.grid must be >= 4, got 2."),
+        ({"num": 0}, "train.heldout.num must be a positive int, got 0."),
     ],
 )
-def test_heldout_fields_are_checked_at_start_up(override, message):
+def test_heldout_fields_are_checked_at_start_up(warmstart, fields, message):
+    run = to_schema(_with(warmstart, **{f"train__heldout__{k}": v for k, v in fields.items()}))
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(compose("+exp=warmstart", override))
+        run.train.check()
 
 
 def test_heldout_num_beyond_the_held_out_data_is_refused():
@@ -92,29 +107,30 @@ def test_heldout_num_beyond_the_held_out_data_is_refused():
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "fields, message",
     [
-        ("train.heldout.every=0", "train.heldout.every must be a positive int"),
-        ("train.levels=[{grid:64,steps:300}]", "coarser grids first, then the last on train.heldout.grid = 64, got grids [64]"),
-        ("train.heldout.grid=32", "then the last on train.heldout.grid = 32, got grids [32, 64]"),
-        ("train.stages=[{levels:[{grid:32,steps:100}]}]", "train.stages must be empty"),
-        ("train.levels=[{grid:32,steps:4},{grid:64,steps:40}]", "the from-scratch arm's 41 steps on 64²"),
+        ({"train__heldout__every": 0}, "train.heldout.every must be a positive int"),
+        ({"train__levels": [{"grid": 64, "steps": 300}]},
+         "coarser grids first, then the last on train.heldout.grid = 64, got grids [64]"),
+        ({"train__heldout__grid": 32}, "then the last on train.heldout.grid = 32, got grids [32, 64]"),
+        ({"train__stages": [{"levels": [{"grid": 32, "steps": 100}]}]}, "train.stages must be empty"),
+        ({"train__levels": [{"grid": 32, "steps": 4}, {"grid": 64, "steps": 40}]}, "the from-scratch arm's 41 steps on 64²"),
     ],
 )
-def test_warmstart_report_checks_the_run(override, message):
+def test_warmstart_report_checks_the_run(warmstart, fields, message):
+    check_warmstart(warmstart)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        check_warmstart(compose("+exp=warmstart", override))
+        check_warmstart(_with(warmstart, **fields))
 
 
-def test_the_from_scratch_arm_has_the_same_grid_points(tmp_path):
-    cfg = compose("+exp=warmstart")
-    assert scratch_steps(cfg.train.levels, 64) == 1000 // 4 + 250
+def test_the_from_scratch_arm_has_the_same_grid_points(warmstart, tmp_path):
+    assert scratch_steps(warmstart.train.levels, 64) == 1000 // 4 + 250
     assert scratch_steps([{"grid": 16, "steps": 10}, {"grid": 32, "steps": 3}], 32) == 6  # 2.5 + 3, rounded
-    scratch = scratch_config(cfg, tmp_path / "run")
-    run = validate(scratch)
-    assert [(level.grid, level.steps) for level in run.train.levels] == [(64, 500)]
-    assert run.train.run_dir == str(tmp_path / "run" / "from_scratch") and run.train.report.name is None
-    assert run.model == validate(cfg).model and run.train.heldout == validate(cfg).train.heldout
+    scratch = validate(scratch_config(warmstart, tmp_path / "run"))
+    assert [(level.grid, level.steps) for level in scratch.train.levels] == [(64, 500)]
+    assert scratch.train.run_dir == str(tmp_path / "run" / "from_scratch") and scratch.train.report.name is None
+    run = to_schema(warmstart)
+    assert scratch.model == run.model and scratch.train.heldout == run.train.heldout and scratch.optim == run.optim
 
 
 def test_time_to_reach_on_made_up_curves():
