@@ -24,7 +24,7 @@ def compose(*overrides, name="config"):
         return hydra.compose(name, overrides=list(overrides))
 
 
-@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist", "vqvae_bridge_mnist"])
+@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist", "vqvae_bridge_mnist", "warmstart"])
 def test_experiments_compose_and_validate(exp):
     cfg = compose(f"+exp={exp}")
     run = validate(cfg)
@@ -220,7 +220,7 @@ def test_denoising_switches_reach_the_library(getkey):
 
 
 def _schema_classes():
-    modules = [config.data, config.diffusion, config.evaluation, config.loop, config.model,
+    modules = [config.data, config.diffusion, config.evaluation, config.heldout, config.loop, config.model,
                config.programs, config.report, config.sampler]
     return [obj for module in modules for obj in vars(module).values()
             if dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__]

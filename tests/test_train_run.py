@@ -90,18 +90,28 @@ def test_smoke_run_folder(uninterrupted):
 def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
     _, _, reference = uninterrupted
     run_dir = tmp_path / "run"
-    stopped = run(compose(f"train.run_dir={run_dir}", "train.stop_after=5", "train.sample_grids=[]"),
+    # with the held-out loss logged: it changes nothing of the training
+    heldout = ("train.heldout.every=2", "train.heldout.grid=16", "train.heldout.num=8", "train.heldout.batch_size=8")
+    stopped = run(compose(f"train.run_dir={run_dir}", "train.stop_after=5", "train.sample_grids=[]", *heldout),
                   progress_bar=False)
     assert int(stopped.step) == 5
     with Checkpointer(run_dir / "checkpoints") as checkpointer:
         assert checkpointer.latest_step() == 5  # written at the stop, mid-level
-    resumed = run(compose(f"train.run_dir={run_dir}", "train.sample_grids=[]"), progress_bar=False)
+    resumed = run(compose(f"train.run_dir={run_dir}", "train.sample_grids=[]", *heldout), progress_bar=False)
     assert int(resumed.step) == int(reference.step)
     # Same batches, same random numbers, same devices: the same bits.
     for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
         np.testing.assert_array_equal(a, b)
     records = MetricsLog(run_dir / "metrics.jsonl").read()
-    assert [r.get("event") for r in records if "event" in r] == ["start", "level", "stop", "resume", "level", "end"]
+    events = [r.get("event") for r in records if r.get("event") not in (None, "heldout", "first_step")]
+    assert events == ["start", "level", "stop", "resume", "level", "end"]
+    # The held-out loss at steps 0, 2, ..., 10 on both sides of the resume, with the training time
+    # that reached it (continued from the checkpoint's); each level's first step (compiled in it).
+    logged = [r for r in records if r.get("event") == "heldout"]
+    assert [r["step"] for r in logged] == [0, 2, 4, 6, 8, 10] and {r["grid"] for r in logged} == {16}
+    assert np.all(np.diff([r["train_time"] for r in logged]) > 0) and logged[-1]["heldout_loss"] < logged[0]["heldout_loss"]
+    first = [r for r in records if r.get("event") == "first_step"]
+    assert [(r["step"], r["grid"]) for r in first] == [(1, 16), (7, 32)] and all(r["seconds"] > 0 for r in first)
     reference_losses = {r["step"]: r["loss"] for r in MetricsLog(uninterrupted[0] / "metrics.jsonl").read() if "loss" in r}
     # Logged losses are means over windows of train.log_every steps: compare the windows that
     # started after the resume (the one straddling it is shorter).

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from .mixture_report import check_mixture_report, write_mixture_report
 from .vqvae_report import check_vqvae_report, write_vqvae_report
+from .warmstart_report import check_warmstart, write_warmstart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Report:
     write: Callable[[Any, Any, DictConfig, pathlib.Path, int], list[pathlib.Path]]
 
 
-REPORTS = {"gaussian_mixture": Report(check_mixture_report, write_mixture_report),
-           "vqvae_bridge": Report(check_vqvae_report, write_vqvae_report)}
+REPORTS = {
+    "gaussian_mixture": Report(check_mixture_report, write_mixture_report),
+    "vqvae_bridge": Report(check_vqvae_report, write_vqvae_report),
+    "warmstart": Report(check_warmstart, write_warmstart),
+}
 """Report name (`train.report.name`) -> `Report`."""

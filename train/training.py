@@ -7,6 +7,9 @@ trains one score network through the multilevel curriculum of
 - `config.yaml`: the resolved config (`.hydra/` holds hydra's own record of the overrides);
 - `devices.json`: the number of devices chosen (see `train.devices`);
 - `metrics.jsonl`: one JSON record per `train.log_every` steps, and events (start, resume, level);
+  with `train.heldout.every`, `heldout` records: the loss of fixed held-out data on one grid and
+  the training time that reached it (`train.heldout`), and each level's `first_step` time (its
+  compilation included);
 - `loss.png`: the loss curve, redrawn at every checkpoint;
 - `checkpoints/<step>/`: model, EMA, optimiser state, step, RNG key and data-iterator state;
 - `samples/step<step>_grid<n>.png`: sample grids of the EMA model (once the samplers exist);
@@ -36,6 +39,7 @@ from .data import batches, make_dataset
 from .elbo import plot_schedule
 from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import write_evaluation
+from .heldout import make_heldout_loss, TrainingClock
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
 from .sinks import make_sinks
@@ -144,6 +148,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         logger.warning(warning)
     phases = run_cfg.train.phases()
     steps_total = run_cfg.train.total_steps()
+    heldout = make_heldout_loss(cfg, source, build.build_loss(cfg, sde)) if t.heldout.every else None
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
     resumed_at = checkpointer.latest_step()
     if main:
@@ -174,11 +179,13 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         state, extra, resumed_at = checkpointer.restore_latest_good(template, log=logger.warning)
         stage = _Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(resumed_at), sde, mesh)
         start, data_state = int(extra["step"]), extra["data"]
+        clock = TrainingClock(extra.get("train_time", 0.0))
         metrics.write(event="resume", step=start, time=time.time())
         logger.info(f"resumed from {checkpointer.directory / str(resumed_at)} at step {start}")
     else:
         stage = _Stage(cfg, run_cfg, 0, sde, mesh)
         state = stage.start(parts, train_key, mesh)
+        clock = TrainingClock()
         if t.init_from.run_dir is not None:
             state = start_from(state, t.init_from, mesh)
         metrics.write(event="start", step=0, time=time.time(), devices=len(devs), init_from=t.init_from.run_dir,
@@ -190,16 +197,26 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
     def checkpoint(step: int, iterator) -> None:
         phase = run_cfg.train.phase_at(max(step - 1, 0))
-        checkpointer.save(step, state, {"step": step, "data": iterator.get_state(),
-                                        "stage": phase.stage, "level": phase.level})
-        if main:
-            plot_loss(metrics.read(), run_dir / "loss.png")
-            metrics.images([run_dir / "loss.png"], step)
+        with clock.paused(state):
+            checkpointer.save(step, state, {"step": step, "data": iterator.get_state(), "stage": phase.stage,
+                                            "level": phase.level, "train_time": clock.seconds()})
+            if main:
+                plot_loss(metrics.read(), run_dir / "loss.png")
+                metrics.images([run_dir / "loss.png"], step)
+
+    def log_heldout(step: int) -> None:  # train.heldout: not counted as training time
+        with clock.paused(state):
+            weights = state.ema if t.heldout.weights == "ema" else state.parts
+            loss = heldout(distributed.local_copy(weights))
+            metrics.write(event="heldout", step=step, grid=t.heldout.grid, heldout_loss=loss,
+                          train_time=clock.seconds(), time=time.time())
 
     step = start
     iterator = None
     guard = ResidentGuard()  # bounds the kept heap's growth on several devices (train.memory)
     try:
+        if heldout is not None and resumed_at is None and start < stop:
+            log_heldout(0)
         with StopRequest(logger.warning) as stop_request:  # SIGINT, SIGTERM: checkpoint, then stop
             for phase in phases:
                 if stop_request.requested:
@@ -218,16 +235,21 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     metrics.write(event="level", step=step, stage=phase.stage, level=phase.level, grid=phase.grid)
                 logger.info(f"stage {phase.stage} level {phase.level}: grid {phase.grid}, "
                             f"steps {max(step, level_start)}..{level_end}")
-                losses, window_start = [], time.perf_counter()
+                losses, window_start = [], clock.seconds()  # steps/s of training time: checkpoints, samples, held-out loss left out
                 guard.reset()
                 while step < min(level_end, stop):
+                    began = clock.seconds()
                     state, loss = stage.step(state, shard_batch(next(iterator), mesh))
                     losses.append(loss)
                     step += 1
+                    if heldout is not None and step == level_start + 1:  # this level's step compiles in its first call
+                        loss.block_until_ready()
+                        metrics.write(event="first_step", step=step, grid=phase.grid, train_time=began,
+                                      seconds=clock.seconds() - began)
                     if step % t.log_every == 0 or step == min(level_end, stop) or stop_request.requested:
                         window = np.asarray(jnp.stack(losses))
                         mean = float(np.mean(window[np.isfinite(window)])) if np.isfinite(window).any() else None
-                        elapsed = time.perf_counter() - window_start
+                        elapsed = clock.seconds() - window_start
                         rate = len(losses) / elapsed
                         skipped = int(state.skipped)
                         metrics.write(step=step, loss=mean, grid=phase.grid, steps_per_s=rate,
@@ -238,13 +260,16 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                         if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
                             raise nonfinite_error(state, parts, stage.trainable, checkpointer, t)
                         guard.check()
-                        losses, window_start = [], time.perf_counter()
+                        losses, window_start = [], clock.seconds()
+                    if heldout is not None and (step % t.heldout.every == 0 or step == steps_total):
+                        log_heldout(step)
                     if step % t.ckpt_every == 0:
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total and main:
-                        ema = distributed.local_copy(state.ema)
-                        metrics.images(write_samples(ema["network"], build.with_parts(sde, ema), cfg,
-                                                     run_dir, sample_key, step), step)
+                        with clock.paused(state):
+                            ema = distributed.local_copy(state.ema)
+                            metrics.images(write_samples(ema["network"], build.with_parts(sde, ema), cfg,
+                                                         run_dir, sample_key, step), step)
                     if stop_request.agree(distributed.any_process(stop_request.requested)):
                         break
                 data_state = iterator.get_state()

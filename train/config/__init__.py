@@ -46,6 +46,7 @@ from .errors import Choice as Choice
 from .errors import ConfigError as ConfigError
 from .evaluation import EvaluationConfig as EvaluationConfig
 from .evaluation import Weights as Weights
+from .heldout import HeldoutConfig as HeldoutConfig
 from .loop import AdamWConfig as AdamWConfig
 from .loop import LevelConfig as LevelConfig
 from .loop import TrainConfig as TrainConfig

@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 from .errors import Choice, ConfigError, fail, number, positive
 from .evaluation import EvaluationConfig
+from .heldout import HeldoutConfig
 from .report import ReportConfig
 
 
@@ -171,6 +172,7 @@ class TrainConfig:
     evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)  # that evaluation's fields (as train.evaluate's)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)  # an experiment's own end-of-run report (train.reports), if any
+    heldout: HeldoutConfig = dataclasses.field(default_factory=HeldoutConfig)  # the loss of held-out data on one grid, logged every heldout.every steps (0: never)
     devices: Any = "auto"  # number of devices of the data mesh: auto (the fastest on CPU, all accelerators) or an int
     stop_after: Optional[int] = None  # stop (checkpointed) after this global step, to resume later; null: run to the end
     progress_bar: bool = True  # show the tqdm bar (the metrics log is written either way)
@@ -209,6 +211,7 @@ class TrainConfig:
         self.distributed.check(f"{where}.distributed")
         self.init_from.check(f"{where}.init_from")
         self.report.check(f"{where}.report")
+        self.heldout.check(f"{where}.heldout")
 
     def stage_list(self) -> list[StageConfig]:
         """The stages of the run: `stages`, or one stage of every part over `levels`."""

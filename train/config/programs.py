@@ -285,6 +285,8 @@ def _grids(run: RunConfig) -> list[tuple[str, int]]:
     grids += [(f"train.sample_grids[{i}]", n) for i, n in enumerate(run.train.sample_grids)]
     if run.sampler.coarse_grid is not None:
         grids.append(("sampler.coarse_grid", run.sampler.coarse_grid))
+    if run.train.heldout.every:
+        grids.append(("train.heldout.grid", run.train.heldout.grid))
     if run.train.evaluate:
         grids.append(("train.evaluation.grid", run.train.evaluation.grid))
         if run.train.evaluation.sampler.coarse_grid is not None:

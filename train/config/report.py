@@ -11,13 +11,14 @@ class ReportName(Choice):
 
     gaussian_mixture = "gaussian_mixture"  # the learned score against the exact one, and the mixture weights of samples (data.generator=gaussian_mixture_fields)
     vqvae_bridge = "vqvae_bridge"  # reconstructions, decoded samples, inpaintings and a chain of a diffusion prior over a VQ-VAE's latent maps
+    warmstart = "warmstart"  # train.levels coarse then fine against the fine grid from scratch with the same grid points: held-out loss against training time (train.heldout)
 
 
 @dataclasses.dataclass
 class ReportConfig:
     """An end-of-run report chosen by the experiment (`train.reports.REPORTS`), written to the run folder."""
 
-    name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture | vqvae_bridge
+    name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture | vqvae_bridge | warmstart
     grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids n the report measures on (any, also never trained on)
     times: int = 16  # diffusion times at which the score is compared, geometrically spaced over [sde.t0, sde.t1]
     score_samples: int = 64  # exact draws of X_t per time and grid on which the score is compared
