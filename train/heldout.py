@@ -61,7 +61,11 @@ class HeldoutLoss:
 
         @eqx.filter_jit
         def mean_loss(parts, chunks, keys):
-            return jnp.mean(jax.lax.map(lambda chunk_key: loss_fn(parts, *chunk_key), (chunks, keys)))
+            def value(chunk_key):  # a loss that also returns statistics (`train.step.LossFn`): its value
+                out = loss_fn(parts, *chunk_key)
+                return out[0] if isinstance(out, tuple) else out
+
+            return jnp.mean(jax.lax.map(value, (chunks, keys)))
 
         self._mean_loss = mean_loss
 
