@@ -143,6 +143,14 @@ def test_field_statistics_and_compare_on_known_values():
     np.testing.assert_allclose(result["variance_relative_error"], [3.0, 3.0], rtol=1e-12)
     np.testing.assert_allclose(result["mean_difference"], field_statistics(fields)["mean"], atol=1e-12)
     assert abs(result["correlation_difference"]) < 1e-12 and result["shells"] == [1, 2, 3]
+    banded = compare(2 * fields, fields, top=3, band=1)
+    np.testing.assert_allclose(banded["mean_relative_error_in_band"], 3.0, rtol=1e-12)
+    np.testing.assert_allclose(banded["power_fraction_beyond_band"], banded["reference_power_fraction_beyond_band"])
+    # A field of the shell 1 only has no power beyond the band 1; one of the shell 3 only, all of it.
+    x, y = grid_points(n)
+    pair = np.stack([np.stack([np.cos(2 * np.pi * x), np.cos(2 * np.pi * 3 * y)])] * 2)
+    pair[1] *= 2
+    np.testing.assert_allclose(compare(pair, pair, top=3, band=1)["power_fraction_beyond_band"], [0.0, 1.0], atol=1e-12)
 
 
 def test_report_refuses_other_data_and_miscounted_grids():
