@@ -279,9 +279,10 @@ def reaction_diffusion_fields(
     solve = _batch_solver(float(d_u), float(d_v), float(k), float(length), float(t_end), float(dt), float(segment), solver)
     initial = gaussian_fields(count, grid, 2, seed, tau=init_tau, s=init_s, variance=float(init_std) ** 2)
     out = np.empty_like(initial)
-    for start in range(0, count, _CHUNK):
-        chunk = initial[start : start + _CHUNK]
-        padded = np.concatenate([chunk, np.zeros((_CHUNK - len(chunk), *chunk.shape[1:]), np.float32)])
+    size = min(_CHUNK, count)  # fields per compiled solve; the last chunk is padded to it
+    for start in range(0, count, size):
+        chunk = initial[start : start + size]
+        padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
         out[start : start + len(chunk)] = np.asarray(solve(padded))[: len(chunk)]
     if not math.isfinite(float(np.abs(out).max())):
         raise ValueError(f"the solve diverged (non-finite fields): reduce `dt`={dt} or `init_std`={init_std}.")
