@@ -24,7 +24,7 @@ def compose(*overrides, name="config"):
         return hydra.compose(name, overrides=list(overrides))
 
 
-@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist", "vqvae_bridge_mnist", "warmstart"])
+@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist", "vqvae_bridge_mnist", "warmstart", "reaction_diffusion"])
 def test_experiments_compose_and_validate(exp):
     cfg = compose(f"+exp={exp}")
     run = validate(cfg)

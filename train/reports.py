@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from .mixture_report import check_mixture_report, write_mixture_report
 from .vqvae_report import check_vqvae_report, write_vqvae_report
 from .warmstart_report import check_warmstart, write_warmstart
+from .reaction_diffusion_report import check_reaction_diffusion_report, write_reaction_diffusion_report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,5 +36,6 @@ REPORTS = {
     "gaussian_mixture": Report(check_mixture_report, write_mixture_report),
     "vqvae_bridge": Report(check_vqvae_report, write_vqvae_report),
     "warmstart": Report(check_warmstart, write_warmstart),
+    "reaction_diffusion": Report(check_reaction_diffusion_report, write_reaction_diffusion_report),
 }
 """Report name (`train.report.name`) -> `Report`."""

@@ -89,6 +89,18 @@ from .pipeline import (
 from .pipeline import (
     make_dataset as make_dataset,
 )
+from .reaction_diffusion import (
+    AbstractReactionDiffusion as AbstractReactionDiffusion,
+)
+from .reaction_diffusion import (
+    FitzHughNagumo as FitzHughNagumo,
+)
+from .reaction_diffusion import (
+    reaction_diffusion_fields as reaction_diffusion_fields,
+)
+from .reaction_diffusion import (
+    solve_reaction_diffusion as solve_reaction_diffusion,
+)
 from .source import (
     PARTS as PARTS,
 )
