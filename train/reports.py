@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .mixture_report import check_mixture_report, write_mixture_report
+from .sdf_report import check_sdf_report, write_sdf_report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,5 +30,8 @@ class Report:
     write: Callable[[Any, Any, DictConfig, pathlib.Path, int], list[pathlib.Path]]
 
 
-REPORTS = {"gaussian_mixture": Report(check_mixture_report, write_mixture_report)}
+REPORTS = {
+    "gaussian_mixture": Report(check_mixture_report, write_mixture_report),
+    "mnist_sdf": Report(check_sdf_report, write_sdf_report),
+}
 """Report name (`train.report.name`) -> `Report`."""

@@ -10,13 +10,14 @@ class ReportName(Choice):
     """The reports of `train.reports.REPORTS`."""
 
     gaussian_mixture = "gaussian_mixture"  # the learned score against the exact one, and the mixture weights of samples (data.generator=gaussian_mixture_fields)
+    mnist_sdf = "mnist_sdf"  # samples' zero level sets, classifier metrics of their digit images and SDF measures against held-out digits (data.generator=mnist_sdf)
 
 
 @dataclasses.dataclass
 class ReportConfig:
     """An end-of-run report chosen by the experiment (`train.reports.REPORTS`), written to the run folder."""
 
-    name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture
+    name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture | mnist_sdf
     grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids n the report measures on (any, also never trained on)
     times: int = 16  # diffusion times at which the score is compared, geometrically spaced over [sde.t0, sde.t1]
     score_samples: int = 64  # exact draws of X_t per time and grid on which the score is compared

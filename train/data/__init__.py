@@ -89,6 +89,15 @@ from .pipeline import (
 from .pipeline import (
     make_dataset as make_dataset,
 )
+from .sdf import (
+    digit_sdf as digit_sdf,
+)
+from .sdf import (
+    mnist_sdf as mnist_sdf,
+)
+from .sdf import (
+    periodic_signed_distance as periodic_signed_distance,
+)
 from .source import (
     PARTS as PARTS,
 )
