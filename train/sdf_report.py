@@ -13,8 +13,10 @@ values of the same functions, never resampled), and writes into the run folder:
     source's digits), which the classifier sees on its 32-grid (spectral restriction); the
     classifier is the project's MNIST classifier (`train.mnist_classifier`, settings
     `train.evaluation.classifier`), trained on the MNIST images of half of the held-out digits, and
-    the data's numbers come from the other half, the reference (its two halves for the `_real`
-    baselines), with the classifier's accuracy on the reference's recovered images;
+    the data's numbers come from the other half, the reference, itself in two random halves a and
+    b: the samples are compared with half b, and so are as many digits of half a for the `_real`
+    baselines (the Fréchet distance's bias depends on the number of samples, so both sides have the
+    same sizes); with the classifier's accuracy on the reference's recovered images;
   - `one_shape`: the fraction of fields whose interior $\\{\\phi < 0\\}$ is one connected set on the
     torus (8-neighbour connectivity, `inside_components`), and `empty`: the fraction with no point
     inside;
@@ -215,8 +217,10 @@ def write_sdf_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
                                     t_end=cfg.sampler.t_end, self_conditioning=build.self_conditioned(cfg.loss))
         sampling_seconds = time.perf_counter() - grid_started
         images = digit_images(data, scale)
-        metrics = classifier_metrics(classifier, digit_images(samples, scale), images, images[half_a],
-                                     images[half_b], int(cfg.train.evaluation.metrics_block_size))
+        # the samples and as many real digits (of half a) against the same real digits (half b)
+        metrics = classifier_metrics(classifier, digit_images(samples, scale), images[half_b],
+                                     images[half_a][: len(samples)], images[half_b],
+                                     int(cfg.train.evaluation.metrics_block_size))
         accuracy = float(np.mean(clf.probabilities(classifier, images).argmax(1) == labels))
         entry = {
             "num_samples": int(len(samples)),
