@@ -48,7 +48,7 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.name == "ddim" and list(cfg.train.report.grids) == [32, 64, 128]
         other = compose("+exp=" + ("mnist_sdf_unet" if exp == "mnist_sdf" else "mnist_sdf"))
         assert all(cfg[k] == other[k] for k in cfg if k not in ("name", "model", "train"))
-        assert {k for k in cfg.train if cfg.train[k] != other.train[k]} == {"run_dir", "batch_size", "levels"}
+        assert {k for k in cfg.train if cfg.train[k] != other.train[k]} == {"run_dir", "batch_size", "levels", "report"}
     if exp == "ddpm_mnist":
         # DDPM's 1000 linear betas 1e-4..0.02 as a continuous schedule, white noise, a UNet
         # predicting epsilon, self-conditioning and P2 on, an EMA with warm-up, DDIM samples
