@@ -24,7 +24,8 @@ def compose(*overrides, name="config"):
         return hydra.compose(name, overrides=list(overrides))
 
 
-@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist", "vqvae_bridge_mnist", "warmstart", "reaction_diffusion"])
+@pytest.mark.parametrize("exp", ["smoke", "multilevel_mnist", "gmm_fields", "ddpm_mnist", "vdm_mnist", "vqvae_bridge_mnist", "warmstart", "reaction_diffusion",
+                                 "mnist_sdf", "mnist_sdf_unet"])
 def test_experiments_compose_and_validate(exp):
     cfg = compose(f"+exp={exp}")
     run = validate(cfg)
@@ -40,6 +41,14 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
         assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
+    if exp.startswith("mnist_sdf"):
+        # the U-NO and the UNet beside it: the same data, prior, SDE, training, DDIM and report
+        assert isinstance(run.model, config.UNOConfig if exp == "mnist_sdf" else config.UNetConfig)
+        assert cfg.data.generator == "mnist_sdf" and cfg.train.report.name == "mnist_sdf"
+        assert cfg.sampler.name == "ddim" and list(cfg.train.report.grids) == [32, 64, 128]
+        other = compose("+exp=" + ("mnist_sdf_unet" if exp == "mnist_sdf" else "mnist_sdf"))
+        assert all(cfg[k] == other[k] for k in cfg if k not in ("name", "model", "train"))
+        assert {k for k in cfg.train if cfg.train[k] != other.train[k]} == {"run_dir", "batch_size", "levels", "report"}
     if exp == "ddpm_mnist":
         # DDPM's 1000 linear betas 1e-4..0.02 as a continuous schedule, white noise, a UNet
         # predicting epsilon, self-conditioning and P2 on, an EMA with warm-up, DDIM samples

@@ -16,6 +16,7 @@ from .mixture_report import check_mixture_report, write_mixture_report
 from .vqvae_report import check_vqvae_report, write_vqvae_report
 from .warmstart_report import check_warmstart, write_warmstart
 from .reaction_diffusion_report import check_reaction_diffusion_report, write_reaction_diffusion_report
+from .sdf_report import check_sdf_report, write_sdf_report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,5 +38,6 @@ REPORTS = {
     "vqvae_bridge": Report(check_vqvae_report, write_vqvae_report),
     "warmstart": Report(check_warmstart, write_warmstart),
     "reaction_diffusion": Report(check_reaction_diffusion_report, write_reaction_diffusion_report),
+    "mnist_sdf": Report(check_sdf_report, write_sdf_report),
 }
 """Report name (`train.report.name`) -> `Report`."""

@@ -13,13 +13,14 @@ class ReportName(Choice):
     vqvae_bridge = "vqvae_bridge"  # reconstructions, decoded samples, inpaintings and a chain of a diffusion prior over a VQ-VAE's latent maps
     warmstart = "warmstart"  # train.levels coarse then fine against the fine grid from scratch with the same grid points: held-out loss against training time (train.heldout)
     reaction_diffusion = "reaction_diffusion"  # samples against held-out simulated fields: spectra, mean, variance, channel correlation (data.generator=fitzhugh_nagumo)
+    mnist_sdf = "mnist_sdf"  # samples' zero level sets, classifier metrics of their digit images and SDF measures against held-out digits (data.generator=mnist_sdf)
 
 
 @dataclasses.dataclass
 class ReportConfig:
     """An end-of-run report chosen by the experiment (`train.reports.REPORTS`), written to the run folder."""
 
-    name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture | vqvae_bridge | warmstart | reaction_diffusion
+    name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture | vqvae_bridge | warmstart | reaction_diffusion | mnist_sdf
     grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids n the report measures on (any, also never trained on)
     times: int = 16  # diffusion times at which the score is compared, geometrically spaced over [sde.t0, sde.t1]
     score_samples: int = 64  # exact draws of X_t per time and grid on which the score is compared

@@ -101,6 +101,15 @@ from .reaction_diffusion import (
 from .reaction_diffusion import (
     solve_reaction_diffusion as solve_reaction_diffusion,
 )
+from .sdf import (
+    digit_sdf as digit_sdf,
+)
+from .sdf import (
+    mnist_sdf as mnist_sdf,
+)
+from .sdf import (
+    periodic_signed_distance as periodic_signed_distance,
+)
 from .source import (
     PARTS as PARTS,
 )

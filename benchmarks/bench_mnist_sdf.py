@@ -1,0 +1,107 @@
+"""Training-step time of the `mnist_sdf` experiments (U-NO or UNet on MNIST SDFs), with a calibration.
+
+Builds the run's parts, loss, optimiser and step exactly as `train.run +exp=EXP` does (on
+one CPU device, or `--devices 2`), times `--steps` steps on random batches of its shape after the
+compilation, and measures a float32 2048 x 2048 matmul's GFLOP/s before and after, so the time can
+be scaled to another machine or load. The steps of the experiment's default are sized from it.
+
+Run `python -m benchmarks.bench_mnist_sdf --exp mnist_sdf` (or `--exp mnist_sdf_unet`; `--quick`:
+3 steps); JSON goes to `benchmarks/results/<exp>.json`.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def calibration() -> float:
+    """GFLOP/s of a float32 2048 x 2048 matmul (median of 5)."""
+    import jax
+    import jax.random as jr
+
+    a = jr.normal(jr.key(3), (2048, 2048))
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    rates = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        rates.append(2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="mnist_sdf", choices=["mnist_sdf", "mnist_sdf_unet"], help="the experiment")
+    parser.add_argument("--quick", action="store_true", help="3 timed steps")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps")
+    parser.add_argument("--devices", type=int, default=1, help="CPU devices of the data mesh")
+    parser.add_argument("overrides", nargs="*", help="hydra overrides of the run, e.g. train.batch_size=32")
+    args = parser.parse_args()
+    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
+    sys.path.insert(0, str(ROOT))
+    import hydra
+    import jax
+    import jax.random as jr
+    import numpy as np
+
+    from train import build
+    from train.config import validate
+    from train.step import init_state, make_mesh, make_train_step, shard_batch
+
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        cfg = hydra.compose("config", overrides=[f"+exp={args.exp}", *args.overrides])
+    run = validate(cfg)
+    sde = build.build_sde(cfg)
+    parts = build.build_parts(cfg, jr.key(0))
+    optimiser = build.build_optimiser(cfg, 0)
+    mesh = make_mesh(jax.devices()[: args.devices])
+    decay = {name: build.part_optim(cfg, name).ema_decay for name in build.part_names(cfg)}
+    warmup = {name: bool(build.part_optim(cfg, name).ema_warmup) for name in build.part_names(cfg)}
+    step = make_train_step(build.build_loss(cfg, sde), optimiser, decay, mesh, True, warmup)
+    state = init_state(parts, optimiser, jr.key(1), mesh)
+    channels, dim = build.dimensions(cfg)
+    grid = run.train.stage_list()[0].levels[0].grid
+    shape = (cfg.train.batch_size, channels) + (grid,) * dim
+    rng = np.random.default_rng(0)
+    batches = [shard_batch(rng.uniform(-0.4, 2.0, shape).astype(np.float32), mesh) for _ in range(2)]
+    before = calibration()
+    t0 = time.perf_counter()
+    state, loss = step(state, batches[0])
+    loss.block_until_ready()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(3 if args.quick else args.steps):
+        t0 = time.perf_counter()
+        state, loss = step(state, shard_batch(np.asarray(batches[i % 2]), mesh))
+        loss.block_until_ready()
+        times.append(1000 * (time.perf_counter() - t0))
+    after = calibration()
+    result = {
+        "experiment": args.exp,
+        "overrides": args.overrides,
+        "devices": args.devices,
+        "batch": shape,
+        "compile_and_first_step_s": compile_s,
+        "step_ms_median": statistics.median(times),
+        "step_ms": times,
+        "calibration_matmul_gflops_before": before,
+        "calibration_matmul_gflops_after": after,
+        "loadavg_1min": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    out = ROOT / "benchmarks" / "results" / f"{args.exp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "step_ms"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
