@@ -78,12 +78,12 @@ def test_bridge_sde_takes_the_fitted_target():
 
 TINY = [
     "autoencoder.width=8", "autoencoder.num_codes=16", "autoencoder.latent_channels=2", "model.channels=8",
-    "model.blocks=1", "model.attention_levels=[]", "model.groups=4", "model.time_features=8", "model.time_dim=16",
+    "model.blocks=1", "model.multipliers=[1]", "model.attention_levels=[]", "model.groups=4", "model.time_features=8", "model.time_dim=16",
     "train.batch_size=8", "data.train_range=[0,256]", "train.stages.0.levels.0.grid=16",
     "train.stages.0.levels.0.steps=4", "train.stages.1.levels.0.grid=16", "train.stages.1.levels.0.steps=4",
     "optim.warmup_steps=1", "optim_parts.autoencoder.warmup_steps=1", "train.log_every=2", "train.ckpt_every=4",
-    "sampler.steps=4", "train.report.grids=[16]", "train.report.num_samples=8", "train.report.batch_size=8",
-    "train.report.inpaint_examples=2", "train.report.inpaint_samples=4", "train.evaluation.classifier.steps=5",
+    "sampler.steps=2", "train.report.grids=[16]", "train.report.num_samples=8", "train.report.batch_size=8",
+    "train.report.inpaint_examples=2", "train.report.inpaint_samples=2", "train.evaluation.classifier.steps=5",
 ]
 
 
@@ -92,7 +92,8 @@ def test_tiny_two_stage_run_resumes_across_the_boundary_and_reports(tmp_path):
     cfg = compose(f"train.run_dir={run_dir}", *TINY)
     stopped = run(compose(f"train.run_dir={run_dir}", *TINY, "train.stop_after=5"), progress_bar=False)
     assert int(stopped.step) == 5
-    state = run(cfg, progress_bar=False)  # resumes at 5, in stage two
+    state = run(cfg, progress_bar=False)  # resumes at 5, in stage two (that a resumed run equals an
+    # uninterrupted one, across a stage boundary too, is checked on the smoke runs of test_train_run)
     assert int(state.step) == 8 and set(state.parts) == {"network", "autoencoder", "target"}
     # Stage two left the autoencoder as stage one made it (frozen: the same at step 5, one step
     # into stage two, and at the end of the resumed run), and fitted the target on the latent maps
@@ -101,13 +102,6 @@ def test_tiny_two_stage_run_resumes_across_the_boundary_and_reports(tmp_path):
                     jax.tree.leaves(eqx.filter(state.parts["autoencoder"], eqx.is_array)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert float(stopped.parts["target"].count) == 8.0 and float(state.parts["target"].count) == 32.0
-    # The same run without the stop ends in the same state, bit for bit.
-    other = tmp_path / "other"
-    cfg_other = compose(f"train.run_dir={other}", *TINY, "train.report.name=null")
-    straight = run(cfg_other, progress_bar=False)
-    for a, b in zip(jax.tree.leaves(eqx.filter(straight.parts, eqx.is_array)),
-                    jax.tree.leaves(eqx.filter(state.parts, eqx.is_array)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     report = json.loads((run_dir / "vqvae_bridge.json").read_text())
     assert report["latent_shape"] == [2, 4, 4] and 0 < report["codebook_usage"] <= 1
     assert 1 <= report["codebook_perplexity"] <= 16 and np.isfinite(report["reconstruction_mse"])
