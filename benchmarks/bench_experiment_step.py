@@ -1,12 +1,12 @@
-"""Training-step time of the `ddpm_mnist` experiment (UNet, self-conditioning, P2), with a calibration.
+"""Training-step time of an experiment (default `ddpm_mnist`), with a calibration.
 
-Builds the run's parts, loss, optimiser and step exactly as `train.run +exp=ddpm_mnist` does (on
+Builds the run's parts, loss, optimiser and step exactly as `train.run +exp=EXP` does (on
 one CPU device, or `--devices 2`), times `--steps` steps on random batches of its shape after the
 compilation, and measures a float32 2048 x 2048 matmul's GFLOP/s before and after, so the time can
 be scaled to another machine or load. The steps of the experiment's default are sized from it.
 
-Run `python -m benchmarks.bench_ddpm_mnist` (`--quick`: 3 steps); JSON goes to
-`benchmarks/results/ddpm_mnist.json`.
+Run `python -m benchmarks.bench_experiment_step --exp NAME [overrides]` (`--quick`: 3 steps); JSON
+goes to `benchmarks/results/<NAME>.json`.
 """
 
 import argparse
@@ -40,6 +40,7 @@ def calibration() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 timed steps")
+    parser.add_argument("--exp", default="ddpm_mnist", help="the experiment (train/configs/exp/NAME.yaml)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps")
     parser.add_argument("--devices", type=int, default=1, help="CPU devices of the data mesh")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the run, e.g. train.batch_size=32")
@@ -56,7 +57,7 @@ def main() -> None:
     from train.step import init_state, make_mesh, make_train_step, shard_batch
 
     with hydra.initialize_config_module("train.configs", version_base=None):
-        cfg = hydra.compose("config", overrides=["+exp=ddpm_mnist", *args.overrides])
+        cfg = hydra.compose("config", overrides=[f"+exp={args.exp}", *args.overrides])
     run = validate(cfg)
     sde = build.build_sde(cfg)
     parts = build.build_parts(cfg, jr.key(0))
@@ -84,7 +85,7 @@ def main() -> None:
         times.append(1000 * (time.perf_counter() - t0))
     after = calibration()
     result = {
-        "experiment": "ddpm_mnist",
+        "experiment": args.exp,
         "overrides": args.overrides,
         "devices": args.devices,
         "batch": shape,
@@ -96,7 +97,7 @@ def main() -> None:
         "loadavg_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    out = ROOT / "benchmarks" / "results" / "ddpm_mnist.json"
+    out = ROOT / "benchmarks" / "results" / f"{args.exp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "step_ms"}, indent=2))
