@@ -244,19 +244,19 @@ def self_conditioned(loss: Any) -> bool:
 
 
 def _dsm(parts, x0, key, *, sde, kwargs, loss):
-    x0, statistics = _modelled(parts, x0)
-    value = loss(parts["network"], with_parts(sde, parts), x0, key, **kwargs)
-    return (value, statistics) if statistics else value
+    return _on_modelled(parts, x0, lambda x: loss(parts["network"], with_parts(sde, parts), x, key, **kwargs))
 
 
-def _modelled(parts, x0):
-    """What the score network models of a batch `x0`: the batch itself, or the frozen encoder's
-    latent maps of it; and the statistics the loss updates (the bridge's fitted target)."""
+def _on_modelled(parts, x0, loss):
+    """`loss(x)` of what the score network models of a batch `x0` (the batch itself, or the frozen
+    encoder's latent maps of it), with the statistics the loss updates (the bridge's fitted
+    target) when there are any: a `train.step.LossFn` output."""
     from .latent import encode
 
     if "autoencoder" in parts:
         x0 = encode(parts["autoencoder"], x0)
-    return x0, ({"target": parts["target"].updated(x0)} if "target" in parts else {})
+    value = loss(x0)
+    return (value, {"target": parts["target"].updated(x0)}) if "target" in parts else value
 
 
 def _vqvae(parts, x0, key, *, commitment):
@@ -284,9 +284,7 @@ def vdm_options(loss: Any) -> dict:
 def _vdm(parts, x0, key, *, sde, kwargs):
     from sdeflow.losses import vdm_elbo
 
-    x0, statistics = _modelled(parts, x0)
-    value = vdm_elbo(parts["network"], with_parts(sde, parts), x0, key, **kwargs)[0]
-    return (value, statistics) if statistics else value
+    return _on_modelled(parts, x0, lambda x: vdm_elbo(parts["network"], with_parts(sde, parts), x, key, **kwargs)[0])
 
 
 def build_schedule(cfg: DictConfig, key: PRNGKeyArray):

@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float, Key, PRNGKeyArray, PyTree
 
 from .config import ConfigError
+from .step import value_and_statistics
 
 
 def heldout_batches(
@@ -61,9 +62,8 @@ class HeldoutLoss:
 
         @eqx.filter_jit
         def mean_loss(parts, chunks, keys):
-            def value(chunk_key):  # a loss that also returns statistics (`train.step.LossFn`): its value
-                out = loss_fn(parts, *chunk_key)
-                return out[0] if isinstance(out, tuple) else out
+            def value(chunk_key):  # the loss's value, without any statistics it updates
+                return value_and_statistics(loss_fn(parts, *chunk_key))[0]
 
             return jnp.mean(jax.lax.map(value, (chunks, keys)))
 

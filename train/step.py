@@ -303,8 +303,7 @@ def make_train_step(
         params, frozen = eqx.partition(state.parts, spec)
 
         def loss_of(params):
-            out = loss_fn(data_parallel(eqx.combine(params, frozen), mesh), batch, step_key)
-            return out if isinstance(out, tuple) else (out, {})
+            return value_and_statistics(loss_fn(data_parallel(eqx.combine(params, frozen), mesh), batch, step_key))
 
         (loss, statistics), grads = eqx.filter_value_and_grad(loss_of, has_aux=True)(params)
         ema_params, ema_frozen = eqx.partition(state.ema, spec)
@@ -332,6 +331,11 @@ def make_train_step(
         return eqx.filter_shard(new, replicated), loss
 
     return step
+
+
+def value_and_statistics(out: Array | tuple[Array, dict]) -> tuple[Array, dict]:
+    """A `LossFn`'s output as `(value, statistics)`: `statistics` is `{}` for a plain scalar."""
+    return out if isinstance(out, tuple) else (out, {})
 
 
 def with_statistics(parts: PyTree, statistics: dict) -> PyTree:
