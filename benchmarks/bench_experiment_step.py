@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--exp", default="ddpm_mnist", help="the experiment (train/configs/exp/NAME.yaml)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps")
     parser.add_argument("--devices", type=int, default=1, help="CPU devices of the data mesh")
+    parser.add_argument("--stage", type=int, default=0, help="the stage whose step is timed (0: the first)")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the run, e.g. train.batch_size=32")
     args = parser.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
@@ -54,21 +55,20 @@ def main() -> None:
 
     from train import build
     from train.config import validate
-    from train.step import init_state, make_mesh, make_train_step, shard_batch
+    from train.step import make_mesh, shard_batch
+    from train.training import Stage
 
     with hydra.initialize_config_module("train.configs", version_base=None):
         cfg = hydra.compose("config", overrides=[f"+exp={args.exp}", *args.overrides])
     run = validate(cfg)
     sde = build.build_sde(cfg)
     parts = build.build_parts(cfg, jr.key(0))
-    optimiser = build.build_optimiser(cfg, 0)
     mesh = make_mesh(jax.devices()[: args.devices])
-    decay = {name: build.part_optim(cfg, name).ema_decay for name in build.part_names(cfg)}
-    warmup = {name: bool(build.part_optim(cfg, name).ema_warmup) for name in build.part_names(cfg)}
-    step = make_train_step(build.build_loss(cfg, sde), optimiser, decay, mesh, True, warmup)
-    state = init_state(parts, optimiser, jr.key(1), mesh)
+    stage = Stage(cfg, run, args.stage, sde, mesh)
+    step = stage.step
+    state = stage.start(parts, jr.key(1), mesh)
     channels, dim = build.dimensions(cfg)
-    grid = run.train.stage_list()[0].levels[0].grid
+    grid = run.train.stage_list()[args.stage].levels[0].grid
     shape = (cfg.train.batch_size, channels) + (grid,) * dim
     rng = np.random.default_rng(0)
     batches = [shard_batch(rng.uniform(-1, 1, shape).astype(np.float32), mesh) for _ in range(2)]
@@ -86,6 +86,7 @@ def main() -> None:
     after = calibration()
     result = {
         "experiment": args.exp,
+        "stage": args.stage,
         "overrides": args.overrides,
         "devices": args.devices,
         "batch": shape,
@@ -97,7 +98,7 @@ def main() -> None:
         "loadavg_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    out = ROOT / "benchmarks" / "results" / f"{args.exp}.json"
+    out = ROOT / "benchmarks" / "results" / (f"{args.exp}.json" if args.stage == 0 else f"{args.exp}_stage{args.stage}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "step_ms"}, indent=2))

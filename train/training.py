@@ -69,7 +69,7 @@ def _dataset(cfg: DictConfig, source, values: np.ndarray, grid: int, shards: tup
     )
 
 
-class _Stage:
+class Stage:
     """What one stage of a run compiles: its trainable parts, loss, optimiser and step."""
 
     def __init__(self, cfg: DictConfig, run_cfg, index: int, sde, mesh):
@@ -156,7 +156,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 
     def time_step(devs: list[jax.Device]) -> float:
         mesh = make_mesh(devs)  # this process's devices only
-        stage = _Stage(cfg, run_cfg, 0, sde, mesh)
+        stage = Stage(cfg, run_cfg, 0, sde, mesh)
         batch = next(batches(_dataset(cfg, source, data.values, phases[0].grid)))
         box = [stage.start(parts, train_key, mesh)]
         step = stage.step
@@ -174,16 +174,16 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     start = 0
     if resumed_at is not None:
         def template(step: int) -> TrainState:
-            return _Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(step), sde, mesh).start(parts, train_key, mesh)
+            return Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(step), sde, mesh).start(parts, train_key, mesh)
 
         state, extra, resumed_at = checkpointer.restore_latest_good(template, log=logger.warning)
-        stage = _Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(resumed_at), sde, mesh)
+        stage = Stage(cfg, run_cfg, run_cfg.train.checkpoint_stage(resumed_at), sde, mesh)
         start, data_state = int(extra["step"]), extra["data"]
         clock = TrainingClock(extra.get("train_time", 0.0))
         metrics.write(event="resume", step=start, time=time.time())
         logger.info(f"resumed from {checkpointer.directory / str(resumed_at)} at step {start}")
     else:
-        stage = _Stage(cfg, run_cfg, 0, sde, mesh)
+        stage = Stage(cfg, run_cfg, 0, sde, mesh)
         state = stage.start(parts, train_key, mesh)
         clock = TrainingClock()
         if t.init_from.run_dir is not None:
@@ -225,7 +225,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                 if step >= level_end or step >= stop:
                     continue
                 if phase.stage != stage.index:  # a new stage: its own optimiser, from the parts so far
-                    stage = _Stage(cfg, run_cfg, phase.stage, sde, mesh)
+                    stage = Stage(cfg, run_cfg, phase.stage, sde, mesh)
                     state = eqx.tree_at(lambda s: (s.key, s.step), stage.start(state.parts, state.key, mesh, state.ema),
                                         (state.key, state.step))
                     metrics.write(event="stage", step=step, stage=stage.index, name=stage.name)
