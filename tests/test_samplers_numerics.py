@@ -182,3 +182,35 @@ def test_ddim_eta_zero_is_deterministic_and_eta_one_is_ancestral():
         assert abs(np.mean(separation) - 1) > 0.1, (steps, separation)
     with pytest.raises(ValueError, match="eta"):
         samplers.DDIM(5, eta=1.5)
+
+
+def test_ddim_clip_keeps_the_estimate_in_range_and_steps_consistently():
+    """`clip=(lo, hi)`: a range wider than every estimate changes nothing; a network whose noise is
+    off by a constant drives unclipped DDIM far out of the data's range while every clipped step
+    lands on $m_1 \\mathrm{clip}(\\hat x_0) + s_1 (x_0 - m_0 \\mathrm{clip}(\\hat x_0)) / s_0$, written out
+    here by hand."""
+    oracle, score = _score(16)
+    sde = oracle.sde
+    x1 = sde.terminal_sample(jr.key(0), (1, 16))
+
+    def solve(sampler, score):
+        return np.asarray(compiled(lambda x: sampler.sample(score, jr.key(1), x_start=x).samples, x1)(x1))
+
+    np.testing.assert_allclose(solve(samplers.DDIM(8, clip=(-1e6, 1e6)), score), solve(samplers.DDIM(8), score),
+                               rtol=1e-6, atol=1e-6)
+    wrong = samplers.PreconditionedScore(lambda t, x: oracle(t, x) + 3.0, sde, Epsilon())
+    free = solve(samplers.DDIM(8), wrong)
+    assert np.max(np.abs(free)) > 10.0
+    clipped = solve(samplers.DDIM(8, clip=(-1.0, 1.0)), wrong)
+    ts = np.asarray(samplers.time_grid(sde, 8, sde.t1, sde.t0, samplers.UniformSpacing()), np.float64)
+    x = np.asarray(x1, np.float64)
+    for t0, t1 in zip(ts[:-1], ts[1:]):
+        m0, s0 = (float(c) for c in sde.marginal(t0))
+        m1, s1 = (float(c) for c in sde.marginal(t1))
+        eps = np.asarray(wrong.epsilon(t0, jnp.asarray(x, jnp.float32)), np.float64)
+        x0 = np.clip((x - s0 * eps) / m0, -1.0, 1.0)
+        x = m1 * x0 + s1 * (x - m0 * x0) / s0
+    np.testing.assert_allclose(clipped, x, rtol=1e-4, atol=1e-4)
+    assert np.max(np.abs(clipped)) < 1.5
+    with pytest.raises(ValueError, match="clip"):
+        samplers.DDIM(5, clip=(1.0, -1.0))

@@ -442,7 +442,8 @@ def make_sampler(spec: Any, dim: int = 2):
     if s.name == "shark":
         return samplers.ReverseSDE(diffrax.ShARK(), s.steps, rtol=s.rtol, atol=s.atol, **common)
     if s.name == "ddim":
-        return samplers.DDIM(s.steps, eta=float(s.eta), **common)
+        clip = None if s.clip is None else (float(s.clip[0]), float(s.clip[1]))
+        return samplers.DDIM(s.steps, eta=float(s.eta), clip=clip, **common)
     if s.name == "pc":
         return samplers.PredictorCorrector(s.steps, corrector_steps=s.corrector_steps, snr=s.snr, **common)
     solvers = {"tsit5": diffrax.Tsit5, "heun": diffrax.Heun, "euler": diffrax.Euler}

@@ -31,16 +31,24 @@ class DDIMSolver(diffrax.AbstractSolver):
     variance of the forward process's posterior $q(x_1 | x_0^{noisy}, x_0)$ and the step is the
     ancestral (DDPM) step with $x_0$ replaced by $\\hat x_0$.
 
+    With `clip = (lo, hi)` the estimate $\\hat x_0$ is clipped to $[lo, hi]$ pointwise before it is
+    used, and $\\hat\\epsilon$ replaced by the noise consistent with it,
+    $(x_0 - b_0 - m_0 \\hat x_0) / s_0$ (the `clip_denoised` of the common denoising-diffusion codes):
+    at large noise $\\hat x_0$ carries the network's error times $s_0 / m_0$, and a field known to lie
+    in a range cannot leave it.
+
     **Arguments:**
 
     - `sde`: the forward SDE (its marginal coefficients and prior).
     - `eta`: $\\eta \\in [0, 1]$; 0 (default) is deterministic.
     - `key`: the key of the noise $\\xi$ (folded with the time of each step); needed when `eta > 0`.
+    - `clip`: `(lo, hi)`, the range $\\hat x_0$ is clipped to, or `None` (default) for none.
     """
 
     sde: object
     eta: float = 0.0
     key: PRNGKeyArray | None = None
+    clip: tuple[float, float] | None = None
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
 
@@ -57,7 +65,11 @@ class DDIMSolver(diffrax.AbstractSolver):
         m0, s0 = self.sde.marginal(t0)
         m1, s1 = self.sde.marginal(t1)
         zeros = jnp.zeros_like(y0)
-        x0_hat = (y0 - self.sde.mean(t0, zeros) - s0 * eps) / m0
+        b0 = self.sde.mean(t0, zeros)
+        x0_hat = (y0 - b0 - s0 * eps) / m0
+        if self.clip is not None:
+            x0_hat = jnp.clip(x0_hat, *self.clip)
+            eps = (y0 - b0 - m0 * x0_hat) / s0
         if self.eta == 0:
             y1 = m1 * x0_hat + self.sde.mean(t1, zeros) + s1 * eps
         else:
@@ -86,18 +98,23 @@ class DDIM(AbstractSampler):
       `time_grid`).
     - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
     - `eta`: the noise of each step, $\\eta \\in [0, 1]$ (see `DDIMSolver`): 0 deterministic, 1 ancestral.
+    - `clip`: `(lo, hi)`, the range each step's estimate of $x_0$ is clipped to (see `DDIMSolver`), or
+      `None` (default). Tweedie's final step is not clipped.
     """
 
     num_steps: int = 50
     spacing: AbstractSpacing = UniformSpacing()
     denoise: bool = False
     eta: float = 0.0
+    clip: tuple[float, float] | None = None
 
     def __check_init__(self):
         check_spacing(self.spacing)
         check_num_steps(self.num_steps)
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"`eta` must be in [0, 1], got {self.eta}.")
+        if self.clip is not None and not (len(self.clip) == 2 and float(self.clip[0]) < float(self.clip[1])):
+            raise ValueError(f"`clip` must be None or a pair (lo, hi) with lo < hi, got {self.clip}.")
 
     def build(
         self, score: PreconditionedScore, key: PRNGKeyArray, x: Field, tau_start: Array, tau_end: Array
@@ -106,9 +123,10 @@ class DDIM(AbstractSampler):
         # `args`: the estimate of $x_0$ a self-conditioned score is given (`None` otherwise).
         term = diffrax.ODETerm(lambda tau, x, args: score.epsilon(-tau, x, args))
         stepping = fixed_stepping(score, self.num_steps, tau_start, tau_end, self.spacing)
+        clip = None if self.clip is None else (float(self.clip[0]), float(self.clip[1]))
         if self.eta == 0:
-            return term, DDIMSolver(score.sde), stepping
-        return term, DDIMSolver(score.sde, float(self.eta), key), stepping
+            return term, DDIMSolver(score.sde, clip=clip), stepping
+        return term, DDIMSolver(score.sde, float(self.eta), key, clip), stepping
 
     def evaluations(self, solver: diffrax.AbstractSolver, num_steps: Int[Array, ""]) -> Int[Array, ""]:
         return num_steps

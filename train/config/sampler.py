@@ -1,7 +1,7 @@
 """Schema of the `sampler` group: how samples are drawn (`train.build.make_sampler` builds it)."""
 
 import dataclasses
-from typing import Optional
+from typing import List, Optional
 
 from sdeflow.samplers import SPACINGS, VARIABLES
 
@@ -47,6 +47,7 @@ class SamplerConfig:
     corrector_steps: int = 1  # pc only: Langevin corrector steps before each predictor step
     snr: float = 0.16  # pc only: the corrector's signal-to-noise ratio r > 0 (step size 2 r^2 s(t)^2)
     eta: float = 0.0  # ddim only: noise of each step in [0, 1]; 0 deterministic, 1 the ancestral (DDPM) sampler
+    clip: Optional[List[float]] = None  # ddim only: [lo, hi], the range each step's x0 estimate is clipped to (the data's range); null: off
     denoise: bool = True  # finish with Tweedie's denoising step (one more evaluation)
     t_end: Optional[float] = None  # null: solve down to the SDE's t0; else stop at this time in (0, sde.t1)
     coarse_grid: Optional[int] = None  # null: the target grid throughout; n >= 4: on the n-grid down to switch_time first
@@ -68,6 +69,11 @@ class SamplerConfig:
         number(f"{where}.rtol", self.rtol, lambda v: v > 0, "a number > 0")
         number(f"{where}.atol", self.atol, lambda v: v > 0, "a number > 0")
         number(f"{where}.eta", self.eta, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        if self.clip is not None:
+            if self.name != SamplerName.ddim:
+                raise ConfigError(f"{where}.clip applies to the ddim sampler only, got sampler {self.name.value!r}.")
+            if len(self.clip) != 2 or not float(self.clip[0]) < float(self.clip[1]):
+                raise ConfigError(f"{where}.clip must be null or [lo, hi] with lo < hi, got {list(self.clip)}.")
         if self.t_end is not None:
             number(f"{where}.t_end", self.t_end, lambda v: 0 < v < t1, f"null or a number in (0, sde.t1 = {t1:g})")
         if self.coarse_grid is not None:
