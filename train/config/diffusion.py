@@ -148,8 +148,10 @@ class BridgeTarget(Choice):
 class OUBridgeConfig:
     """Ornstein–Uhlenbeck bridge $dX = -\\theta (X - x^*) dt + \\eta C^{1/2} dW$ toward a target
     $x^*$ (`sdeflow.sde.OUBridge`): its terminal law is $N(x^*, \\eta^2 (1 - e^{-2\\theta T}) / (2\\theta) C)$.
-    A fitted target is the part `target`, averaged over the training batches (after an
-    autoencoder, over its latent maps)."""
+    A fitted target (`constant`, one value per channel; `field`, one per channel and grid point) is
+    the part `target`, the running mean of the training batches (after an autoencoder, of its
+    latent maps): the value learned from the data that minimises the ELBO's prior term
+    $E\\,\\mathrm{KL}(q(x_T | x_0) \\| N(x^*, \\Sigma_T))$, whose mean gap is $e^{-\\theta T}(x_0 - x^*)$."""
 
     name: str = "ou_bridge"  # the SDE: ou_bridge (this schema); set by the group option
     theta: float = 4.0  # the pull theta > 0: the data's weight at T is exp(-theta T)
