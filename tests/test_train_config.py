@@ -180,6 +180,8 @@ def test_the_library_tables_are_the_choices():
         ("loss.p2_gamma=-1", "loss.p2_gamma must be a number >= 0, got -1"),
         ("loss.self_conditioning_prob=1.5", "loss.self_conditioning_prob must be a number in [0, 1], got 1.5"),
         ("sampler.eta=2", "sampler.eta must be a number in [0, 1], got 2"),
+        ("sampler.clip=[-1,1]", "sampler.clip applies to the ddim sampler only, got sampler 'euler_maruyama'"),
+        ("sampler.clip=[1,-1]", "sampler.clip must be null or [lo, hi] with lo < hi, got [1.0, -1.0]"),
         ("train.stages=[{levels:[{grid:16,steps:4}],loss:{name:dsm,self_conditioning:true}}]",
          "train.stages[0].loss.self_conditioning must be the run's loss.self_conditioning False"),
         ("train.evaluation={num_samples:1}", "train.evaluation.num_samples must be >= 2, got 1"),
@@ -206,7 +208,7 @@ def test_denoising_switches_reach_the_library(getkey):
 
     cfg = compose("+exp=smoke", "loss.weighting=p2", "loss.p2_gamma=0.7", "loss.p2_k=3.0",
                   "loss.self_conditioning=true", "loss.self_conditioning_prob=0.25", "sampler=ddim",
-                  "sampler.eta=0.6", "optim.ema_warmup=true")
+                  "sampler.eta=0.6", "optim.ema_warmup=true", "sampler.clip=[-1,1]")
     validate(cfg)
     sde = build_sde(cfg)
     kwargs = build_loss(cfg, sde).keywords["kwargs"]
@@ -214,7 +216,7 @@ def test_denoising_switches_reach_the_library(getkey):
     snr = sde.marginal(t)[0] ** 2 / sde.marginal(t)[1] ** 2
     np.testing.assert_allclose(kwargs["weighting"](sde, t), (3.0 + snr) ** -0.7, rtol=1e-5)
     assert kwargs["self_conditioning"] == 0.25
-    assert build_sampler(cfg).eta == 0.6 and part_optim(cfg, "network").ema_warmup
+    assert build_sampler(cfg).eta == 0.6 and build_sampler(cfg).clip == (-1.0, 1.0) and part_optim(cfg, "network").ema_warmup
     model = build_model(cfg, getkey())
     assert model(jnp.asarray(0.5), jnp.zeros((2, 16, 16))).shape == (1, 16, 16)  # 2c channels in, c out
     plain = compose("+exp=smoke")

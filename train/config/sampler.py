@@ -70,10 +70,10 @@ class SamplerConfig:
         number(f"{where}.atol", self.atol, lambda v: v > 0, "a number > 0")
         number(f"{where}.eta", self.eta, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.clip is not None:
-            if self.name != SamplerName.ddim:
-                raise ConfigError(f"{where}.clip applies to the ddim sampler only, got sampler {self.name.value!r}.")
             if len(self.clip) != 2 or not float(self.clip[0]) < float(self.clip[1]):
                 raise ConfigError(f"{where}.clip must be null or [lo, hi] with lo < hi, got {list(self.clip)}.")
+            if self.name != SamplerName.ddim:
+                raise ConfigError(f"{where}.clip applies to the ddim sampler only, got sampler {self.name.value!r}.")
         if self.t_end is not None:
             number(f"{where}.t_end", self.t_end, lambda v: 0 < v < t1, f"null or a number in (0, sde.t1 = {t1:g})")
         if self.coarse_grid is not None:
