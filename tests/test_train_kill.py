@@ -1,6 +1,6 @@
-"""Killed runs resume exactly: the training program is killed with SIGKILL at several points (in
-its first stage, while a checkpoint is being written, and in its second stage after its last
-checkpoint of the first, so that the resumption crosses the stage boundary), started again in the
+"""Killed runs resume exactly: the training program is killed with SIGKILL at two points (while
+its first checkpoint is being written, and in its second stage after its last checkpoint of the
+first, so that the resumption crosses the stage boundary), started again in the
 same run folder each time, and ends with the parameters of an uninterrupted run, bit for bit, and a
 metrics log with every logged step once."""
 
@@ -79,12 +79,11 @@ def _check(tmp_path: pathlib.Path, extra: list[str]) -> int:
     assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()[-3000:]
     run_dir = tmp_path / "killed"
     run_dir.mkdir()
-    rng = np.random.default_rng(0)
     kills = 0
-    # Step 17 is logged before checkpoint 18 is written: killed there, the run resumes from
-    # checkpoint 15, in the first stage, and crosses the boundary again.
-    points = [lambda: _logged_steps(run_dir) >= int(rng.integers(2, 8)),
-              lambda: _writing(run_dir),
+    # Killed while its first checkpoint is written, the run starts again from nothing. Step 17 is
+    # logged before checkpoint 18 is written: killed there, the run resumes from checkpoint 15, in
+    # the first stage, and crosses the boundary again.
+    points = [lambda: _writing(run_dir),
               lambda: _logged_steps(run_dir) >= 17]
     for ready in points:
         kills += _kill_when(_start(run_dir, extra), ready)
@@ -103,4 +102,4 @@ def _check(tmp_path: pathlib.Path, extra: list[str]) -> int:
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly_within_and_across_stages(tmp_path):
-    assert _check(tmp_path, []) >= 3
+    assert _check(tmp_path, []) >= 2
