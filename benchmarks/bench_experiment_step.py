@@ -21,22 +21,6 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def calibration() -> float:
-    """GFLOP/s of a float32 2048 x 2048 matmul (median of 5)."""
-    import jax
-    import jax.random as jr
-
-    a = jr.normal(jr.key(3), (2048, 2048))
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    rates = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        f(a).block_until_ready()
-        rates.append(2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
-    return statistics.median(rates)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 timed steps")
@@ -48,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
     sys.path.insert(0, str(ROOT))
+    from benchmarks.calibration import matmul_gflops
     import hydra
     import jax
     import jax.random as jr
@@ -72,7 +57,7 @@ def main() -> None:
     shape = (cfg.train.batch_size, channels) + (grid,) * dim
     rng = np.random.default_rng(0)
     batches = [shard_batch(rng.uniform(-1, 1, shape).astype(np.float32), mesh) for _ in range(2)]
-    before = calibration()
+    before = matmul_gflops()
     t0 = time.perf_counter()
     state, loss = step(state, batches[0])
     loss.block_until_ready()
@@ -83,7 +68,7 @@ def main() -> None:
         state, loss = step(state, shard_batch(np.asarray(batches[i % 2]), mesh))
         loss.block_until_ready()
         times.append(1000 * (time.perf_counter() - t0))
-    after = calibration()
+    after = matmul_gflops()
     result = {
         "experiment": args.exp,
         "stage": args.stage,

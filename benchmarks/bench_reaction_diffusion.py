@@ -14,28 +14,17 @@ import argparse
 import json
 import os
 import pathlib
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def calibration() -> float:
-    """GFLOP/s of a float32 2048x2048 matmul (the median of 5)."""
-    a = jr.normal(jr.key(3), (2048, 2048))
-    matmul = jax.jit(lambda a: a @ a)
-    matmul(a).block_until_ready()
-    rates = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        matmul(a).block_until_ready()
-        rates.append(2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
-    return float(np.median(rates))
+sys.path.insert(0, str(ROOT))
+from benchmarks.calibration import matmul_gflops  # noqa: E402  (run as a module or as a script)
 
 
 def main() -> None:
@@ -48,12 +37,12 @@ def main() -> None:
     args = parser.parse_args()
     exp = yaml.safe_load((ROOT / "train" / "configs" / "exp" / "reaction_diffusion.yaml").read_text())
     params, grid = exp["data"]["params"], tuple(exp["data"]["native_grid"])
-    before, load_before = calibration(), os.getloadavg()[0]
+    before, load_before = matmul_gflops(), os.getloadavg()[0]
     reaction_diffusion_fields(64, grid, 2, 1, **params)  # compiles
     t0 = time.perf_counter()
     fields = reaction_diffusion_fields(args.count, grid, 2, 0, **params)
     seconds = time.perf_counter() - t0
-    after, load_after = calibration(), os.getloadavg()[0]
+    after, load_after = matmul_gflops(), os.getloadavg()[0]
     fine = reaction_diffusion_fields(args.accuracy, grid, 2, 0, **{**params, "solver": "tsit5", "dt": params["dt"] / 5})
     rms = float(jnp.sqrt(jnp.mean(fine**2)))
     result = {

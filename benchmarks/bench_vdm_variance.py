@@ -27,6 +27,7 @@ import json
 import os
 import pathlib
 import statistics
+import sys
 import time
 
 import equinox as eqx
@@ -37,20 +38,9 @@ import numpy as np
 import optax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.calibration import matmul_gflops  # noqa: E402  (run as a module or as a script)
 ENDPOINTS = (-10.0, 6.0)
-
-
-def calibration_gflops(repeats: int = 5) -> float:
-    """The median rate of a float32 2048 x 2048 matmul, in GFLOP/s."""
-    a = jnp.ones((2048, 2048), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a).block_until_ready()
-        rates.append(2 * 2048**3 / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
 
 
 def digits(grid: int, train_count: int, holdout_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +75,7 @@ def main() -> None:
     schedule = LearnedSchedule(*ENDPOINTS, learn_endpoints=False, hidden=16, key=jr.key(1))
     ts = jnp.linspace(0.0, 1.0, 101)
     line = ENDPOINTS[0] + (ENDPOINTS[1] - ENDPOINTS[0]) * ts
-    calibration = [calibration_gflops()]
+    calibration = [matmul_gflops()]
 
     def run(name: str, train_schedule: bool, variance_reduction: bool) -> dict:
         parts = (net, schedule)
@@ -120,7 +110,7 @@ def main() -> None:
             np.asarray(jax.jit(lambda m, x, k: vdm_terms(m, sde, x, k)["diffusion"])(
                 model, jnp.asarray(holdout[i:i + 256]), jr.key(10_000 + i)))
             for i in range(0, len(holdout), 256)])
-        calibration.append(calibration_gflops())
+        calibration.append(matmul_gflops())
         gamma = np.asarray(jax.vmap(sched.gamma)(ts))
         result = {
             "variant": name,
