@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
+from .config.report import require_generator
 
 logger = logging.getLogger("train.report")
 
@@ -32,12 +33,7 @@ GENERATOR = "gaussian_mixture_fields"
 
 def check_mixture_report(cfg: DictConfig) -> None:
     """The run's data must be the generated mixture (its law is what the report compares with)."""
-    if cfg.data.name != "generated" or cfg.data.generator != GENERATOR:
-        raise ConfigError(
-            f"train.report.name=gaussian_mixture needs data=generated with data.generator={GENERATOR} "
-            f"(the law whose exact score it compares with), got data {cfg.data.name!r}"
-            + (f" with generator {cfg.data.generator!r}." if cfg.data.name == "generated" else ".")
-        )
+    require_generator(cfg.data, "gaussian_mixture", GENERATOR, "the law whose exact score it compares with")
     mixture_law(cfg)
 
 

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from omegaconf import DictConfig
 
 from .config import ConfigError
+from .config.report import require_generator
 
 logger = logging.getLogger("train.report")
 
@@ -40,11 +41,7 @@ GENERATOR = "fitzhugh_nagumo"
 
 def check_reaction_diffusion_report(cfg: DictConfig) -> None:
     """The run's data must be the generated reaction–diffusion fields on a square 2D grid."""
-    if cfg.data.name != "generated" or cfg.data.generator != GENERATOR:
-        raise ConfigError(
-            f"train.report.name=reaction_diffusion needs data=generated with data.generator={GENERATOR}, got data "
-            f"{cfg.data.name!r}" + (f" with generator {cfg.data.generator!r}." if cfg.data.name == "generated" else ".")
-        )
+    require_generator(cfg.data, "reaction_diffusion", GENERATOR)
     if cfg.data.holdout_range is None or cfg.data.holdout_range[1] - cfg.data.holdout_range[0] < 4:
         raise ConfigError(f"data.holdout_range: the reaction_diffusion report compares with at least 4 held-out "
                           f"fields, got {cfg.data.holdout_range}.")

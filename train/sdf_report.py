@@ -37,6 +37,7 @@ from jaxtyping import Float, Int
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
+from .config.report import require_generator
 
 logger = logging.getLogger("train.report")
 
@@ -141,11 +142,7 @@ def check_sdf_report(cfg: DictConfig) -> None:
     divide their fine grid."""
     from .data import sdf
 
-    if cfg.data.name != "generated" or cfg.data.generator != GENERATOR:
-        raise ConfigError(
-            f"train.report.name=mnist_sdf needs data=generated with data.generator={GENERATOR}, got data "
-            f"{cfg.data.name!r}" + (f" with generator {cfg.data.generator!r}." if cfg.data.name == "generated" else ".")
-        )
+    require_generator(cfg.data, "mnist_sdf", GENERATOR)
     if cfg.data.holdout_range is None:
         raise ConfigError("data.holdout_range: the mnist_sdf report compares samples with held-out digits; set it.")
     fine = sdf.PIXEL_GRID * int(sdf_params(cfg)["upsample"])

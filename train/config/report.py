@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from .errors import Choice, fail, positive
+from .errors import Choice, ConfigError, fail, positive
 
 
 class ReportName(Choice):
@@ -37,3 +37,12 @@ class ReportConfig:
             positive(f"{where}.{field}", getattr(self, field))
         if not all(n >= 2 for n in self.grid_samples):
             fail(f"{where}.grid_samples", "must be ints >= 2", list(self.grid_samples))
+
+
+def require_generator(data, report: str, generator: str, why: str = "") -> None:
+    """Raise a `ConfigError` unless the run's data (`cfg.data`) are the project's generated fields of
+    `generator`, which the report `report` compares with (`why`, if given, says in what way)."""
+    if data.name != "generated" or data.generator != generator:
+        got = f"got data {data.name!r}" + (f" with generator {data.generator!r}." if data.name == "generated" else ".")
+        raise ConfigError(f"train.report.name={report} needs data=generated with data.generator={generator}"
+                          + (f" ({why})" if why else "") + f", {got}")
