@@ -42,12 +42,15 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
         assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
     if exp.startswith("mnist_sdf"):
-        # the U-NO and the UNet beside it: the same data, prior, SDE, training, DDIM and report
+        # the U-NO and the UNet beside it: the same data, prior, SDE, training, DDIM and report; the
+        # UNet predicts v where the U-NO predicts the noise
         assert isinstance(run.model, config.UNOConfig if exp == "mnist_sdf" else config.UNetConfig)
         assert cfg.data.generator == "mnist_sdf" and cfg.train.report.name == "mnist_sdf"
         assert cfg.sampler.name == "ddim" and list(cfg.train.report.grids) == [32, 64, 128]
+        assert cfg.loss.parameterisation == ("epsilon" if exp == "mnist_sdf" else "v")
         other = compose("+exp=" + ("mnist_sdf_unet" if exp == "mnist_sdf" else "mnist_sdf"))
-        assert all(cfg[k] == other[k] for k in cfg if k not in ("name", "model", "train"))
+        assert all(cfg[k] == other[k] for k in cfg if k not in ("name", "model", "train", "loss"))
+        assert {k for k in cfg.loss if cfg.loss[k] != other.loss[k]} == {"parameterisation"}
         assert {k for k in cfg.train if cfg.train[k] != other.train[k]} == {"run_dir", "batch_size", "levels", "report"}
     if exp == "ddpm_mnist":
         # DDPM's 1000 linear betas 1e-4..0.02 as a continuous schedule, white noise, a UNet

@@ -90,10 +90,8 @@ TINY = [
 def test_tiny_two_stage_run_resumes_across_the_boundary_and_reports(tmp_path):
     run_dir = tmp_path / "run"
     cfg = compose(f"train.run_dir={run_dir}", *TINY)
-    early = run(compose(f"train.run_dir={run_dir}", *TINY, "train.stop_after=2"), progress_bar=False)
     stopped = run(compose(f"train.run_dir={run_dir}", *TINY, "train.stop_after=5"), progress_bar=False)
-    assert int(early.step) == 2 and int(stopped.step) == 5  # resumed in stage one, across the boundary
-    assert "target" not in early.parts or float(early.parts["target"].count) == 0.0
+    assert int(stopped.step) == 5
     state = run(cfg, progress_bar=False)  # resumes at 5, in stage two (that a resumed run equals an
     # uninterrupted one, across a stage boundary too, is checked on the smoke runs of test_train_run)
     assert int(state.step) == 8 and set(state.parts) == {"network", "autoencoder", "target"}
