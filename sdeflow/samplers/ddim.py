@@ -99,7 +99,8 @@ class DDIM(AbstractSampler):
     - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
     - `eta`: the noise of each step, $\\eta \\in [0, 1]$ (see `DDIMSolver`): 0 deterministic, 1 ancestral.
     - `clip`: `(lo, hi)`, the range each step's estimate of $x_0$ is clipped to (see `DDIMSolver`), or
-      `None` (default). Tweedie's final step is not clipped.
+      `None` (default). Tweedie's final step is not clipped, nor is the estimate a self-conditioned
+      network is fed back (Tweedie's, as in training).
     """
 
     num_steps: int = 50
