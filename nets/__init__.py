@@ -15,6 +15,7 @@ from sdeflow.typecheck import install as _install_typecheck
 
 _install_typecheck("nets")  # before the submodules below are imported
 
+from .consistency import discretisation_gaps as discretisation_gaps  # noqa: E402
 from .difference import DifferenceKernel as DifferenceKernel  # noqa: E402
 from .fno import FNO as FNO, FourierBlock as FourierBlock  # noqa: E402
 from .layers import (  # noqa: E402
@@ -24,6 +25,7 @@ from .layers import (  # noqa: E402
     TimeEmbedding as TimeEmbedding,
     value_fourier_features as value_fourier_features,
 )
+from .resampling import band_limited as band_limited  # noqa: E402
 from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv  # noqa: E402
 from .summary import count_parameters as count_parameters, summary as summary  # noqa: E402
 from .unet import UNet as UNet  # noqa: E402

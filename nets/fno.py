@@ -1,6 +1,5 @@
 """The Fourier neural operator as a score network: same weights on every grid."""
 
-import math
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -22,8 +21,13 @@ from .layers import (
     value_fourier_channels,
     value_fourier_features,
 )
+from .resampling import (
+    band_limited,
+    band_limited_spatial_major,
+    check_oversample,
+    resample_spatial_major,
+)
 from .spectral_conv import (
-    batched_matmul,
     check_modes_fit,
     Method,
     normalise_modes,
@@ -45,6 +49,10 @@ class FourierBlock(eqx.Module):
     - `local`: whether to add the local path $W_D D h$, a pointwise map of a depthwise
       finite-difference stencil (`nets.DifferenceKernel`), to $W h$: $K$ keeps few modes, and
       this path sees each point's neighbours on every grid.
+    - `oversample`: the factor of the grid on which GroupNorm and GELU are evaluated before the
+      result is band-limited back (`nets.band_limited`; 1: on the grid itself). There the
+      normalisation's mean square is the exact one of the field the grid values interpolate
+      (on the grid itself, a Nyquist mode counts twice its share), and GELU does not alias.
     - `key`: a JAX random key.
     """
 
@@ -54,10 +62,12 @@ class FourierBlock(eqx.Module):
     norm: eqx.nn.GroupNorm | None
     difference: DifferenceKernel | None
     difference_mix: Pointwise | None
+    oversample: float = eqx.field(static=True)
 
     def __init__(self, in_channels: int, out_channels: int, modes: Sequence[int], time_dim: int,
                  *, norm: str | None, groups: int, method: Method, local: bool = False,
-                 key: PRNGKeyArray):
+                 oversample: float = 1.0, key: PRNGKeyArray):
+        self.oversample = check_oversample(oversample)
         k1, k2, k3 = jr.split(key, 3)
         self.spectral = SpectralConv(in_channels, out_channels, modes, method=method, key=k1)
         self.pointwise = Pointwise(in_channels, out_channels, key=k2)
@@ -81,9 +91,11 @@ class FourierBlock(eqx.Module):
             skip = sdeflow.resample(skip, out)
         y = self.spectral(h, out) + skip
         y = y + self.time(emb).reshape(-1, *([1] * len(out)))
-        if self.norm is not None:
-            y = self.norm(y)
-        return jax.nn.gelu(y)
+        return band_limited(self._activation, y, self.oversample)
+
+    def _activation(self, y: Array) -> Array:
+        """GroupNorm (if any) and GELU of one sample, on whatever grid `y` is given."""
+        return jax.nn.gelu(y if self.norm is None else self.norm(y))
 
     def spatial_major(self, h: Float[Array, "*grid_rev b c"], emb: Float[Array, "b e"],
                       out_grid: Sequence[int] | None = None) -> Float[Array, "*out_rev b o"]:
@@ -99,25 +111,11 @@ class FourierBlock(eqx.Module):
             skip = resample_spatial_major(skip, out)
         y = self.spectral.spatial_major(h, out) + skip
         y = y + (emb @ self.time.weight.T + self.time.bias)
-        if self.norm is not None:
-            y = group_norm_last(self.norm, y)
-        return jax.nn.gelu(y)
+        return band_limited_spatial_major(self._activation_spatial_major, y, self.oversample)
 
-
-def resample_spatial_major(h: Array, out_grid: Sequence[int]) -> Array:
-    """`sdeflow.resample` of every sample of a spatial-major batch `(n_d, ..., n_1, B, c)` to
-    `out_grid` (natural order), one axis at a time as a canonical (batched) matmul."""
-    d = len(out_grid)
-    grid = tuple(h.shape[:d])[::-1]
-    for i, (n, m) in enumerate(zip(grid, out_grid)):
-        if n == m:
-            continue
-        axis = d - 1 - i  # the array axis of n_i
-        shape = h.shape
-        lead = math.prod(shape[:axis])
-        h = batched_matmul(sdeflow.resample_matrix(n, m), h.reshape(lead, n, -1), lead)
-        h = h.reshape(*shape[:axis], m, *shape[axis + 1:])
-    return h
+    def _activation_spatial_major(self, y: Array) -> Array:
+        """`_activation` on a spatial-major batch."""
+        return jax.nn.gelu(y if self.norm is None else group_norm_last(self.norm, y))
 
 
 def batch_times(t: Array | RealScalarLike, u: Array, in_channels: int, dim: int) -> Array:
@@ -214,6 +212,10 @@ class FNO(eqx.Module):
       `nets.coordinate_features`).
     - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
       input's values appended as channels (`nets.value_fourier_features`; empty: none).
+    - `oversample`: the factor of the grid on which every GELU is evaluated before its result is
+      band-limited back to the grid (`nets.band_limited`; 1: on the grid itself). With 2, the
+      aliasing of the nonlinearities' harmonics, which makes a field's output on a coarse grid
+      differ from its output on a fine one, is removed.
     - `dim`: the dimension $d$ of the torus.
     - `key`: a JAX random key.
     """
@@ -231,6 +233,7 @@ class FNO(eqx.Module):
     depth: int = eqx.field(static=True)
     coordinates: str | None = eqx.field(static=True)
     fourier_features: tuple[int, ...] = eqx.field(static=True)
+    oversample: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -250,11 +253,13 @@ class FNO(eqx.Module):
         local: bool = False,
         coordinates: str | None = "periodic",
         fourier_features: Sequence[int] = (),
+        oversample: float = 1.0,
         dim: int = 2,
         key: PRNGKeyArray,
     ):
         if dim not in (1, 2, 3):
             raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
+        self.oversample = check_oversample(oversample)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("width", width), ("depth", depth), ("projection", projection)):
             if int(value) < 1:
@@ -274,7 +279,7 @@ class FNO(eqx.Module):
         self.lift = Pointwise(value_fourier_channels(in_channels, self.fourier_features) + n_coords, width, key=keys[1])
         self.blocks = tuple(
             FourierBlock(width, width, self.modes, time_dim, norm=norm, groups=groups,
-                         method=method, local=local, key=k)
+                         method=method, local=local, oversample=self.oversample, key=k)
             for k in keys[2:depth + 2]
         )
         self.project1 = Pointwise(width, projection, key=keys[-2])
@@ -296,6 +301,12 @@ class FNO(eqx.Module):
 
         An array of shape `(out_channels, n_1, ..., n_d)`.
         """
+        return self.intermediates(t, u)[-1]
+
+    def intermediates(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> tuple[Array, ...]:
+        """The fields the network computes on one sample, in order: the lifted input, each block's
+        output and the network's output (the last), each of shape `(channels, n_1, ..., n_d)`
+        (what `nets.discretisation_gaps` compares across grids)."""
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
                 f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
@@ -306,10 +317,11 @@ class FNO(eqx.Module):
         emb = self.embedding(t)
         u = value_fourier_features(u, self.fourier_features)
         h = jnp.concatenate([u, coordinate_features(self.coordinates, grid).astype(u.dtype)])
-        h = self.lift(h)
+        outs = [self.lift(h)]
         for block in self.blocks:
-            h = block(h, emb)
-        return self.project2(jax.nn.gelu(self.project1(h)))
+            outs.append(block(outs[-1], emb))
+        outs.append(self.project2(band_limited(jax.nn.gelu, self.project1(outs[-1]), self.oversample)))
+        return tuple(outs)
 
     def batched(
         self, t: Float[Array, " b"] | RealScalarLike, u: Float[Array, "b c *grid"]
@@ -332,5 +344,5 @@ class FNO(eqx.Module):
         h = pointwise_last(self.lift, h)
         for block in self.blocks:
             h = block.spatial_major(h, emb)
-        h = pointwise_last(self.project2, jax.nn.gelu(pointwise_last(self.project1, h)))
-        return spatial_major_output(h)
+        h = band_limited_spatial_major(jax.nn.gelu, pointwise_last(self.project1, h), self.oversample)
+        return spatial_major_output(pointwise_last(self.project2, h))

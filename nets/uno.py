@@ -11,14 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import sdeflow
 from sdeflow.custom_types import RealScalarLike
 
-from .fno import (
-    batch_times,
-    FourierBlock,
-    pointwise_last,
-    resample_spatial_major,
-    spatial_major_input,
-    spatial_major_output,
-)
+from .fno import batch_times, FourierBlock, pointwise_last, spatial_major_input, spatial_major_output
 from .layers import (
     coordinate_channels,
     coordinate_features,
@@ -27,11 +20,21 @@ from .layers import (
     value_fourier_channels,
     value_fourier_features,
 )
+from .resampling import (
+    band_limited,
+    band_limited_spatial_major,
+    check_oversample,
+    resample_spatial_major,
+)
 from .spectral_conv import check_modes_fit, Method
 
 
-def level_grid(grid: Sequence[int], fraction: float | int) -> tuple[int, ...]:
-    """The grid of a level: `max(1, round(fraction * n_i))` on every axis."""
+def level_grid(grid: Sequence[int], fraction: float | int,
+               reference: int | None = None) -> tuple[int, ...]:
+    """The grid of a level: `max(1, round(fraction * n_i))` on every axis, with `n_i` the input
+    grid's, or, for an inner level (`fraction < 1`) with a `reference` grid size, `reference`."""
+    if reference is not None and fraction < 1:
+        grid = (int(reference),) * len(grid)
     return tuple(max(1, int(round(fraction * n))) for n in grid)
 
 
@@ -68,6 +71,13 @@ class UNO(eqx.Module):
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None`.
     - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
       input's values appended as channels (`nets.value_fourier_features`; empty: none).
+    - `oversample`: the factor of the grid on which every GELU is evaluated before its result is
+      band-limited back (`nets.band_limited`; 1: on the grid itself; see `FNO`).
+    - `reference_grid`: if given, the inner levels (fraction < 1) have the grid
+      `round(fraction * reference_grid)` on every input grid, so that they hold the same band of
+      frequencies at every resolution; `None`: fractions of the input grid, whose inner levels hold
+      more frequencies on finer inputs (and feed them to the nonlinearities), so that outputs on
+      coarse and fine grids differ.
     - `dim`: the dimension of the torus.
     - `key`: a JAX random key.
     """
@@ -85,6 +95,8 @@ class UNO(eqx.Module):
     block_modes: tuple[int, ...] = eqx.field(static=True)
     coordinates: str | None = eqx.field(static=True)
     fourier_features: tuple[int, ...] = eqx.field(static=True)
+    oversample: float = eqx.field(static=True)
+    reference_grid: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -105,11 +117,17 @@ class UNO(eqx.Module):
         local: bool = False,
         coordinates: str | None = "periodic",
         fourier_features: Sequence[int] = (),
+        oversample: float = 1.0,
+        reference_grid: int | None = None,
         dim: int = 2,
         key: PRNGKeyArray,
     ):
         if dim not in (1, 2, 3):
             raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
+        self.oversample = check_oversample(oversample)
+        if reference_grid is not None and int(reference_grid) < 1:
+            raise ValueError(f"`reference_grid` must be a positive grid size or None, got {reference_grid}.")
+        self.reference_grid = None if reference_grid is None else int(reference_grid)
         levels = tuple(float(f) for f in levels)
         multipliers = tuple(int(c) for c in multipliers)
         if len(levels) < 2 or levels[0] != 1.0 or levels[-1] != 1.0 or min(levels) <= 0:
@@ -151,7 +169,8 @@ class UNO(eqx.Module):
             c_in = channels[i - 1] + (channels[skip] if skip is not None else 0)
             blocks.append(
                 FourierBlock(c_in, channels[i], (block_modes[i - 1],) * dim, time_dim, norm=norm,
-                             groups=groups, method=method, local=local, key=keys[i + 1])
+                             groups=groups, method=method, local=local, oversample=self.oversample,
+                             key=keys[i + 1])
             )
         self.blocks = tuple(blocks)
         self.project1 = Pointwise(channels[-1] + channels[0], projection, key=keys[-2])
@@ -162,15 +181,25 @@ class UNO(eqx.Module):
         mid = (len(self.levels) - 1) // 2
         return len(self.levels) - i if i - 1 > mid else None
 
+    def level_grid(self, grid: Sequence[int], level: int) -> tuple[int, ...]:
+        """The grid of `level` for the input grid `grid` (`nets.level_grid`)."""
+        return level_grid(grid, self.levels[level], self.reference_grid)
+
     def check_grid(self, grid: Sequence[int]) -> None:
         """Raise a `ValueError` unless every block's modes fit its input and output grids."""
         for i, m in enumerate(self.block_modes, start=1):
             modes = (m,) * self.dim
-            check_modes_fit(modes, level_grid(grid, self.levels[i - 1]), f"level-{i - 1} grid")
-            check_modes_fit(modes, level_grid(grid, self.levels[i]), f"level-{i} grid")
+            check_modes_fit(modes, self.level_grid(grid, i - 1), f"level-{i - 1} grid")
+            check_modes_fit(modes, self.level_grid(grid, i), f"level-{i} grid")
 
     def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
         """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
+        return self.intermediates(t, u)[-1]
+
+    def intermediates(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> tuple[Array, ...]:
+        """The fields the network computes on one sample, in order: the lifted input, each block's
+        output (on its level's grid) and the network's output (the last), each of shape
+        `(channels, *grid)` (what `nets.discretisation_gaps` compares across grids)."""
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
                 f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
@@ -187,9 +216,10 @@ class UNO(eqx.Module):
             skip = self._skip(i)
             if skip is not None:
                 x = jnp.concatenate([x, sdeflow.resample(outs[skip], x.shape[1:])])
-            outs.append(block(x, emb, level_grid(grid, self.levels[i])))
+            outs.append(block(x, emb, self.level_grid(grid, i)))
         h = jnp.concatenate([outs[-1], outs[0]])
-        return self.project2(jax.nn.gelu(self.project1(h)))
+        outs.append(self.project2(band_limited(jax.nn.gelu, self.project1(h), self.oversample)))
+        return tuple(outs)
 
     def batched(self, t: Float[Array, " b"] | RealScalarLike,
                 u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
@@ -208,7 +238,7 @@ class UNO(eqx.Module):
             if skip is not None:
                 here = tuple(x.shape[: self.dim])[::-1]
                 x = jnp.concatenate([x, resample_spatial_major(outs[skip], here)], axis=-1)
-            outs.append(block.spatial_major(x, emb, level_grid(grid, self.levels[i])))
+            outs.append(block.spatial_major(x, emb, self.level_grid(grid, i)))
         h = jnp.concatenate([outs[-1], outs[0]], axis=-1)
-        h = pointwise_last(self.project2, jax.nn.gelu(pointwise_last(self.project1, h)))
-        return spatial_major_output(h)
+        h = band_limited_spatial_major(jax.nn.gelu, pointwise_last(self.project1, h), self.oversample)
+        return spatial_major_output(pointwise_last(self.project2, h))

@@ -42,3 +42,16 @@ def getkey():
         return jr.fold_in(key, next(counter))
 
     return _getkey
+
+
+def pytest_collection_modifyitems(items):
+    """Run the end-to-end checks first: they take 10-60 s each, and with `-n 2` a long test left
+    for the end keeps one worker busy while the other idles. Marked `slow` first, then the other
+    program tests (`test_train_*`), then the rest, each in collection order."""
+
+    def rank(item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if item.path.name.startswith("test_train_") else 2
+
+    items.sort(key=rank)
