@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from test_train_sinks import read_events, scalars
+from sdeflow import restrict as sdeflow_restrict
 from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
 from train.restore import load_run
@@ -244,3 +245,38 @@ def test_a_new_run_starts_from_another_runs_weights(uninterrupted, tmp_path):
         started = start_from(zeroed, spec, mesh)
         for a, b in zip(_leaves(started.opt_state), _leaves(expected), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sample_program_super_resolves_inpaints_and_draws_chains(uninterrupted, tmp_path):
+    """The conditional samplers from the command line: held-out digits given on the 16-grid are
+    completed on the 32-grid with their restriction to 16 kept exactly (replacement of the low
+    modes); inpainting keeps every observed point exactly; a chain holds the state at each time."""
+    from train import sample as sample_program
+
+    run_dir, _, _ = uninterrupted
+
+    def task(name, *extra):
+        with hydra.initialize_config_module("train.configs", version_base=None):
+            cfg = hydra.compose("sample", overrides=[f"run_dir={run_dir}", f"out_dir={tmp_path}", f"task={name}",
+                                                     "examples=2", "per_example=3", "sampler.steps=4", *extra])
+        written = sample_program.main(cfg)
+        assert all(p.exists() for p in written) and {p.suffix for p in written} == {".npz", ".png"}
+        return np.load(next(p for p in written if p.suffix == ".npz"))
+
+    sr = task("super_resolution", "grids=[32]", "observed_grid=16")
+    assert sr["observed"].shape == (2, 1, 16, 16) and sr["samples"].shape == (2, 3, 1, 32, 32)
+    restricted = np.stack([[np.asarray(sdeflow_restrict(jnp.asarray(x), (16, 16))) for x in row] for row in sr["samples"]])
+    np.testing.assert_allclose(restricted, np.broadcast_to(sr["observed"][:, None], restricted.shape), atol=1e-4)
+    assert json.loads(str(sr["figures"]))["observation_error_max"] <= 1e-4
+    assert np.std(sr["samples"][:, 0] - sr["samples"][:, 1]) > 1e-3  # the fine modes are drawn, not fixed
+    inpainted = task("inpainting", "grids=[16]", "mask_size=0.5")
+    mask, truth, drawn = inpainted["mask"], inpainted["truth"], inpainted["samples"]
+    assert mask.shape == (1, 16, 16) and mask.sum() == 256 - 64 and not mask[0, 4:12, 4:12].any()
+    np.testing.assert_array_equal(np.where(mask, drawn, 0.0), np.broadcast_to(np.where(mask, truth[:, None], 0.0), drawn.shape))
+    assert np.std(drawn[:, :, ~mask]) > 1e-3
+    chain = task("chain", "grids=[16]", "chain_times=[0.9,0.5,0.1]")
+    assert chain["states"].shape == (2, 3, 1, 16, 16) and chain["samples"].shape == (2, 1, 16, 16)
+    assert np.allclose(chain["times"], [0.9, 0.5, 0.1])
+    with pytest.raises(ConfigError, match="observed_grid"):
+        task("super_resolution", "grids=[16]", "observed_grid=32")

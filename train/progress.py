@@ -225,7 +225,7 @@ def save_curves(samples: np.ndarray, path: str | pathlib.Path, count: int = 16) 
     plt.close(fig)
 
 
-def save_samples(samples: np.ndarray, path: str | pathlib.Path) -> None:
+def save_samples(samples: np.ndarray, path: str | pathlib.Path, nrow: int | None = None) -> None:
     """Save samples as a PNG in the form their dimension calls for: line plots of 1-D fields
     (`save_curves`), an image grid of 2-D ones (`save_grid`; other than 1 or 3 channels, the first
     channel in grey). Fields of three or more dimensions are shown by their slice at $x_3 = \\dots = 0$.
@@ -234,6 +234,7 @@ def save_samples(samples: np.ndarray, path: str | pathlib.Path) -> None:
 
     - `samples`: array `(B, c, n_1, ..., n_d)`.
     - `path`: the PNG file.
+    - `nrow`: images per row of a grid (default: about $\\sqrt{B}$).
     """
     samples = np.asarray(samples)
     if samples.ndim == 3:
@@ -244,4 +245,4 @@ def save_samples(samples: np.ndarray, path: str | pathlib.Path) -> None:
     samples = samples[(...,) + (0,) * (samples.ndim - 4)]
     if samples.shape[1] not in (1, 3):
         samples = samples[:, :1]
-    save_grid(samples, path)
+    save_grid(samples, path, nrow)

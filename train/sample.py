@@ -8,7 +8,20 @@ the `sampler` group (`sampler=pc sampler.steps=50 ...`), and for every grid in `
 - `<out>/grid<n>.png`: the first `png_count` samples as one image grid,
 
 with `<out>` = `<run_dir>/samples/<sampler tag>` unless `out_dir` is given. Any grid works: the
-networks act on functions, so a model trained at 32 and 64 samples at 128 too. Every grid uses
+networks act on functions, so a model trained at 32 and 64 samples at 128 too.
+
+`task=` draws, on every grid, instead of samples (files `<task>_grid<n>.npz` and `.png`, one row
+per held-out example or chain):
+
+- `super_resolution`: the first `examples` held-out examples given on `observed_grid`, each
+  completed `per_example` times on the grid (`sdeflow.samplers.SuperResolution`); the row shows
+  the observation, the truth on the grid and the samples;
+- `inpainting`: the examples with a central square of side `mask_size` masked, filled in
+  (`sdeflow.samplers.Inpainting`); the row shows the truth, the masked input and the samples;
+- `chain`: `examples` samples with the state at each of `chain_times`, then the sample.
+
+The `.npz` holds the arrays and `figures`: the largest deviation from the observation (zero up to
+round-off: replacement keeps it exactly) and the relative L2 distance to the truth. Every grid uses
 the same keys; `resolution_consistent_noise=true` also starts every grid from the same
 prior draw (the restriction of the finest grid's starting noise), at a compile-time cost.
 """
@@ -54,6 +67,11 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     model = on_one_device(model)
     out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
     check_writable(out, "output folder", "out_dir")
+    if str(cfg.task) != "samples":
+        from .resolution_tasks import run_task
+
+        return run_task(str(cfg.task), model, sde, parameterisation, sampler, cfg, run_cfg, out,
+                        build_lib.self_conditioned(run_cfg.loss), step, channels, dim)
     written = []
     for n in grids:
         started = time.perf_counter()

@@ -67,6 +67,7 @@ from .programs import (
 )
 from .programs import (
     SampleConfig as SampleConfig,
+    SampleTask as SampleTask,
 )
 from .programs import (
     register as register,

@@ -10,7 +10,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from .autoencoder import VQVAEConfig
 from .data import Cifar10Config, FashionMnistConfig, GeneratedConfig, IdxSplit, MnistConfig
 from .diffusion import LOSSES, PRIORS, SDES
-from .errors import ConfigError, fail, positive
+from .errors import Choice, ConfigError, fail, positive
 from .evaluation import ClassifierSettings, EvaluationConfig, Weights
 from .loop import AdamWConfig, TrainConfig
 from .model import MODELS
@@ -34,6 +34,15 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # the training loop and its curriculum
 
 
+class SampleTask(Choice):
+    """What `python -m train.sample` draws on each grid."""
+
+    samples = "samples"  # unconditional samples
+    super_resolution = "super_resolution"  # held-out examples given on observed_grid, completed on the grid
+    inpainting = "inpainting"  # held-out examples with a masked central square, filled in
+    chain = "chain"  # the state of the sampler at chain_times, then the sample
+
+
 @dataclasses.dataclass
 class SampleConfig:
     """`python -m train.sample`: samples of a trained run on several grids."""
@@ -48,6 +57,12 @@ class SampleConfig:
     seed: int = 0  # the samples' random key (the same keys on every grid)
     out_dir: Optional[str] = None  # null: <run_dir>/samples/<sampler tag>
     resolution_consistent_noise: bool = False  # start every grid from the same prior function (slower to compile)
+    task: SampleTask = SampleTask.samples  # samples | super_resolution | inpainting | chain (files <task>_grid<n>.*)
+    examples: int = 8  # held-out examples (super_resolution, inpainting) or chains (chain) per grid
+    per_example: int = 4  # conditional samples drawn per held-out example
+    observed_grid: int = 32  # super_resolution: the grid the held-out examples are given on (no finer than any of grids)
+    mask_size: float = 0.5  # inpainting: side of the masked central square as a fraction of each axis, in (0, 1)
+    chain_times: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.6, 0.4, 0.25, 0.1, 0.03])  # chain: decreasing times the state is kept at
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)  # the sampler
 
     def check(self) -> None:
@@ -55,8 +70,15 @@ class SampleConfig:
             raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
         if not self.grids or not all(n >= 4 for n in self.grids):
             fail("grids", "must be a non-empty list of ints >= 4", list(self.grids))
-        for field in ("num_samples", "batch_size", "png_count"):
+        for field in ("num_samples", "batch_size", "png_count", "examples", "per_example"):
             positive(field, getattr(self, field))
+        if self.task == SampleTask.super_resolution and not 4 <= self.observed_grid <= min(self.grids):
+            fail("observed_grid", f"must be an int in [4, {min(self.grids)}] (the coarsest of grids)", self.observed_grid)
+        if not 0.0 < self.mask_size < 1.0:
+            fail("mask_size", "must be a fraction in (0, 1)", self.mask_size)
+        times = list(self.chain_times)
+        if not times or any(a <= b for a, b in zip(times, times[1:])):
+            fail("chain_times", "must be a non-empty list of decreasing times", times)
 
 
 @dataclasses.dataclass
