@@ -188,6 +188,7 @@ def test_the_library_tables_are_the_choices():
         ("train.stages=[{levels:[{grid:16,steps:4}],loss:{name:dsm,self_conditioning:true}}]",
          "train.stages[0].loss.self_conditioning must be the run's loss.self_conditioning False"),
         ("train.evaluation={num_samples:1}", "train.evaluation.num_samples must be >= 2, got 1"),
+        ("train.evaluation={grid:32,sample_grid:16}", "train.evaluation.sample_grid must be null or a grid size >= grid = 32, got 16"),
         # grids too small for the network's modes, named by the field that asks for them
         ("model.modes=8", "train.levels[0].grid = 16 does not suit model=FNO: modes (8, 8) do not fit the input grid (16, 16)"),
         ("train.sample_grids=[16,32,7]", "train.sample_grids[2] = 7 does not suit model=FNO"),

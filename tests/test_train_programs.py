@@ -47,11 +47,15 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
     for n in (16, 24):
         samples = np.load(next(p for p in written if p.name == f"grid{n}.npz"))["samples"]
         assert samples.shape == (3, channels) + (n,) * dim and np.all(np.isfinite(samples))
-    out = evaluate_program.main(compose("evaluate", f"run_dir={run_dir}", "grid=24", "num_samples=4",
+    # drawn on the 24-grid, compared on the 16-grid through restriction
+    out = evaluate_program.main(compose("evaluate", f"run_dir={run_dir}", "grid=16", "sample_grid=24", "num_samples=4",
                                         "batch_size=4", "sampler.steps=3", "likelihood.num_digits=0", "elbo.num_examples=0",
                                         "metrics_block_size=16", "sliced_projections=8"))
     other = json.loads(out.read_text())
-    assert other["grid"] == 24 and other["data"] == result["data"] and np.isfinite(other["sliced_wasserstein"])
+    assert out.name.endswith("_grid16_from24.json")
+    assert other["grid"] == 16 and other["sample_grid"] == 24 and other["data"] == result["data"]
+    assert np.isfinite(other["sliced_wasserstein"]) and np.isfinite(other["at_sample_grid"]["power_spectrum_error"])
+    assert len(other["power_spectrum"]["wavenumbers"]) == len(result["power_spectrum"]["wavenumbers"])  # at 16
     return result
 
 

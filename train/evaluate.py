@@ -33,9 +33,11 @@ def main(cfg: DictConfig) -> pathlib.Path:
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights)
     program.check("", sde.t0, sde.t1)
     coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
-    build.check_model_grids(model, build.dimensions(run_cfg)[1], [("grid", cfg.grid)] + coarse)
+    drawn = [] if cfg.sample_grid is None else [("sample_grid", cfg.sample_grid)]
+    build.check_model_grids(model, build.dimensions(run_cfg)[1], [("grid", cfg.grid)] + drawn + coarse)
+    on_grid = "" if cfg.sample_grid in (None, cfg.grid) else f"_from{cfg.sample_grid}"
     out = pathlib.Path(cfg.output) if cfg.output else (
-        pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}.json"
+        pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}{on_grid}.json"
     )
     check_writable(out.parent, "output folder", "output")  # before the evaluation's minutes
     model = on_one_device(model)

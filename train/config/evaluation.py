@@ -67,7 +67,8 @@ class EvaluationConfig:
     """How a trained model is evaluated against held-out data."""
 
     weights: Weights = Weights.ema  # ema (the moving average of the weights) | raw (the optimiser's last weights)
-    grid: int = 32  # the grid size n the samples are drawn on and compared at
+    grid: int = 32  # the grid size n the samples are compared at (and drawn on, unless sample_grid says otherwise)
+    sample_grid: Optional[int] = None  # null: grid; m >= grid: samples drawn on the m-grid, restricted to grid for the metrics (power spectrum also at m)
     num_samples: int = 2000  # generated samples, >= 2
     batch_size: int = 250  # samples drawn at once
     seed: int = 0  # the samples' random key
@@ -83,11 +84,13 @@ class EvaluationConfig:
         SDE on $[t_0, t_1]$."""
         prefix = f"{where}." if where else ""
         positive(f"{prefix}grid", self.grid, 4)
+        if self.sample_grid is not None and self.sample_grid < self.grid:
+            fail(f"{prefix}sample_grid", f"must be null or a grid size >= grid = {self.grid}", self.sample_grid)
         positive(f"{prefix}num_samples", self.num_samples, 2)
         for field in ("batch_size", "metrics_block_size", "sliced_projections"):
             positive(f"{prefix}{field}", getattr(self, field))
         positive(f"{prefix}seed", self.seed, 0)
-        self.sampler.check(f"{prefix}sampler", t0, t1, [self.grid])
+        self.sampler.check(f"{prefix}sampler", t0, t1, [self.grid if self.sample_grid is None else self.sample_grid])
         self.classifier.check(f"{prefix}classifier")
         self.likelihood.check(f"{prefix}likelihood")
         self.elbo.check(f"{prefix}elbo")

@@ -311,6 +311,8 @@ def _grids(run: RunConfig) -> list[tuple[str, int]]:
         grids.append(("train.heldout.grid", run.train.heldout.grid))
     if run.train.evaluate:
         grids.append(("train.evaluation.grid", run.train.evaluation.grid))
+        if run.train.evaluation.sample_grid is not None:
+            grids.append(("train.evaluation.sample_grid", run.train.evaluation.sample_grid))
         if run.train.evaluation.sampler.coarse_grid is not None:
             grids.append(("train.evaluation.sampler.coarse_grid", run.train.evaluation.sampler.coarse_grid))
     return grids
