@@ -55,6 +55,7 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
     assert out.name.endswith("_grid16_from24.json")
     assert other["grid"] == 16 and other["sample_grid"] == 24 and other["data"] == result["data"]
     assert np.isfinite(other["sliced_wasserstein"]) and np.isfinite(other["at_sample_grid"]["power_spectrum_error"])
+    assert 0 <= other["at_sample_grid"]["power_beyond_grid"] <= 1 and 0 <= other["at_sample_grid"]["power_beyond_grid_real"] <= 1
     assert len(other["power_spectrum"]["wavenumbers"]) == len(result["power_spectrum"]["wavenumbers"])  # at 16
     return result
 

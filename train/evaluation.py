@@ -166,7 +166,15 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     if sample_grid != grid:  # drawn on a finer grid: compared at `grid` through restriction (the L2 projection)
         fine = jnp.asarray(samples)
         fine_reference = jnp.asarray(Reference(run_cfg, sample_grid).fields)
-        drawn_on = {"power_spectrum_error": float(metrics.power_spectrum_error(fine, fine_reference)),
+        # the spectra on the finer grid: the error over the shells the comparison grid resolves, and
+        # the share of the power beyond them (the fine-scale content the comparison cannot see)
+        shells, fine_power = metrics.radial_power_spectrum(fine)
+        _, reference_power = metrics.radial_power_spectrum(fine_reference)
+        beyond = np.asarray(shells) > metrics.resolved_shells((grid,) * source.dim)
+        drawn_on = {"power_spectrum_error": float(metrics.power_spectrum_error(
+                        fine, jnp.asarray(reference.fields))),
+                    "power_beyond_grid": float(np.sum(np.asarray(fine_power)[beyond]) / np.sum(fine_power)),
+                    "power_beyond_grid_real": float(np.sum(np.asarray(reference_power)[beyond]) / np.sum(reference_power)),
                     "sample_value_range": [float(samples.min()), float(samples.max())]}
         samples = np.asarray(jax.vmap(lambda x: sdeflow.restrict(x, (grid,) * source.dim))(fine))
     block = int(cfg.metrics_block_size)
