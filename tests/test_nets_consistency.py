@@ -105,3 +105,21 @@ def test_options_are_checked_and_level_grids_follow_the_reference(getkey):
         _uno(getkey(), oversample=0.5)
     with pytest.raises(ValueError, match="reference_grid"):
         _uno(getkey(), reference_grid=0)
+
+
+def test_batched_path_equals_vmap_with_the_options(getkey):
+    """Training runs `model.batched` (spatial-major, its own resampling code): with the inner levels on a
+    reference grid and the nonlinearities oversampled it is still `vmap` of the one-sample network."""
+    import jax
+
+    u = jr.normal(getkey(), (3, 1, 24, 20))
+    t = jr.uniform(getkey(), (3,))
+    models = (nets.FNO(1, 1, width=8, modes=4, depth=2, groups=4, projection=16, time_features=8, time_dim=16,
+                       oversample=2.0, key=getkey()),
+              _uno(getkey(), reference_grid=32, oversample=1.5, norm=None),
+              _uno(getkey(), reference_grid=32, oversample=2.0))
+    for model in models:
+        expected = eqx.filter_jit(lambda m, t, u: jax.vmap(m)(t, u))(model, t, u)
+        got = eqx.filter_jit(lambda m, t, u: m.batched(t, u))(model, t, u)
+        scale = float(jnp.max(jnp.abs(expected)))
+        assert float(jnp.max(jnp.abs(got - expected))) <= 1e-5 * scale
