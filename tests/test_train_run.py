@@ -276,7 +276,15 @@ def test_sample_program_super_resolves_inpaints_and_draws_chains(uninterrupted, 
     np.testing.assert_array_equal(np.where(mask, drawn, 0.0), np.broadcast_to(np.where(mask, truth[:, None], 0.0), drawn.shape))
     assert np.std(drawn[:, :, ~mask]) > 1e-3
     chain = task("chain", "grids=[16]", "chain_times=[0.9,0.5,0.1]")
-    assert chain["states"].shape == (2, 3, 1, 16, 16) and chain["samples"].shape == (2, 1, 16, 16)
-    assert np.allclose(chain["times"], [0.9, 0.5, 0.1])
+    assert chain["states"].shape == (2, 3, 1, 16, 16) and np.allclose(chain["times"], [0.9, 0.5, 0.1])
+    # keeping the states does not change the path: the chains end in the program's plain samples
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        plain = sample_program.main(hydra.compose("sample", overrides=[
+            f"run_dir={run_dir}", f"out_dir={tmp_path / 'plain'}", "grids=[16]", "num_samples=2", "batch_size=2",
+            "sampler.steps=4"]))
+    np.testing.assert_allclose(chain["samples"], np.load(plain[0])["samples"], atol=1e-5)
+    # and the state nears the sample as t falls
+    distance = np.linalg.norm((chain["states"] - chain["samples"][:, None]).reshape(2, 3, -1), axis=-1)
+    assert np.all(distance[:, 2] < distance[:, 0])
     with pytest.raises(ConfigError, match="observed_grid"):
         task("super_resolution", "grids=[16]", "observed_grid=32")

@@ -18,7 +18,8 @@ from train.config import ConfigError, validate
 from train.latent import FittedTarget
 from train.restore import load_run
 from train.training import run
-from train.vqvae_report import patch_cross_entropy, patch_mask
+from train.resolution_tasks import centre_square
+from train.vqvae_report import patch_cross_entropy
 
 
 def compose(*overrides):
@@ -45,7 +46,7 @@ def test_fitted_target_is_the_running_mean_of_what_it_saw():
 def test_patch_cross_entropy():
     """The predictive $(n_k + q_k)/(S + 1)$: samples that always hit the true code give
     $\\log_2((S + 1)/(S + q))$ bits, samples that never do give $\\log_2((S + 1)/q)$."""
-    inside = patch_mask((1, 8, 8))
+    inside = centre_square((8, 8), 0.5)
     assert inside.sum() == 16 and inside[2:6, 2:6].all()
     true = np.zeros((1, 8, 8), int)
     marginal = np.full(4, 0.25)

@@ -34,16 +34,21 @@ def held_out(run_cfg: DictConfig, n: int, count: int) -> np.ndarray:
     return np.asarray(fields[:count], np.float32)
 
 
-def centre_mask(shape: tuple[int, ...], size: float) -> np.ndarray:
-    """`True` where observed: everywhere but the central square (cube) of side `size` of each axis."""
-    inside = np.ones(shape[1:], bool)
-    for axis, n in enumerate(shape[1:]):
-        width = max(1, int(round(size * n)))
-        start = (n - width) // 2
+def centre_square(grid: tuple[int, ...], size: float) -> np.ndarray:
+    """`True` inside the central square (cube) of a grid: on each axis of `n` points, the
+    `max(1, floor(size n))` points from `(n - width) // 2` on."""
+    inside = np.ones(tuple(grid), bool)
+    for axis, n in enumerate(grid):
+        width = max(1, int(size * n))
         keep = np.zeros(n, bool)
-        keep[start:start + width] = True
-        inside &= keep.reshape([-1 if a == axis else 1 for a in range(len(shape) - 1)])
-    return np.broadcast_to(~inside, shape).copy()
+        keep[(n - width) // 2:(n - width) // 2 + width] = True
+        inside &= keep.reshape([-1 if a == axis else 1 for a in range(len(grid))])
+    return inside
+
+
+def centre_mask(shape: tuple[int, ...], size: float) -> np.ndarray:
+    """The observed points of a field of `shape` `(c, *grid)`: all but the `centre_square` of side `size`."""
+    return np.broadcast_to(~centre_square(shape[1:], size), shape).copy()
 
 
 def upsampled(fields: np.ndarray, n: int) -> np.ndarray:

@@ -51,17 +51,6 @@ def check_vqvae_report(cfg: DictConfig) -> None:
                           f"sampler: sampler={cfg.sampler.name} with sampler.steps set.")
 
 
-def patch_mask(latent_shape: tuple[int, ...]) -> np.ndarray:
-    """The central patch of a latent map `(d, *grid)`: half of each axis, centred (boolean, True inside)."""
-    grid = latent_shape[1:]
-    inside = np.ones(grid, bool)
-    for axis, n in enumerate(grid):
-        keep = np.zeros(n, bool)
-        keep[n // 4 : n // 4 + max(n // 2, 1)] = True
-        inside &= np.expand_dims(keep, tuple(a for a in range(len(grid)) if a != axis))
-    return inside
-
-
 def patch_cross_entropy(sampled: np.ndarray, true: np.ndarray, marginal: np.ndarray, inside: np.ndarray) -> tuple[float, float]:
     """The mean cross-entropy in bits of the true codes inside the patch, under the predictive of
     the sampled codes and under the marginal frequencies alone.
@@ -109,6 +98,7 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     from .latent import decode
     from .mnist_classifier import load_or_train
     from .progress import save_grid
+    from .resolution_tasks import centre_square
     from .sampling import draw, on_one_device
 
     started = time.perf_counter()
@@ -171,7 +161,7 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     result["samples"] = evaluation
 
     # Inpainting of the central patch, and the cross-entropy of the true codes there.
-    inside = patch_mask(latent_shape)
+    inside = centre_square(latent_shape[1:], 0.5)  # the central patch: half of each axis
     mask = jnp.broadcast_to(jnp.asarray(~inside), latent_shape)  # observed: outside the patch
     score = samplers.PreconditionedScore(samplers.VmapAsBatched(network), sde, parameterisation)
     examples, per_example = int(r.inpaint_examples), int(r.inpaint_samples)
