@@ -84,6 +84,46 @@ def test_ddim_feeds_back_the_previous_steps_estimate():
     assert np.max(np.abs(np.asarray(other) - np.asarray(expected))) > 1e-2
 
 
+def test_a_clipped_estimate_network_is_fed_back_its_clipped_estimate():
+    """`nets.ClippedEstimate` around the network: the sampler equals the DDIM loop written out here
+    with each fed-back estimate clipped to the range, and differs from the unclipped loop."""
+    import nets
+
+    oracle = gaussian_oracle(N)
+    sde = oracle.sde
+    model = lambda t, x: oracle(t, x[:1]) + 0.3 * x[1:]
+    low, high = -0.05, 0.05
+    clipped = samplers.PreconditionedScore(nets.ClippedEstimate(model, 1, low, high), sde, Epsilon(),
+                                           self_conditioning=True)
+    plain = samplers.PreconditionedScore(model, sde, Epsilon(), self_conditioning=True)
+    steps = 8
+    x1 = sde.terminal_sample(jr.key(0), (1, N))
+    ts = samplers.time_grid(sde, steps, sde.t1, sde.t0, samplers.UniformSpacing())
+
+    def by_hand(x):
+        def tweedie(t, x, cond):
+            m, s = sde.marginal(t)
+            eps = model(t, jnp.concatenate([x, jnp.clip(cond, low, high)]))
+            return (x - sde.mean(t, jnp.zeros_like(x)) - s * eps) / m, eps
+
+        def step(carry, t01):
+            x, cond = carry
+            x0_hat, eps = tweedie(t01[0], x, cond)
+            m1, s1 = sde.marginal(t01[1])
+            return (m1 * x0_hat + sde.mean(t01[1], jnp.zeros_like(x)) + s1 * eps, x0_hat), None
+
+        (x, cond), _ = jax.lax.scan(step, (x, jnp.zeros_like(x)), jnp.stack([ts[:-1], ts[1:]], axis=1))
+        return tweedie(ts[-1], x, cond)[0]
+
+    def sampled(score):
+        return lambda x: samplers.DDIM(steps, denoise=True).sample(score, jr.key(1), x_start=x).samples
+
+    expected = compiled(by_hand, x1)(x1)
+    np.testing.assert_allclose(np.asarray(compiled(sampled(clipped), x1)(x1)), np.asarray(expected),
+                               rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(np.asarray(compiled(sampled(plain), x1)(x1)) - np.asarray(expected))) > 1e-3
+
+
 @pytest.mark.parametrize("sampler, message", [
     (samplers.ProbabilityFlow(), "ProbabilityFlow with adaptive steps"),
     (samplers.ReverseSDE(diffrax.ShARK(), None), "ReverseSDE with adaptive steps"),

@@ -182,6 +182,7 @@ def test_the_library_tables_are_the_choices():
         ("loss.p2_k=0", "loss.p2_k must be a number > 0, got 0"),
         ("loss.p2_gamma=-1", "loss.p2_gamma must be a number >= 0, got -1"),
         ("loss.self_conditioning_prob=1.5", "loss.self_conditioning_prob must be a number in [0, 1], got 1.5"),
+        ("loss.self_conditioning_clip=[1,-1]", "loss.self_conditioning_clip must be null or [lo, hi] with lo < hi, got [1.0, -1.0]"),
         ("sampler.eta=2", "sampler.eta must be a number in [0, 1], got 2"),
         ("sampler.clip=[-1,1]", "sampler.clip applies to the ddim sampler only, got sampler 'euler_maruyama'"),
         ("sampler.clip=[1,-1]", "sampler.clip must be null or [lo, hi] with lo < hi, got [1.0, -1.0]"),
@@ -208,6 +209,7 @@ def test_denoising_switches_reach_the_library(getkey):
     import jax.numpy as jnp
     import numpy as np
 
+    import nets
     from train.build import build_loss, build_model, build_sampler, build_sde, part_optim
 
     cfg = compose("+exp=smoke", "loss.weighting=p2", "loss.p2_gamma=0.7", "loss.p2_k=3.0",
@@ -223,6 +225,9 @@ def test_denoising_switches_reach_the_library(getkey):
     assert build_sampler(cfg).eta == 0.6 and build_sampler(cfg).clip == (-1.0, 1.0) and part_optim(cfg, "network").ema_warmup
     model = build_model(cfg, getkey())
     assert model(jnp.asarray(0.5), jnp.zeros((2, 16, 16))).shape == (1, 16, 16)  # 2c channels in, c out
+    assert not isinstance(model, nets.ClippedEstimate)
+    clipped = build_model(compose("+exp=smoke", "loss.self_conditioning=true", "loss.self_conditioning_clip=[-1,1]"), getkey())
+    assert isinstance(clipped, nets.ClippedEstimate) and (clipped.low, clipped.high, clipped.channels) == (-1.0, 1.0, 1)
     plain = compose("+exp=smoke")
     assert build_loss(plain, sde).keywords["kwargs"]["self_conditioning"] is None
     for override, message in [("sampler=ode sampler.steps=null", "sampler.steps must be a positive int with loss.self_conditioning"),

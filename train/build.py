@@ -299,10 +299,17 @@ def build_schedule(cfg: DictConfig, key: PRNGKeyArray):
 
 def build_model(cfg: DictConfig, key: PRNGKeyArray):
     """The network of `cfg.model` (its `_target_` class), on the data's channels and dimension, or
-    the latent maps' channels with an autoencoder (twice the channels in, with `loss.self_conditioning`)."""
+    the latent maps' channels with an autoencoder (twice the channels in, with `loss.self_conditioning`;
+    wrapped in `nets.ClippedEstimate` with `loss.self_conditioning_clip`)."""
     channels, dim = network_channels(cfg), dimensions(cfg)[1]
     in_channels = 2 * channels if self_conditioned(cfg.loss) else channels
-    return _instantiate("model", cfg.model, in_channels=in_channels, out_channels=channels, dim=dim, key=key)
+    model = _instantiate("model", cfg.model, in_channels=in_channels, out_channels=channels, dim=dim, key=key)
+    clip = cfg.loss.get("self_conditioning_clip") if self_conditioned(cfg.loss) else None
+    if clip is not None:
+        import nets
+
+        model = nets.ClippedEstimate(model, channels, float(clip[0]), float(clip[1]))
+    return model
 
 
 def check_model_grids(model, dim: int, grids: list[tuple[str, int]], group: str = "model") -> None:

@@ -45,7 +45,7 @@ class WhiteConfig:
     """White noise ($\\lambda_k = 1$): NOT trace class; for comparison only (samples degrade with n)."""
 
     _target_: str = "sdeflow.priors.WhiteNoise"  # the class built (with the data's dimension)
-    variance: float = 1.0  # pointwise variance per grid point, > 0
+    variance: float = 1.0  # variance of each Fourier mode, > 0; the pointwise variance on an n-grid is this times the kept modes ((n-1)^2 on an even 2-d grid: 961 at 32)
 
 
 @dataclasses.dataclass
@@ -178,6 +178,7 @@ class DsmConfig:
     p2_k: float = 1.0  # weighting=p2 only: the offset k > 0 of w = (k + SNR)^-gamma
     self_conditioning: bool = False  # the network also takes c channels of an x0 estimate (its own, detached; samplers feed the previous step's)
     self_conditioning_prob: float = 0.5  # self_conditioning only: per example, the probability that training feeds the estimate rather than zeros, in [0, 1]
+    self_conditioning_clip: Optional[list[float]] = None  # self_conditioning only: [lo, hi], the range the network clips its x0-estimate channels to (the data's range), in training and sampling alike; null: unclipped
 
     def check(self, where: str = "loss") -> None:
         check_name(where, self, "dsm")
@@ -185,6 +186,9 @@ class DsmConfig:
         number(f"{where}.p2_k", self.p2_k, lambda v: v > 0, "a number > 0")
         number(f"{where}.self_conditioning_prob", self.self_conditioning_prob, lambda v: 0 <= v <= 1,
                "a number in [0, 1]")
+        clip = self.self_conditioning_clip
+        if clip is not None and (len(clip) != 2 or not float(clip[0]) < float(clip[1])):
+            fail(f"{where}.self_conditioning_clip", "must be null or [lo, hi] with lo < hi", list(clip))
 
 
 def check_name(where: str, node, expected: str) -> None:
