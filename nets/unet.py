@@ -10,24 +10,24 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from sdeflow.custom_types import RealScalarLike
 
+from .circular_conv import CircularConv
 from .layers import coordinate_channels, coordinate_features, make_norm, TimeEmbedding
 
 
 def _conv(dim: int, c_in: int, c_out: int, kernel: int, key: PRNGKeyArray, stride: int = 1):
     # Circular padding: the fields live on the torus.
-    return eqx.nn.Conv(dim, c_in, c_out, kernel, stride=stride, padding=kernel // 2,
-                       padding_mode="CIRCULAR", key=key)
+    return CircularConv(dim, c_in, c_out, kernel, stride=stride, key=key)
 
 
 class ResBlock(eqx.Module):
     """GroupNorm, SiLU, 3-conv, + time embedding, GroupNorm, SiLU, 3-conv, plus a (1-conv) skip."""
 
     norm1: eqx.nn.GroupNorm
-    conv1: eqx.nn.Conv
+    conv1: CircularConv
     time: eqx.nn.Linear
     norm2: eqx.nn.GroupNorm
-    conv2: eqx.nn.Conv
-    skip: eqx.nn.Conv | None
+    conv2: CircularConv
+    skip: CircularConv | None
 
     def __init__(self, dim: int, c_in: int, c_out: int, time_dim: int, groups: int,
                  *, key: PRNGKeyArray):
@@ -95,12 +95,12 @@ class UNet(eqx.Module):
     """
 
     embedding: TimeEmbedding
-    conv_in: eqx.nn.Conv
+    conv_in: CircularConv
     down: tuple[tuple[eqx.Module, ...], ...]
     middle: tuple[eqx.Module, ...]
     up: tuple[tuple[eqx.Module, ...], ...]
     norm_out: eqx.nn.GroupNorm
-    conv_out: eqx.nn.Conv
+    conv_out: CircularConv
     in_channels: int = eqx.field(static=True)
     out_channels: int = eqx.field(static=True)
     dim: int = eqx.field(static=True)

@@ -4,6 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import pytest
 
 import nets
@@ -57,3 +58,25 @@ def test_defaults_instantiate(getkey):
     model = eqx.filter_eval_shape(lambda key: nets.UNet(1, 1, dim=2, key=key), getkey())
     assert isinstance(model, nets.UNet)
     assert nets.summary(model).startswith("UNet(")
+
+
+@pytest.mark.parametrize("dim, kernel, stride", [(1, 3, 1), (2, 3, 1), (2, 3, 2), (2, 1, 1), (3, 3, 2)])
+def test_circular_conv_is_the_periodic_convolution(dim, kernel, stride):
+    """`nets.CircularConv` (computed channels-last) is equinox's circularly padded convolution with
+    the same weights, on every dimension and stride the UNet uses."""
+    import equinox as eqx
+
+    from nets.circular_conv import CircularConv
+
+    conv = CircularConv(dim, 3, 5, kernel, stride=stride, key=jr.key(0))
+    reference = eqx.nn.Conv(dim, 3, 5, kernel, stride=stride, padding=kernel // 2,
+                            padding_mode="CIRCULAR", key=jr.key(1))
+    reference = eqx.tree_at(lambda m: (m.weight, m.bias), reference,
+                            (conv.weight, conv.bias.reshape(reference.bias.shape)))
+    x = jr.normal(jr.key(2), (3,) + (8,) * dim)
+    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
+    # A shift of the input by `stride` points shifts the output by one (the torus has no edge).
+    shifted = conv(jnp.roll(x, stride, axis=1))
+    np.testing.assert_allclose(np.asarray(shifted), np.asarray(jnp.roll(conv(x), 1, axis=1)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must have shape"):
+        conv(jnp.zeros((4,) + (8,) * dim))

@@ -60,6 +60,18 @@ def test_experiments_compose_and_validate(exp):
         assert run.loss.parameterisation.value == "epsilon" and run.loss.weighting.value == "p2"
         assert run.loss.self_conditioning and run.optim.ema_warmup
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "ddim"
+        # DDPM's noise is N(0, I) per pixel: the white prior's per-mode variance is set so that the
+        # 32-grid's pointwise variance is 1 (with 1 per mode it was 961 and no digits came out)
+        import jax
+        import jax.random as jr
+        import numpy as np
+
+        from train.build import build_sde
+
+        prior = build_sde(cfg).prior
+        noise = jax.vmap(lambda k: prior.sample(k, (1, 32, 32)))(jr.split(jr.key(0), 256))
+        assert abs(float(np.var(np.asarray(noise))) - 1.0) < 0.02
+        assert list(cfg.loss.self_conditioning_clip) == list(cfg.sampler.clip) == [-1.0, 1.0]
 
 
 def test_curriculum_bookkeeping():
