@@ -45,6 +45,28 @@ def test_a_network_ignoring_its_extra_channels_gives_the_samples_without_them():
         np.testing.assert_array_equal(np.asarray(count_a), np.asarray(count_b), err_msg=name)
 
 
+def _ddim_by_hand(model, sde, ts, clip=None):
+    """DDIM written out: step k gives the network the Tweedie estimate of step k - 1 (zeros first),
+    clipped to `clip` when given, and a final Tweedie step."""
+    def tweedie(t, x, cond):
+        m, s = sde.marginal(t)
+        cond = cond if clip is None else jnp.clip(cond, *clip)
+        eps = model(t, jnp.concatenate([x, cond]))
+        return (x - sde.mean(t, jnp.zeros_like(x)) - s * eps) / m, eps
+
+    def step(carry, t01):
+        x, cond = carry
+        x0_hat, eps = tweedie(t01[0], x, cond)
+        m1, s1 = sde.marginal(t01[1])
+        return (m1 * x0_hat + sde.mean(t01[1], jnp.zeros_like(x)) + s1 * eps, x0_hat), None
+
+    def by_hand(x):
+        (x, cond), _ = jax.lax.scan(step, (x, jnp.zeros_like(x)), jnp.stack([ts[:-1], ts[1:]], axis=1))
+        return tweedie(ts[-1], x, cond)[0]
+
+    return by_hand
+
+
 def test_ddim_feeds_back_the_previous_steps_estimate():
     """With a network that adds its extra channels to the exact noise, the sampler equals a DDIM
     loop written out here, which gives step k the Tweedie estimate of step k - 1 (zeros first)."""
@@ -56,21 +78,7 @@ def test_ddim_feeds_back_the_previous_steps_estimate():
     x1 = sde.terminal_sample(jr.key(0), (1, N))
     ts = samplers.time_grid(sde, steps, sde.t1, sde.t0, samplers.UniformSpacing())
 
-    def by_hand(x):
-        def tweedie(t, x, cond):
-            m, s = sde.marginal(t)
-            b = sde.mean(t, jnp.zeros_like(x))
-            eps = model(t, jnp.concatenate([x, cond]))
-            return (x - b - s * eps) / m, eps
-
-        def step(carry, t01):
-            x, cond = carry
-            x0_hat, eps = tweedie(t01[0], x, cond)
-            m1, s1 = sde.marginal(t01[1])
-            return (m1 * x0_hat + sde.mean(t01[1], jnp.zeros_like(x)) + s1 * eps, x0_hat), None
-
-        (x, cond), _ = jax.lax.scan(step, (x, jnp.zeros_like(x)), jnp.stack([ts[:-1], ts[1:]], axis=1))
-        return tweedie(ts[-1], x, cond)[0]
+    by_hand = _ddim_by_hand(model, sde, ts)
 
     def sampled(x):
         return samplers.DDIM(steps, denoise=True).sample(score, jr.key(1), x_start=x).samples
@@ -100,20 +108,7 @@ def test_a_clipped_estimate_network_is_fed_back_its_clipped_estimate():
     x1 = sde.terminal_sample(jr.key(0), (1, N))
     ts = samplers.time_grid(sde, steps, sde.t1, sde.t0, samplers.UniformSpacing())
 
-    def by_hand(x):
-        def tweedie(t, x, cond):
-            m, s = sde.marginal(t)
-            eps = model(t, jnp.concatenate([x, jnp.clip(cond, low, high)]))
-            return (x - sde.mean(t, jnp.zeros_like(x)) - s * eps) / m, eps
-
-        def step(carry, t01):
-            x, cond = carry
-            x0_hat, eps = tweedie(t01[0], x, cond)
-            m1, s1 = sde.marginal(t01[1])
-            return (m1 * x0_hat + sde.mean(t01[1], jnp.zeros_like(x)) + s1 * eps, x0_hat), None
-
-        (x, cond), _ = jax.lax.scan(step, (x, jnp.zeros_like(x)), jnp.stack([ts[:-1], ts[1:]], axis=1))
-        return tweedie(ts[-1], x, cond)[0]
+    by_hand = _ddim_by_hand(model, sde, ts, clip=(low, high))
 
     def sampled(score):
         return lambda x: samplers.DDIM(steps, denoise=True).sample(score, jr.key(1), x_start=x).samples
