@@ -27,7 +27,11 @@ from .layers import (  # noqa: E402
     value_fourier_features as value_fourier_features,
 )
 from .resampling import band_limited as band_limited  # noqa: E402
-from .spectral_conv import check_modes_fit as check_modes_fit, SpectralConv as SpectralConv  # noqa: E402
+from .spectral_conv import (  # noqa: E402
+    check_modes_fit as check_modes_fit,
+    clipped_modes as clipped_modes,
+    SpectralConv as SpectralConv,
+)
 from .summary import count_parameters as count_parameters, summary as summary  # noqa: E402
 from .unet import UNet as UNet  # noqa: E402
 from .uno import level_grid as level_grid, UNO as UNO  # noqa: E402

@@ -53,6 +53,7 @@ class FourierBlock(eqx.Module):
       result is band-limited back (`nets.band_limited`; 1: on the grid itself). There the
       normalisation's mean square is the exact one of the field the grid values interpolate
       (on the grid itself, a Nyquist mode counts twice its share), and GELU does not alias.
+    - `clip_modes`: on grids too coarse for `modes`, use the modes they hold (`SpectralConv`).
     - `key`: a JAX random key.
     """
 
@@ -66,10 +67,11 @@ class FourierBlock(eqx.Module):
 
     def __init__(self, in_channels: int, out_channels: int, modes: Sequence[int], time_dim: int,
                  *, norm: str | None, groups: int, method: Method, local: bool = False,
-                 oversample: float = 1.0, key: PRNGKeyArray):
+                 oversample: float = 1.0, clip_modes: bool = False, key: PRNGKeyArray):
         self.oversample = check_oversample(oversample)
         k1, k2, k3 = jr.split(key, 3)
-        self.spectral = SpectralConv(in_channels, out_channels, modes, method=method, key=k1)
+        self.spectral = SpectralConv(in_channels, out_channels, modes, method=method,
+                                     clip_modes=clip_modes, key=k1)
         self.pointwise = Pointwise(in_channels, out_channels, key=k2)
         self.time = eqx.nn.Linear(time_dim, out_channels, key=k3)
         self.norm = make_norm(norm, out_channels, groups)
@@ -216,6 +218,8 @@ class FNO(eqx.Module):
       band-limited back to the grid (`nets.band_limited`; 1: on the grid itself). With 2, the
       aliasing of the nonlinearities' harmonics, which makes a field's output on a coarse grid
       differ from its output on a fine one, is removed.
+    - `clip_modes`: on grids too coarse for `modes`, keep the modes they hold instead of refusing
+      them (`SpectralConv`): a multilevel run can start on a coarse grid with the weights of a fine one.
     - `dim`: the dimension $d$ of the torus.
     - `key`: a JAX random key.
     """
@@ -234,6 +238,7 @@ class FNO(eqx.Module):
     coordinates: str | None = eqx.field(static=True)
     fourier_features: tuple[int, ...] = eqx.field(static=True)
     oversample: float = eqx.field(static=True)
+    clip_modes: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -254,12 +259,14 @@ class FNO(eqx.Module):
         coordinates: str | None = "periodic",
         fourier_features: Sequence[int] = (),
         oversample: float = 1.0,
+        clip_modes: bool = False,
         dim: int = 2,
         key: PRNGKeyArray,
     ):
         if dim not in (1, 2, 3):
             raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
         self.oversample = check_oversample(oversample)
+        self.clip_modes = bool(clip_modes)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("width", width), ("depth", depth), ("projection", projection)):
             if int(value) < 1:
@@ -279,15 +286,18 @@ class FNO(eqx.Module):
         self.lift = Pointwise(value_fourier_channels(in_channels, self.fourier_features) + n_coords, width, key=keys[1])
         self.blocks = tuple(
             FourierBlock(width, width, self.modes, time_dim, norm=norm, groups=groups,
-                         method=method, local=local, oversample=self.oversample, key=k)
+                         method=method, local=local, oversample=self.oversample,
+                         clip_modes=self.clip_modes, key=k)
             for k in keys[2:depth + 2]
         )
         self.project1 = Pointwise(width, projection, key=keys[-2])
         self.project2 = Pointwise(projection, out_channels, key=keys[-1])
 
     def check_grid(self, grid: Sequence[int]) -> None:
-        """Raise a `ValueError` unless the kept modes fit `grid` ($n_i \\ge 2 m_i + 1$)."""
-        check_modes_fit(self.modes, tuple(grid), "input grid")
+        """Raise a `ValueError` unless the kept modes fit `grid` ($n_i \\ge 2 m_i + 1$); with
+        `clip_modes`, every grid is accepted."""
+        if not self.clip_modes:
+            check_modes_fit(self.modes, tuple(grid), "input grid")
 
     def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
         """Evaluate on one sample.

@@ -54,8 +54,20 @@ def check_modes_fit(modes: Sequence[int], grid: Sequence[int], name: str = "grid
         raise ValueError(
             f"modes {tuple(modes)} do not fit the {name} {grid}: keeping |k_i| <= m_i needs "
             f"n_i >= 2 m_i + 1 = {need} on every axis (axes {bad} are too small; the Nyquist bin "
-            "of an even grid is never used). Use fewer modes or a finer grid."
+            "of an even grid is never used). Use fewer modes, a finer grid, or clip_modes=True (the "
+            "modes the grid holds)."
         )
+
+
+def clipped_modes(modes: Sequence[int], *grids: Sequence[int]) -> tuple[int, ...]:
+    """`modes` reduced, axis by axis, to what every one of `grids` holds:
+    $\\min(m_i, \\lfloor (n_i - 1)/2 \\rfloor)$ over the grids (see `check_modes_fit`)."""
+    out = tuple(int(m) for m in modes)
+    for grid in grids:
+        if len(grid) != len(out):
+            raise ValueError(f"grid {tuple(grid)} has {len(grid)} axes, the modes {out} {len(out)}.")
+        out = tuple(min(m, (int(n) - 1) // 2) for m, n in zip(out, grid))
+    return out
 
 
 # -- truncated DFT matrices (float64 in NumPy, cast once) -----------------------------------------
@@ -420,6 +432,10 @@ class SpectralConv(eqx.Module):
     - `modes`: $m_i$ per axis, or an int for all `dim` axes.
     - `dim`: the number of spatial axes (needed when `modes` is an int).
     - `method`: `"auto"`, `"dft"` or `"fft"`.
+    - `clip_modes`: on a grid too coarse for the modes, keep only the frequencies it holds,
+      $|k_i| \\le \\lfloor (n_i - 1)/2 \\rfloor$ of the input and output grids, with their weights
+      (the sub-box of the stored ones); the result is the restriction of the map on a finer grid
+      for inputs band-limited to the coarse one. `False`: such a grid is refused.
     - `key`: a JAX random key for the weights, drawn uniform in $\\pm 1/\\sqrt{2 c_{in}}$ for the
       real and imaginary parts.
 
@@ -436,6 +452,7 @@ class SpectralConv(eqx.Module):
     out_channels: int = eqx.field(static=True)
     modes: tuple[int, ...] = eqx.field(static=True)
     method: str = eqx.field(static=True)
+    clip_modes: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -445,6 +462,7 @@ class SpectralConv(eqx.Module):
         *,
         dim: int | None = None,
         method: Method = "auto",
+        clip_modes: bool = False,
         key: PRNGKeyArray,
     ):
         if in_channels < 1 or out_channels < 1:
@@ -458,6 +476,7 @@ class SpectralConv(eqx.Module):
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.method = method
+        self.clip_modes = bool(clip_modes)
         shape = self.kept_shape + (self.in_channels, self.out_channels)
         scale = 1.0 / math.sqrt(2 * self.in_channels)
         kr, ki = jr.split(key)
@@ -468,6 +487,21 @@ class SpectralConv(eqx.Module):
     def kept_shape(self) -> tuple[int, ...]:
         """$(2 m_1 + 1, \\ldots, 2 m_{d-1} + 1, m_d + 1)$."""
         return tuple(2 * m + 1 for m in self.modes[:-1]) + (self.modes[-1] + 1,)
+
+    def fitted(self, grid: Sequence[int], out: Sequence[int]) -> tuple[tuple[int, ...], Array, Array]:
+        """The modes used between the input grid `grid` and the output grid `out`, with their
+        weights: all of them where they fit both grids; with `clip_modes`, those the grids hold
+        (`clipped_modes`); otherwise a `ValueError` names the grid."""
+        if not self.clip_modes:
+            check_modes_fit(self.modes, grid, "input grid")
+            check_modes_fit(self.modes, out, "output grid")
+            return self.modes, self.weight_real, self.weight_imag
+        modes = clipped_modes(self.modes, grid, out)
+        if modes == self.modes:
+            return self.modes, self.weight_real, self.weight_imag
+        box = tuple(slice(m - k, m + k + 1) for m, k in zip(self.modes[:-1], modes[:-1]))
+        box = box + (slice(0, modes[-1] + 1),)
+        return modes, self.weight_real[box], self.weight_imag[box]
 
     def __call__(
         self, u: Float[Array, "c *grid"], out_grid: Sequence[int] | None = None
@@ -491,15 +525,14 @@ class SpectralConv(eqx.Module):
             )
         grid = tuple(u.shape[1:])
         out = grid if out_grid is None else tuple(int(n) for n in out_grid)
-        check_modes_fit(self.modes, grid, "input grid")
-        check_modes_fit(self.modes, out, "output grid")
-        mixing = _mixing_matrix(self.weight_real, self.weight_imag).astype(u.dtype)
+        modes, w_re, w_im = self.fitted(grid, out)
+        mixing = _mixing_matrix(w_re, w_im).astype(u.dtype)
         mixing = mixing.reshape(-1, 2 * self.in_channels, 2 * self.out_channels)
         if self.method == "fft":
-            a = _fft_forward(u, self.modes)
-            return _fft_inverse(_mix(a, mixing), self.modes, out)
-        a = _dft_forward(u, self.modes)
-        return _dft_inverse(_mix(a, mixing), self.modes, out)
+            a = _fft_forward(u, modes)
+            return _fft_inverse(_mix(a, mixing), modes, out)
+        a = _dft_forward(u, modes)
+        return _dft_inverse(_mix(a, mixing), modes, out)
 
     def spatial_major(
         self, h: Float[Array, "*grid_rev b c"], out_grid: Sequence[int] | None = None
@@ -529,21 +562,20 @@ class SpectralConv(eqx.Module):
             )
         grid = tuple(h.shape[:d])[::-1]
         out = grid if out_grid is None else tuple(int(n) for n in out_grid)
-        check_modes_fit(self.modes, grid, "input grid")
-        check_modes_fit(self.modes, out, "output grid")
+        modes, w_re, w_im = self.fitted(grid, out)
         rev = tuple(range(d))[::-1]
-        w_re = self.weight_real.transpose(*rev, d, d + 1)
-        w_im = self.weight_imag.transpose(*rev, d, d + 1)
+        w_re = w_re.transpose(*rev, d, d + 1)
+        w_im = w_im.transpose(*rev, d, d + 1)
         if self.method == "fft":
-            u_hat = _sm_fft_forward(h, self.modes)
+            u_hat = _sm_fft_forward(h, modes)
             weight = jax.lax.complex(w_re, w_im).astype(u_hat.dtype)
             y = jnp.einsum("...bi,...io->...bo", u_hat, weight)
-            return _sm_fft_inverse(y, self.modes, out).astype(h.dtype)
+            return _sm_fft_inverse(y, modes, out).astype(h.dtype)
         if d > 1:  # the k_1 axis in the order of the paired transform
-            order = _paired_order(self.modes[0])
+            order = _paired_order(modes[0])
             w_re, w_im = w_re[..., order, :, :], w_im[..., order, :, :]
         mixing = _mixing_matrix(w_re, w_im).astype(h.dtype)
         mixing = mixing.reshape(-1, 2 * self.in_channels, 2 * self.out_channels)
-        a = _sm_forward(h, self.modes)
+        a = _sm_forward(h, modes)
         y = jnp.einsum("mbi,mio->mbo", a, mixing)
-        return _sm_inverse(y, self.modes, out)
+        return _sm_inverse(y, modes, out)

@@ -78,6 +78,9 @@ class UNO(eqx.Module):
       frequencies at every resolution; `None`: fractions of the input grid, whose inner levels hold
       more frequencies on finer inputs (and feed them to the nonlinearities), so that outputs on
       coarse and fine grids differ.
+    - `clip_modes`: on grids too coarse for a block's modes, keep the modes they hold instead of
+      refusing them (`SpectralConv`): a multilevel run can train first on a coarser grid (say 16
+      for modes 12) with the weights it goes on with at 32.
     - `dim`: the dimension of the torus.
     - `key`: a JAX random key.
     """
@@ -97,6 +100,7 @@ class UNO(eqx.Module):
     fourier_features: tuple[int, ...] = eqx.field(static=True)
     oversample: float = eqx.field(static=True)
     reference_grid: int | None = eqx.field(static=True)
+    clip_modes: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -119,12 +123,14 @@ class UNO(eqx.Module):
         fourier_features: Sequence[int] = (),
         oversample: float = 1.0,
         reference_grid: int | None = None,
+        clip_modes: bool = False,
         dim: int = 2,
         key: PRNGKeyArray,
     ):
         if dim not in (1, 2, 3):
             raise ValueError(f"`dim` must be 1, 2 or 3, got {dim}.")
         self.oversample = check_oversample(oversample)
+        self.clip_modes = bool(clip_modes)
         if reference_grid is not None and int(reference_grid) < 1:
             raise ValueError(f"`reference_grid` must be a positive grid size or None, got {reference_grid}.")
         self.reference_grid = None if reference_grid is None else int(reference_grid)
@@ -170,7 +176,7 @@ class UNO(eqx.Module):
             blocks.append(
                 FourierBlock(c_in, channels[i], (block_modes[i - 1],) * dim, time_dim, norm=norm,
                              groups=groups, method=method, local=local, oversample=self.oversample,
-                             key=keys[i + 1])
+                             clip_modes=self.clip_modes, key=keys[i + 1])
             )
         self.blocks = tuple(blocks)
         self.project1 = Pointwise(channels[-1] + channels[0], projection, key=keys[-2])
@@ -186,7 +192,10 @@ class UNO(eqx.Module):
         return level_grid(grid, self.levels[level], self.reference_grid)
 
     def check_grid(self, grid: Sequence[int]) -> None:
-        """Raise a `ValueError` unless every block's modes fit its input and output grids."""
+        """Raise a `ValueError` unless every block's modes fit its input and output grids (with
+        `clip_modes`, every grid is accepted)."""
+        if self.clip_modes:
+            return
         for i, m in enumerate(self.block_modes, start=1):
             modes = (m,) * self.dim
             check_modes_fit(modes, self.level_grid(grid, i - 1), f"level-{i - 1} grid")

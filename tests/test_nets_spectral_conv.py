@@ -150,6 +150,47 @@ def test_dft_and_fft_paths_agree(getkey):
     assert float(jnp.max(jnp.abs(diff))) <= 2e-6
 
 
+@pytest.mark.parametrize("method", ["dft", "fft"])
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_clipped_modes_give_the_fine_grid_map_restricted(getkey, method, dim):
+    """With `clip_modes`, on a grid too coarse for the modes (9 points for modes 6: 4 kept), the
+    convolution is the restriction of its output on a fine grid (16 points, all modes) for the same
+    input interpolated there; the one-sample and spatial-major paths agree, and the gradient reaches
+    only the weights of the kept modes."""
+    conv = nets.SpectralConv(3, 4, 6, dim=dim, method=method, clip_modes=True, key=getkey())
+    assert nets.clipped_modes(conv.modes, (9,) * dim) == (4,) * dim
+    u = jax.random.normal(getkey(), (3,) + (9,) * dim)
+    coarse = conv(u)
+    fine = conv(sdeflow.resample(u, (16,) * dim))
+    restricted = sdeflow.resample(fine, (9,) * dim)
+    assert float(jnp.linalg.norm(coarse - restricted) / jnp.linalg.norm(restricted)) < 1e-5
+    assert float(jnp.linalg.norm(restricted)) > 0.1 * float(jnp.linalg.norm(u))
+    strict = nets.SpectralConv(3, 4, 6, dim=dim, method=method, key=getkey())
+    with pytest.raises(ValueError, match="do not fit the input grid"):
+        strict(u)
+    batch = jax.random.normal(getkey(), (2, 3) + (9,) * dim)
+    rev = tuple(range(dim + 1, 1, -1))
+    sm = conv.spatial_major(jnp.transpose(batch, rev + (0, 1)))
+    np.testing.assert_allclose(jnp.transpose(sm, (dim, dim + 1) + tuple(range(dim - 1, -1, -1))),
+                               jax.vmap(conv)(batch), atol=2e-6)
+    grad = jax.grad(lambda c: jnp.sum(c(u) ** 2))(conv).weight_real
+    kept = (slice(2, 11),) * (dim - 1) + (slice(0, 5),)
+    assert float(jnp.abs(grad[kept]).min()) >= 0 and float(jnp.abs(grad[kept]).max()) > 0
+    outside = np.ones(grad.shape[:dim], bool)
+    outside[kept] = False
+    assert float(jnp.abs(grad[outside]).max()) == 0.0
+
+
+def test_clipping_changes_nothing_where_the_modes_fit(getkey):
+    conv = nets.SpectralConv(2, 3, (3, 4), key=getkey())
+    clipped = nets.SpectralConv(2, 3, (3, 4), clip_modes=True, key=getkey())
+    clipped = eqx.tree_at(lambda c: (c.weight_real, c.weight_imag), clipped, (conv.weight_real, conv.weight_imag))
+    u = jax.random.normal(getkey(), (2, 7, 9))
+    np.testing.assert_array_equal(clipped(u, (11, 12)), conv(u, (11, 12)))
+    # a coarser (odd) output grid clips the modes too: the map to it is the restriction of the map to (11, 12)
+    np.testing.assert_allclose(clipped(u, (5, 7)), sdeflow.resample(conv(u, (11, 12)), (5, 7)), atol=1e-5)
+
+
 def test_modes_that_do_not_fit_are_refused(getkey):
     conv = nets.SpectralConv(1, 1, (3, 4), key=getkey())
     conv(jnp.zeros((1, 7, 9)))  # 2m + 1 = n exactly: fits

@@ -117,3 +117,24 @@ def test_defaults_instantiate(getkey):
     assert isinstance(model, nets.UNO)
     assert nets.summary(model).startswith("UNO(")
     assert nets.count_parameters(model) > 0
+
+
+def test_clipped_modes_start_a_coarse_level(getkey):
+    """With `clip_modes` and `reference_grid`, a U-NO of modes 6 (full-grid blocks need 13 points)
+    acts on an 8-grid, as the first level of a multilevel run: its full-grid spectral paths keep
+    |k| <= 3, the inner levels are those of a 16-input, and on grids where the modes fit it is the
+    network without clipping, weight for weight."""
+    kwargs = {"width": 4, "modes": 6, "levels": (1, 1, 0.5, 1, 1), "multipliers": (1, 1, 2, 1, 1),
+              "groups": 2, "projection": 8, "time_features": 8, "time_dim": 8, "reference_grid": 16}
+    key = getkey()
+    clipped, strict = _small(key, clip_modes=True, **kwargs), _small(key, **kwargs)
+    u8 = jr.normal(getkey(), (2, 1, 8, 8))
+    t = jnp.array([0.1, 0.7])
+    with pytest.raises(ValueError, match=r"do not fit the level-0 grid \(8, 8\)"):
+        strict.batched(t, u8)
+    assert [b.spectral.fitted((8, 8), nets.level_grid((8, 8), f, 16))[0]
+            for b, f in zip(clipped.blocks, (1, 0.5, 1, 1))] == [(3, 3), (3, 3), (3, 3), (3, 3)]
+    out = clipped.batched(t, u8)
+    assert out.shape == (2, 1, 8, 8) and bool(jnp.all(jnp.isfinite(out)))
+    u16 = jr.normal(getkey(), (2, 1, 16, 16))
+    assert float(jnp.max(jnp.abs(clipped.batched(t, u16) - strict.batched(t, u16)))) == 0.0
