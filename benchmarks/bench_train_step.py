@@ -29,6 +29,10 @@ Default glibc maps every step's temporaries afresh, and the page faults (counted
 JSON) cost a quarter to two fifths of the step on a VM. `fastest` compares all variants, allocators and
 device counts.
 
+With `--torch` (PyTorch installed: `pip install torch==2.13.0`), the reference PyTorch step
+(`bench_train_step_torch`) runs in its own process before and after the JAX processes, and the
+JSON gives the ratio of its median to each variant's (`speedup_over_pytorch`).
+
 Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run); JSON goes to
 `benchmarks/results/train_step.json`.
 """
@@ -195,6 +199,20 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
     ]
 
 
+def torch_reference(batch: int, steps: int) -> float:
+    """The median step time in ms of `bench_train_step_torch` (the reference PyTorch step), run in a
+    process of its own."""
+    out_json = ROOT / "benchmarks" / "results" / "train_step_torch.json"
+    cmd = [sys.executable, "-m", "benchmarks.bench_train_step_torch", "--batch", str(batch),
+           "--steps", str(steps), "--out", str(out_json)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{(out.stderr or out.stdout)[-3000:]}")
+    median = json.loads(out_json.read_text())["median_ms"]
+    print(f"PyTorch reference step: median {median:.0f} ms", flush=True)
+    return round(median, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small batch, few steps, 1 device")
@@ -208,6 +226,8 @@ def main() -> None:
     parser.add_argument("--allocators", nargs="+", default=list(ALLOCATORS), choices=ALLOCATORS,
                         help="glibc malloc as it comes (default) or keeping freed memory "
                              "(retain: train.memory.retain_freed_memory, what the program runs)")
+    parser.add_argument("--torch", action="store_true",
+                        help="time the reference PyTorch step before and after, for the ratio")
     args = parser.parse_args()
     batch = args.batch or (16 if args.quick else 128)
     steps = args.steps or (2 if args.quick else 10)
@@ -218,6 +238,7 @@ def main() -> None:
         return
     devices = args.devices or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 2)
+    torch_ms = [torch_reference(batch, steps)] if args.torch else []
     runs = []
     for r, allocator, n in itertools.product(range(repeats), args.allocators, devices):
         cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker",
@@ -236,6 +257,8 @@ def main() -> None:
                   f"{res['page_faults_median']:.0f}; matmul "
                   f"{res['calibration_matmul_gflops_median']:.0f} GFLOP/s; "
                   f"load {res['loadavg_1min_median']:.1f})", flush=True)
+    if args.torch:
+        torch_ms.append(torch_reference(batch, steps))
     summary = {}
     for variant, allocator, n in itertools.product(args.variants, args.allocators, devices):
         sel = [r for r in runs
@@ -255,6 +278,8 @@ def main() -> None:
             "fraction_of_calibrated_limit": (
                 round(flops / (gf * 1e9) * 1e3 / med, 3) if flops else None),
         }
+        if torch_ms:
+            summary[f"{name}/{n}dev"]["speedup_over_pytorch"] = round(statistics.median(torch_ms) / med, 2)
     best = min(summary, key=lambda k: summary[k]["median_ms"])
     by_devices = {}
     for n in devices:
@@ -275,6 +300,7 @@ def main() -> None:
         },
         "targets_ms": {"reference_pytorch_median": 850, "straightforward_equinox_port": "1200-1450",
                        "target": 425, "limit_at_135_gflops": LIMIT_MS},
+        "pytorch_reference_ms": torch_ms or None,
         "summary": summary,
         "fastest": best,
         "fastest_device_count": min(by_devices, key=by_devices.get),
