@@ -18,6 +18,7 @@ from train.step import (
     make_mesh,
     make_optimiser,
     ema_decay_at,
+    evaluation_params,
     make_train_step,
     shard_batch,
     tree_max_difference,
@@ -189,6 +190,41 @@ def test_data_parallel_network_equals_one_device():
     np.testing.assert_allclose(losses_four, losses_one, rtol=1e-5)
     assert tree_max_difference(one.parts, net) > 1e-3
     assert tree_max_difference(one.parts, four.parts) < 1e-5
+
+
+def test_schedule_free_parts_evaluate_their_averaged_iterate(batches):
+    """With schedule-free AdamW for one part of two (an `optax.multi_transform`, as
+    `train.build.build_optimiser` makes it), the EMA (here of decay 0, so the last value) follows
+    that part's averaged iterate $x = (y - (1 - \\beta_1) z) / \\beta_1$, not the gradient point
+    $y$ the step trains, and the other part's weights as they are."""
+    mesh = make_mesh(jax.devices()[:2])
+    parts = {"network": _Net(jr.key(0)), "other": _Net(jr.key(3))}
+
+    def loss(parts, x0, key):
+        return _loss(parts["network"], x0, key) + _loss(parts["other"], x0, key)
+
+    optimiser = optax.multi_transform(
+        {"network": make_optimiser(3e-3, 20, warmup_steps=2, b1=0.8, schedule_free=True),
+         "other": make_optimiser(3e-3, 20, warmup_steps=2)},
+        {"network": "network", "other": "other"})
+    state = init_state(parts, optimiser, jr.key(1), mesh)
+    step = make_train_step(loss, optimiser, 0.0, mesh)
+    for batch in batches:
+        state, _ = step(state, shard_batch(batch, mesh))
+    free = [n for n in jax.tree.leaves(state.opt_state, is_leaf=lambda n: isinstance(n, optax.contrib.ScheduleFreeState))
+            if isinstance(n, optax.contrib.ScheduleFreeState)]
+    assert len(free) == 1 and isinstance(free[0].z["other"], optax.MaskedNode)
+    y, z = np.asarray(state.parts["network"].conv1.weight), np.asarray(free[0].z["network"].conv1.weight)
+    np.testing.assert_allclose(np.asarray(state.ema["network"].conv1.weight), (y - 0.2 * z) / 0.8, rtol=1e-5, atol=1e-7)
+    assert float(np.max(np.abs(np.asarray(state.ema["network"].conv1.weight) - y))) > 1e-4
+    assert tree_max_difference(state.ema["other"], state.parts["other"]) == 0.0
+    assert tree_max_difference(evaluation_params(state.opt_state, state.parts), state.ema) < 1e-6
+    # one schedule-free optimiser on a single part: the same rule
+    single = make_optimiser(3e-3, 20, schedule_free=True)
+    net = parts["network"]
+    single_state = single.init(eqx.filter(net, eqx.is_array))
+    np.testing.assert_allclose(np.asarray(evaluation_params(single_state, net).conv1.weight),
+                               np.asarray(net.conv1.weight), rtol=1e-6)  # x = y = z at the start
 
 
 def test_frozen_parts_stay_as_they_are(batches):

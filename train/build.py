@@ -398,6 +398,7 @@ def build_optimiser(cfg: DictConfig, stage: int = 0):
         transforms[name] = optax.set_to_zero() if name not in names else make_optimiser(
             o.lr, steps, warmup_steps=o.warmup_steps, final_lr_fraction=o.final_lr_fraction,
             clip_norm=o.clip_norm, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+            schedule_free=o.schedule_free,
         )
     return optax.multi_transform(transforms, {name: name for name in transforms})
 

@@ -74,8 +74,11 @@ def make_optimiser(
     weight_decay: float = 0.0,
     b1: float = 0.9,
     b2: float = 0.999,
+    schedule_free: bool = False,
 ) -> optax.GradientTransformation:
-    """AdamW with linear warm-up, cosine decay and gradient clipping by global norm.
+    """AdamW with linear warm-up, cosine decay and gradient clipping by global norm, or
+    schedule-free AdamW (`optax.contrib.schedule_free_adamw`: the same warm-up, then a constant
+    rate, and the averaged iterate to evaluate; see `evaluation_params`).
 
     **Arguments:**
 
@@ -85,7 +88,9 @@ def make_optimiser(
     - `final_lr_fraction`: the learning rate at `total_steps`, as a fraction of `lr`.
     - `clip_norm`: clip gradients to this global norm (`None`: no clipping).
     - `weight_decay`: decoupled weight decay of AdamW.
-    - `b1`, `b2`: Adam's moment decay rates.
+    - `b1`, `b2`: Adam's moment decay rates (with `schedule_free`, `b1` is its interpolation
+      weight).
+    - `schedule_free`: schedule-free AdamW instead (`final_lr_fraction` unused).
 
     **Returns:**
 
@@ -96,6 +101,10 @@ def make_optimiser(
             f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
             f"total_steps={total_steps}."
         )
+    if schedule_free:
+        adamw = optax.contrib.schedule_free_adamw(lr, warmup_steps=warmup_steps or None, b1=b1, b2=b2,
+                                                  weight_decay=weight_decay)
+        return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=lr,
@@ -269,7 +278,8 @@ def make_train_step(
 
     One step splits the state's key, evaluates `loss_fn(parts, batch, key)` and its gradient with
     respect to the trained parts, applies the optimiser, and updates their EMA
-    $\\bar\\theta \\leftarrow d \\bar\\theta + (1 - d) \\theta$; frozen parts and their EMA stay as
+    $\\bar\\theta \\leftarrow d \\bar\\theta + (1 - d) \\theta$ (of the averaged iterate for a
+    schedule-free optimiser, `evaluation_params`); frozen parts and their EMA stay as
     they are. `state` and `batch` are donated: do not use them after the call. A new grid
     (another batch shape) compiles the step once more.
 
@@ -317,7 +327,8 @@ def make_train_step(
             new_params = eqx.apply_updates(params, updates)
             decay = ema_decay_at(ema_decay, ema_warmup, state.step)
             parts = with_statistics(eqx.combine(new_params, frozen), statistics)
-            ema = with_statistics(eqx.combine(_ema_update(ema_params, new_params, decay), ema_frozen), statistics)
+            averaged = evaluation_params(opt_state, new_params)
+            ema = with_statistics(eqx.combine(_ema_update(ema_params, averaged, decay), ema_frozen), statistics)
             return eqx.filter((parts, ema, opt_state), eqx.is_array)
 
         # Only arrays pass through the cond (a part's Python flags, e.g. a dropout's, stay as they are).
@@ -381,6 +392,37 @@ def ema_decay_at(
         return decay
     n = jnp.asarray(step, jnp.float32)
     return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+
+
+def _is_schedule_free(node: Any) -> bool:
+    return isinstance(node, optax.contrib.ScheduleFreeState)
+
+
+def evaluation_params(opt_state: PyTree, params: PyTree) -> PyTree:
+    """The weights to evaluate: `params`, except that the parts a schedule-free optimiser trains
+    (`make_optimiser(..., schedule_free=True)`, inside `optax.multi_transform` or not) are its
+    averaged iterate $x = (y - (1 - \\beta_1) z) / \\beta_1$ rather than the gradient point $y$.
+
+    **Arguments:**
+
+    - `opt_state`: the optimiser's state for `params`.
+    - `params`: the trained weights (a dict of parts, or one part).
+
+    **Returns:**
+
+    A PyTree like `params`.
+    """
+    states = [n for n in jax.tree.leaves(opt_state, is_leaf=_is_schedule_free) if _is_schedule_free(n)]
+    for state in states:
+        def average(y, z, b1=state.b1):
+            return jax.tree.map(lambda yi, zi: (yi - (1.0 - b1) * zi) / b1, y, z)
+
+        if isinstance(params, dict) and isinstance(state.z, dict):  # a multi_transform over parts
+            params = {name: part if isinstance(state.z.get(name, optax.MaskedNode()), optax.MaskedNode)
+                      else average(part, state.z[name]) for name, part in params.items()}
+        else:
+            params = average(params, state.z)
+    return params
 
 
 def _ema_update(ema: PyTree, params: PyTree, decay: float | Array | dict[str, float | Array]) -> PyTree:

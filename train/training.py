@@ -366,5 +366,7 @@ def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
     """The learning rate of `make_optimiser`'s schedule at `step` of a stage (for the log)."""
     import optax
 
+    if o.schedule_free:
+        return float(o.lr * min(1.0, step / o.warmup_steps) if o.warmup_steps else o.lr)
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, steps_total, o.lr * o.final_lr_fraction)
     return float(schedule(step))

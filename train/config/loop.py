@@ -23,6 +23,7 @@ class AdamWConfig:
     b2: float = 0.999  # Adam's second-moment decay, in [0, 1)
     ema_decay: float = 0.999  # decay of the EMA of the weights (the EMA weights are the ones sampled), in [0, 1)
     ema_warmup: bool = False  # ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) at step n
+    schedule_free: bool = False  # schedule-free AdamW (optax.contrib): warm-up then a constant rate, its averaged iterate evaluated (and averaged by the EMA); final_lr_fraction unused
 
     def check(self, where: str, total_steps: int) -> None:
         number(f"{where}.lr", self.lr, lambda v: v > 0, "a number > 0")
