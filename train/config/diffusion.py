@@ -13,7 +13,7 @@ from typing import Any, Optional
 from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS
 from sdeflow.parameterisation import PARAMETERISATIONS
 
-from .errors import Choice, choices, fail, number
+from .errors import Choice, choices, fail, number, value_range
 
 Parameterisation = choices("Parameterisation", PARAMETERISATIONS)
 Weighting = choices("Weighting", WEIGHTINGS)
@@ -186,9 +186,7 @@ class DsmConfig:
         number(f"{where}.p2_k", self.p2_k, lambda v: v > 0, "a number > 0")
         number(f"{where}.self_conditioning_prob", self.self_conditioning_prob, lambda v: 0 <= v <= 1,
                "a number in [0, 1]")
-        clip = self.self_conditioning_clip
-        if clip is not None and (len(clip) != 2 or not float(clip[0]) < float(clip[1])):
-            fail(f"{where}.self_conditioning_clip", "must be null or [lo, hi] with lo < hi", list(clip))
+        value_range(f"{where}.self_conditioning_clip", self.self_conditioning_clip)
 
 
 def check_name(where: str, node, expected: str) -> None:

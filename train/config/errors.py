@@ -27,6 +27,12 @@ def number(field: str, value: float | None, check: Callable[[float], bool], what
         fail(field, f"must be {what}", value)
 
 
+def value_range(field: str, value: Any) -> None:
+    """`null` or `[lo, hi]` with `lo < hi` (a clip range)."""
+    if value is not None and (len(value) != 2 or not float(value[0]) < float(value[1])):
+        fail(field, "must be null or [lo, hi] with lo < hi", list(value))
+
+
 class Choice(str, enum.Enum):
     """A choice among names: hydra refuses any other value at composition, naming the field; the
     members are the strings themselves (`str(SamplerName.pc) == "pc"`)."""

@@ -5,7 +5,7 @@ from typing import List, Optional
 
 from sdeflow.samplers import SPACINGS, VARIABLES
 
-from .errors import Choice, ConfigError, choices, fail, number, positive
+from .errors import Choice, ConfigError, choices, fail, number, positive, value_range
 
 Spacing = choices("Spacing", SPACINGS)
 Variables = choices("Variables", VARIABLES)
@@ -70,8 +70,7 @@ class SamplerConfig:
         number(f"{where}.atol", self.atol, lambda v: v > 0, "a number > 0")
         number(f"{where}.eta", self.eta, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.clip is not None:
-            if len(self.clip) != 2 or not float(self.clip[0]) < float(self.clip[1]):
-                raise ConfigError(f"{where}.clip must be null or [lo, hi] with lo < hi, got {list(self.clip)}.")
+            value_range(f"{where}.clip", self.clip)
             if self.name != SamplerName.ddim:
                 raise ConfigError(f"{where}.clip applies to the ddim sampler only, got sampler {self.name.value!r}.")
         if self.t_end is not None:
