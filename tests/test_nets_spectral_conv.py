@@ -175,7 +175,7 @@ def test_clipped_modes_give_the_fine_grid_map_restricted(getkey, method, dim):
                                jax.vmap(conv)(batch), atol=2e-6)
     grad = jax.grad(lambda c: jnp.sum(c(u) ** 2))(conv).weight_real
     kept = (slice(2, 11),) * (dim - 1) + (slice(0, 5),)
-    assert float(jnp.abs(grad[kept]).min()) >= 0 and float(jnp.abs(grad[kept]).max()) > 0
+    assert float(jnp.abs(grad[kept]).max()) > 0
     outside = np.ones(grad.shape[:dim], bool)
     outside[kept] = False
     assert float(jnp.abs(grad[outside]).max()) == 0.0

@@ -138,3 +138,9 @@ def test_clipped_modes_start_a_coarse_level(getkey):
     assert out.shape == (2, 1, 8, 8) and bool(jnp.all(jnp.isfinite(out)))
     u16 = jr.normal(getkey(), (2, 1, 16, 16))
     assert float(jnp.max(jnp.abs(clipped.batched(t, u16) - strict.batched(t, u16)))) == 0.0
+    # the FNO takes the option alike (shapes only: nothing is allocated)
+    fno = eqx.filter_eval_shape(lambda k, c: nets.FNO(1, 1, width=4, modes=6, depth=1, clip_modes=c, key=k), getkey(), True)
+    fno.check_grid((8, 8))
+    assert fno.blocks[0].spectral.clip_modes
+    with pytest.raises(ValueError, match=r"do not fit the input grid \(8, 8\)"):
+        eqx.filter_eval_shape(lambda k: nets.FNO(1, 1, width=4, modes=6, depth=1, key=k), getkey()).check_grid((8, 8))
