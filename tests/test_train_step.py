@@ -19,6 +19,7 @@ from train.step import (
     make_optimiser,
     ema_decay_at,
     evaluation_params,
+    learning_rate_schedule,
     make_train_step,
     shard_batch,
     tree_max_difference,
@@ -139,6 +140,9 @@ def test_optimiser_schedule_and_clipping():
         sizes.append(-float(updates["w"]))
     np.testing.assert_allclose([sizes[0], sizes[1], sizes[11]], [0.0, 0.1, 0.01], rtol=1e-3, atol=1e-7)
     assert all(a >= b for a, b in zip(sizes[1:], sizes[2:]))
+    # The logged rate (learning_rate_schedule) is the rate the optimiser applied, step by step.
+    logged = learning_rate_schedule(0.1, 11, warmup_steps=1, final_lr_fraction=0.1)
+    np.testing.assert_allclose(sizes, [float(logged(i)) for i in range(12)], rtol=1e-3, atol=1e-7)
     # Clipping: a gradient of norm 10 becomes norm 1 before Adam (seen by the second moment).
     clipped = make_optimiser(0.1, 10, clip_norm=1.0)
     state = clipped.init(params)

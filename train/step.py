@@ -104,16 +104,38 @@ def make_optimiser(
     if schedule_free:
         adamw = optax.contrib.schedule_free_adamw(lr, warmup_steps=warmup_steps or None, b1=b1, b2=b2,
                                                   weight_decay=weight_decay)
-        return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
-    schedule = optax.warmup_cosine_decay_schedule(
+    else:
+        schedule = learning_rate_schedule(lr, total_steps, warmup_steps=warmup_steps,
+                                          final_lr_fraction=final_lr_fraction)
+        adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
+    return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+def learning_rate_schedule(
+    lr: float,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    final_lr_fraction: float = 0.0,
+    schedule_free: bool = False,
+) -> optax.Schedule:
+    """The learning rate of `make_optimiser` with the same arguments, step by step: linear warm-up,
+    then the cosine decay to `lr * final_lr_fraction` at `total_steps`; schedule-free, the same
+    warm-up (optax's rule) and then `lr`.
+
+    **Returns:**
+
+    An `optax.Schedule` (step -> rate).
+    """
+    if schedule_free:
+        return optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else optax.constant_schedule(lr)
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=lr,
         warmup_steps=warmup_steps,
         decay_steps=total_steps,
         end_value=lr * final_lr_fraction,
     )
-    adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
-    return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
 
 class DataParallel(eqx.Module):

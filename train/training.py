@@ -364,9 +364,8 @@ def phases_start(phases, stage: int) -> int:
 
 def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
     """The learning rate of `make_optimiser`'s schedule at `step` of a stage (for the log)."""
-    import optax
+    from .step import learning_rate_schedule
 
-    if o.schedule_free:
-        return float(o.lr * min(1.0, step / o.warmup_steps) if o.warmup_steps else o.lr)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, steps_total, o.lr * o.final_lr_fraction)
+    schedule = learning_rate_schedule(o.lr, steps_total, warmup_steps=o.warmup_steps,
+                                      final_lr_fraction=o.final_lr_fraction, schedule_free=o.schedule_free)
     return float(schedule(step))
