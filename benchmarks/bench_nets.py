@@ -60,6 +60,15 @@ def main() -> None:
     grids = args.grids or ([32] if args.quick else [32, 64, 128])
     repeats = args.repeats or (1 if args.quick else 3)
     rows = []
+    result = {
+        "benchmark": "score networks: parameters, forward and forward+backward per batch",
+        "conditions": {"machine": platform.platform(), "cpu_count": os.cpu_count(),
+                       "jax": jax.__version__, "devices": len(jax.devices()),
+                       "device_kind": jax.devices()[0].device_kind,
+                       "note": "CPU shared with other processes; see loadavg per row"},
+    }
+    path = pathlib.Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         cfg = OmegaConf.to_container(OmegaConf.structured(MODELS[name]), enum_to_str=True)
         model = hydra.utils.instantiate(cfg, in_channels=1, out_channels=1, dim=2, key=jr.key(0))
@@ -71,7 +80,7 @@ def main() -> None:
             u = jr.normal(jr.key(1), (batch, 1, n, n))
             t = jr.uniform(jr.key(2), (batch,))
             # UNet at 128^2 is slow on 2 cores: fewer calls
-            reps = 1 if (name == "unet" and n >= 128) else repeats
+            reps = 1 if (name == "unet" and n >= 128 and jax.default_backend() == "cpu") else repeats
             fwd_ms, fwd_compile, fwd_all = _time(forward, model, t, u, repeats=reps)
             bwd_ms, bwd_compile, bwd_all = _time(grad, model, t, u, repeats=reps)
             row = {"model": name, "grid": n, "batch": batch, "parameters": params,
@@ -82,16 +91,8 @@ def main() -> None:
             rows.append(row)
             print(f"  {n:4d}^2  forward {fwd_ms:9.1f} ms   forward+backward {bwd_ms:9.1f} ms"
                   f"   (load {row['loadavg_1min']:.1f})", flush=True)
-    result = {
-        "benchmark": "score networks: parameters, forward and forward+backward per batch",
-        "conditions": {"machine": platform.platform(), "cpu_count": os.cpu_count(),
-                       "jax": jax.__version__, "devices": len(jax.devices()),
-                       "note": "CPU shared with other processes; see loadavg per row"},
-        "rows": rows,
-    }
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+            # written after every row, so that a run cut short keeps what it measured
+            path.write_text(json.dumps({**result, "rows": rows}, indent=2))
     print(f"wrote {path}")
 
 

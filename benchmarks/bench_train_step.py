@@ -1,4 +1,4 @@
-"""Throughput of the full training step of an FNO on CPU, against the project's performance target.
+"""Throughput of the full training step of an FNO on CPU (or a GPU), against the project's performance target.
 
 The step: times and prior noise (Matérn, `sdeflow.priors`), the epsilon denoising loss of a
 VP SDE, its gradient and an optax Adam update, for an FNO with 4 Fourier layers, 14 modes per
@@ -33,6 +33,11 @@ With `--torch` (PyTorch installed: `pip install torch==2.13.0`), the reference P
 (`bench_train_step_torch`) runs in its own process before and after the JAX processes, and the
 JSON gives the ratio of its median to each variant's (`speedup_over_pytorch`).
 
+With `--platform cuda` the same variants run on the GPU (one process per device count; the
+allocator makes no difference there, so give `--allocators default`), and `--torch` times the
+reference step on the GPU too. JAX's default precision runs float32 matmuls in TF32 on such a GPU,
+PyTorch's in float32.
+
 Run `python -m benchmarks.bench_train_step` (add `--quick` for a fast smoke run); JSON goes to
 `benchmarks/results/train_step.json`.
 """
@@ -59,7 +64,7 @@ LIMIT_MS = 100.0  # ~14 GFLOP at ~135 GFLOP/s (a large float32 matmul here): the
 
 
 def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
-           allocator: str) -> list[dict]:
+           allocator: str, platform_name: str = "cpu") -> list[dict]:
     """Compile every variant, then time them interleaved (A B C D A B C D ...), so that a load
     that changes over time affects all variants alike."""
     sys.path.insert(0, str(ROOT))
@@ -70,8 +75,11 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
             raise RuntimeError("--allocators retain needs glibc's malloc (train.memory).")
     import jax
 
-    jax.config.update("jax_num_cpu_devices", devices)
-    jax.config.update("jax_platforms", "cpu")
+    if platform_name == "cpu":
+        jax.config.update("jax_num_cpu_devices", devices)
+    jax.config.update("jax_platforms", platform_name)
+    if len(jax.devices()) < devices:
+        raise RuntimeError(f"--devices {devices}: {platform_name} has {len(jax.devices())}.")
     import equinox as eqx
     import jax.numpy as jnp
     import jax.random as jr
@@ -85,7 +93,8 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
 
     sde = sdeflow.sde.VPSDE(sdeflow.priors.Matern(dim=2, s=2.0))
     optimiser = optax.adam(1e-4)
-    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.devices()[:devices])
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
     x0 = sdeflow.priors.Matern(dim=2, s=1.5).sample(jr.key(1), (1, grid, grid))
@@ -194,17 +203,18 @@ def worker(variants: list[str], devices: int, batch: int, grid: int, steps: int,
             "xla_flops_per_step": run["flops"],
             "calibration_matmul_gflops_median": statistics.median(calib),
             "loadavg_1min_median": statistics.median(loads),
+            "device_kind": jax.devices()[0].device_kind,
         }
         for variant, run in runs.items()
     ]
 
 
-def torch_reference(batch: int, steps: int) -> float:
+def torch_reference(batch: int, steps: int, device: str) -> float:
     """The median step time in ms of `bench_train_step_torch` (the reference PyTorch step), run in a
-    process of its own."""
+    process of its own on `device` (`cpu` or `cuda`)."""
     out_json = ROOT / "benchmarks" / "results" / "train_step_torch.json"
     cmd = [sys.executable, "-m", "benchmarks.bench_train_step_torch", "--batch", str(batch),
-           "--steps", str(steps), "--out", str(out_json)]
+           "--steps", str(steps), "--device", device, "--out", str(out_json)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{(out.stderr or out.stdout)[-3000:]}")
@@ -228,22 +238,26 @@ def main() -> None:
                              "(retain: train.memory.retain_freed_memory, what the program runs)")
     parser.add_argument("--torch", action="store_true",
                         help="time the reference PyTorch step before and after, for the ratio")
+    parser.add_argument("--platform", default="cpu", choices=("cpu", "cuda"),
+                        help="JAX's platform (cuda: one process per device count on the GPUs, "
+                             "and the PyTorch reference on the GPU)")
     args = parser.parse_args()
     batch = args.batch or (16 if args.quick else 128)
     steps = args.steps or (2 if args.quick else 10)
     if args.worker:
         devices = (args.devices or [1])[0]
-        res = worker(args.variants, devices, batch, 32, steps, args.allocators[0])
+        res = worker(args.variants, devices, batch, 32, steps, args.allocators[0], args.platform)
         print("RESULT " + json.dumps(res), flush=True)
         return
     devices = args.devices or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 2)
-    torch_ms = [torch_reference(batch, steps)] if args.torch else []
+    torch_device = "cuda" if args.platform == "cuda" else "cpu"
+    torch_ms = [torch_reference(batch, steps, torch_device)] if args.torch else []
     runs = []
     for r, allocator, n in itertools.product(range(repeats), args.allocators, devices):
         cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--worker",
                "--variants", *args.variants, "--devices", str(n), "--batch", str(batch),
-               "--steps", str(steps), "--allocators", allocator]
+               "--steps", str(steps), "--allocators", allocator, "--platform", args.platform]
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
         if out.returncode or not line:
@@ -258,7 +272,7 @@ def main() -> None:
                   f"{res['calibration_matmul_gflops_median']:.0f} GFLOP/s; "
                   f"load {res['loadavg_1min_median']:.1f})", flush=True)
     if args.torch:
-        torch_ms.append(torch_reference(batch, steps))
+        torch_ms.append(torch_reference(batch, steps, torch_device))
     summary = {}
     for variant, allocator, n in itertools.product(args.variants, args.allocators, devices):
         sel = [r for r in runs
@@ -289,6 +303,7 @@ def main() -> None:
         "benchmark": "FNO training step (prior noise, epsilon DSM loss, gradient, Adam update)",
         "config": {"depth": 4, "modes": 14, "width": 32, "projection": 128, "batch": batch,
                    "grid": [32, 32], "dtype": "float32", "quick": args.quick,
+                   "platform": args.platform,
                    "allocators": args.allocators,
                    "steps_per_process": steps, "processes_per_config": repeats},
         "conditions": {

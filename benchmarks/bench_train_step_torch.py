@@ -11,8 +11,8 @@ and a 128-channel projection; Matérn prior noise drawn in Fourier space; the ep
 SDE; Adam. Configuration as in `bench_train_step.py`: 4 Fourier layers, 14 modes per axis, width
 32, batch 128 at 32x32, float32, on all CPU threads (`torch.get_num_threads()`).
 
-PyTorch is not a dependency of sdeflow: `pip install torch==2.13.0` (a CPU build lies on disk on
-these machines). Run `python -m benchmarks.bench_train_step_torch`; JSON goes to
+`--device cuda` runs it on the GPU (for `bench_train_step --platform cuda`). PyTorch is not a
+dependency of sdeflow: `pip install torch==2.13.0`. Run `python -m benchmarks.bench_train_step_torch`; JSON goes to
 `benchmarks/results/train_step_torch.json`.
 """
 
@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build(torch, width: int, modes: int, depth: int, projection: int, time_dim: int):
+    """The reference FNO; its forward makes every tensor on the device of its input."""
     nn = torch.nn
 
     class SpectralConv2d(nn.Module):
@@ -44,7 +45,7 @@ def build(torch, width: int, modes: int, depth: int, projection: int, time_dim: 
         def forward(self, x):
             b, c, n1, n2 = x.shape
             x_ft = torch.fft.rfft2(x)
-            out = torch.zeros(b, c, n1, n2 // 2 + 1, dtype=torch.cfloat)
+            out = torch.zeros(b, c, n1, n2 // 2 + 1, dtype=torch.cfloat, device=x.device)
             out[:, :, :modes, :modes] = torch.einsum(
                 "bixy,ioxy->boxy", x_ft[:, :, :modes, :modes], self.weights1)
             out[:, :, -modes:, :modes] = torch.einsum(
@@ -65,10 +66,12 @@ def build(torch, width: int, modes: int, depth: int, projection: int, time_dim: 
         def forward(self, t, x):
             b, _, n1, n2 = x.shape
             half = 16
-            freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / (half - 1))
+            dev = x.device
+            freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=dev) / (half - 1))
             angle = 1000.0 * t[:, None] * freqs
             emb = self.time(torch.cat([torch.sin(angle), torch.cos(angle)], dim=1))
-            g1, g2 = torch.meshgrid(torch.arange(n1) / n1, torch.arange(n2) / n2, indexing="ij")
+            g1, g2 = torch.meshgrid(torch.arange(n1, device=dev) / n1,
+                                    torch.arange(n2, device=dev) / n2, indexing="ij")
             coords = torch.stack([torch.cos(2 * math.pi * g1), torch.sin(2 * math.pi * g1),
                                   torch.cos(2 * math.pi * g2), torch.sin(2 * math.pi * g2)])
             h = torch.cat([x, coords.expand(b, 4, n1, n2)], dim=1).permute(0, 2, 3, 1)
@@ -82,24 +85,24 @@ def build(torch, width: int, modes: int, depth: int, projection: int, time_dim: 
     return FNO2d()
 
 
-def run(steps: int, batch: int, grid: int) -> dict:
+def run(steps: int, batch: int, grid: int, device: str = "cpu") -> dict:
     import torch
 
     torch.manual_seed(0)
-    model = build(torch, width=32, modes=14, depth=4, projection=128, time_dim=64)
+    model = build(torch, width=32, modes=14, depth=4, projection=128, time_dim=64).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     # Matérn prior (s = 2, tau = 2 pi as the JAX benchmark's default), noise drawn in Fourier space
-    k1 = torch.fft.fftfreq(grid, 1 / grid)
-    k2 = torch.fft.rfftfreq(grid, 1 / grid)
+    k1 = torch.fft.fftfreq(grid, 1 / grid, device=device)
+    k2 = torch.fft.rfftfreq(grid, 1 / grid, device=device)
     lam = (4 * math.pi**2 + 4 * math.pi**2 * (k1[:, None] ** 2 + k2[None, :] ** 2)) ** -2.0
     sqrt_lam = (lam / lam.sum()).sqrt()
-    x0 = 0.5 * torch.randn(batch, 1, grid, grid)
+    x0 = 0.5 * torch.randn(batch, 1, grid, grid, device=device)
     beta_min, beta_max = 0.1, 20.0
 
     def step():
-        t = 1e-3 + (1 - 1e-3) * torch.rand(batch)
-        xi = torch.complex(torch.randn(batch, 1, grid, grid // 2 + 1),
-                           torch.randn(batch, 1, grid, grid // 2 + 1))
+        t = 1e-3 + (1 - 1e-3) * torch.rand(batch, device=device)
+        shape = (batch, 1, grid, grid // 2 + 1)
+        xi = torch.complex(torch.randn(shape, device=device), torch.randn(shape, device=device))
         eps = torch.fft.irfft2(xi * sqrt_lam, s=(grid, grid), norm="forward") / math.sqrt(2)
         log_m = -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
         m = torch.exp(log_m)[:, None, None, None]
@@ -108,7 +111,7 @@ def run(steps: int, batch: int, grid: int) -> dict:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        return float(loss.detach())
+        return float(loss.detach())  # waits for the device
 
     for _ in range(2):
         step()
@@ -119,7 +122,8 @@ def run(steps: int, batch: int, grid: int) -> dict:
         times.append(time.perf_counter() - t0)
     return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
             "times_ms": [round(1e3 * x, 1) for x in times], "loss": loss,
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "loadavg_1min": os.getloadavg()[0]}
 
 
@@ -128,6 +132,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="batch 16, 2 steps")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step_torch.json"))
     args = parser.parse_args()
     try:
@@ -135,7 +140,7 @@ def main() -> None:
     except ImportError:
         sys.exit("PyTorch is not installed: pip install torch==2.13.0 (CPU build), then run again.")
     batch, steps = (16, 2) if args.quick else (args.batch, args.steps)
-    result = run(steps, batch, 32)
+    result = run(steps, batch, 32, args.device)
     result.update(config={"depth": 4, "modes": 14, "width": 32, "projection": 128, "batch": batch,
                           "grid": [32, 32], "dtype": "float32"},
                   machine=platform.platform(), cpu_count=os.cpu_count())
