@@ -181,3 +181,37 @@ def test_an_arena_made_before_the_call_stays_and_the_call_says_so():
     early, late = _run(ARENA_SCRIPT, "early").stdout, _run(ARENA_SCRIPT, "late").stdout
     assert early.split()[-1] == "1" and "one arena from the start" in early, early
     assert int(late.split()[-1]) >= 2 and "arenas were made before it was told to" in late, late
+
+
+def test_accelerator_in_use_follows_jax_platforms_then_device_files():
+    from train.memory import accelerator_in_use
+
+    gpu = {"/dev/nvidiactl"}
+    plugins = {"jax_plugins"}
+
+    def decide(environ, devices=frozenset(), modules=frozenset()):
+        return accelerator_in_use(environ, exists=devices.__contains__, has_module=modules.__contains__)
+
+    # JAX_PLATFORMS decides by its first platform, whatever the machine holds
+    assert decide({"JAX_PLATFORMS": "cpu"}, gpu, plugins) is None
+    assert decide({"JAX_PLATFORMS": "cpu,cuda"}, gpu, plugins) is None
+    assert decide({"JAX_PLATFORMS": "cuda"}) == "JAX_PLATFORMS=cuda"
+    assert decide({"JAX_PLATFORMS": "tpu,cpu"}) == "JAX_PLATFORMS=tpu,cpu"
+    # unset: an accelerator needs both its device file and its JAX plugin
+    assert decide({}, gpu, plugins) == "/dev/nvidiactl and jax_plugins"
+    assert decide({}, gpu, frozenset()) is None
+    assert decide({}, frozenset(), plugins) is None
+    assert decide({"JAX_PLATFORMS": ""}, {"/dev/accel0"}, {"libtpu"}) == "/dev/accel0 and libtpu"
+
+
+def test_retain_freed_memory_leaves_malloc_alone_on_an_accelerator():
+    if glibc_version() is None:
+        pytest.skip("not glibc: retain_freed_memory is a documented no-op there")
+    script = (
+        "from train import memory\n"
+        "print(memory.retain_freed_memory(), memory.retain_freed_memory(), memory._first_call)\n"
+    )
+    # JAX_PLATFORMS=cuda names an accelerator; nothing here imports JAX, so no GPU is needed
+    assert _run(script, JAX_PLATFORMS="cuda").stdout.split() == ["False", "False", "JAX_PLATFORMS=cuda"]
+    retained = _run(script, JAX_PLATFORMS="cpu").stdout.split()
+    assert retained[:2] == ["True", "True"], retained
