@@ -229,7 +229,8 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     state = eqx.tree_at(lambda s: (s.key, s.step), stage.start(state.parts, state.key, mesh, state.ema),
                                         (state.key, state.step))
                     metrics.write(event="stage", step=step, stage=stage.index, name=stage.name)
-                    logger.info(f"stage {stage.index} ({stage.name}): trains {stage.trainable}")
+                    trains = "every part" if stage.trainable is True else ", ".join(sorted(stage.trainable))
+                    logger.info(f"stage {stage.index} ({stage.name}): trains {trains}")
                 iterator = batches(_dataset(cfg, source, data.values, phase.grid), data_state)
                 if step == level_start:  # (not when resuming in the middle of a level)
                     metrics.write(event="level", step=step, stage=phase.stage, level=phase.level, grid=phase.grid)
