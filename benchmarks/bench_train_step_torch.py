@@ -12,8 +12,8 @@ SDE; Adam. Configuration as in `bench_train_step.py`: 4 Fourier layers, 14 modes
 32, batch 128 at 32x32, float32, on all CPU threads (`torch.get_num_threads()`).
 
 `--device cuda` runs it on the GPU (for `bench_train_step --platform cuda`). PyTorch is not a
-dependency of sdeflow: `pip install torch==2.13.0`. Run `python -m benchmarks.bench_train_step_torch`; JSON goes to
-`benchmarks/results/train_step_torch.json`.
+dependency of sdeflow: `pip install torch==2.13.0`. Run `python -m benchmarks.bench_train_step_torch`;
+JSON goes to `benchmarks/results/train_step_torch.json`.
 """
 
 import argparse

@@ -10,14 +10,14 @@ of its time (751 -> 541 ms on 1 device, 824 -> 500 ms on 2; the U-NO of `multile
 `retain_freed_memory` tells glibc to serve large blocks from one heap and keep freed pages
 (`mallopt`), after which a step faults almost nothing. The price: the resident size stays at its
 peak, which a training process reaches anyway, and XLA's threads share one arena's lock (the
-step times above include that; compilation was not timed separately).
+step times above include that; what it costs compilation is below).
 
 On an accelerator none of this applies: a step's buffers live in device memory under XLA's own
-allocator, while one arena makes the compiler's threads share one lock. Measured: the `multilevel_mnist`
-step compiled in 10.7-11.4 s with the arena limit against 8.5-9.7 s without on 2 CPU cores; on an
-H100 host (16 cores) the main job's first 25 steps took 97 s where the same step compiled in 11-13 s
-in a process left as it comes. So `retain_freed_memory` leaves `malloc` alone when JAX is going to
-run on an accelerator (`accelerator_in_use`).
+allocator, while one arena makes the compiler's threads share one lock. Measured: the
+`multilevel_mnist` step compiled in 10.7-11.4 s with the arena limit against 8.5-9.7 s without on 2
+CPU cores; on an H100 host (16 cores) the main job's first 25 steps took 97 s where the same step
+compiled in 11-13 s in a process left as it comes. So `retain_freed_memory` leaves `malloc` alone
+when JAX is going to run on an accelerator (`accelerator_in_use`).
 
 On more than one device that peak is not reached once and for all: the devices' programs run at
 once and interleave their allocations differently every step, so the kept heap fragments and
