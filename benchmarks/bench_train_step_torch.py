@@ -138,7 +138,7 @@ def main() -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        sys.exit("PyTorch is not installed: pip install torch==2.13.0 (CPU build), then run again.")
+        sys.exit("PyTorch is not installed: pip install torch==2.13.0 (a CUDA build for --device cuda), then run again.")
     batch, steps = (16, 2) if args.quick else (args.batch, args.steps)
     result = run(steps, batch, 32, args.device)
     result.update(config={"depth": 4, "modes": 14, "width": 32, "projection": 128, "batch": batch,

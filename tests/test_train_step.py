@@ -327,3 +327,22 @@ def test_statistics_a_loss_returns_replace_the_parts_and_their_ema(batches):
         bad_step = make_train_step(lambda p, x, k: (loss(p, x, k)[0], {"other": p["mean"]}), optimiser, 0.9, mesh,
                                    trainable={"network"})
         bad_step(state, shard_batch(batches[0], mesh))
+
+
+def test_schedule_free_warm_up_is_the_logged_schedule():
+    """Schedule-free AdamW runs on `learning_rate_schedule` (the logged rate): its updates equal
+    optax's own warm-up rule's to the last bit."""
+    import jax.numpy as jnp
+    import optax
+
+    params = {"w": jnp.arange(6.0)}
+    ours = make_optimiser(0.1, 20, warmup_steps=5, schedule_free=True, clip_norm=None)
+    theirs = optax.contrib.schedule_free_adamw(0.1, warmup_steps=5, b1=0.9, b2=0.999, weight_decay=0.0)
+    sa, sb, pa, pb = ours.init(params), theirs.init(params), params, params
+    for i in range(12):
+        g = {"w": jnp.sin(pa["w"] * (i + 1))}
+        ua, sa = ours.update(g, sa, pa)
+        ub, sb = theirs.update(g, sb, pb)
+        pa, pb = optax.apply_updates(pa, ua), optax.apply_updates(pb, ub)
+    np.testing.assert_array_equal(np.asarray(pa["w"]), np.asarray(pb["w"]))
+    assert not np.allclose(np.asarray(pa["w"]), np.asarray(params["w"]))

@@ -101,12 +101,13 @@ def make_optimiser(
             f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
             f"total_steps={total_steps}."
         )
-    if schedule_free:
-        adamw = optax.contrib.schedule_free_adamw(lr, warmup_steps=warmup_steps or None, b1=b1, b2=b2,
+    # one schedule for the update and for the logged rate (train.training.optimiser_lr)
+    schedule = learning_rate_schedule(lr, total_steps, warmup_steps=warmup_steps,
+                                      final_lr_fraction=final_lr_fraction, schedule_free=schedule_free)
+    if schedule_free:  # the warm-up is in the schedule (optax's own is the same linear ramp)
+        adamw = optax.contrib.schedule_free_adamw(schedule, warmup_steps=None, b1=b1, b2=b2,
                                                   weight_decay=weight_decay)
     else:
-        schedule = learning_rate_schedule(lr, total_steps, warmup_steps=warmup_steps,
-                                          final_lr_fraction=final_lr_fraction)
         adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
     return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
@@ -121,7 +122,7 @@ def learning_rate_schedule(
 ) -> optax.Schedule:
     """The learning rate of `make_optimiser` with the same arguments, step by step: linear warm-up,
     then the cosine decay to `lr * final_lr_fraction` at `total_steps`; schedule-free, the same
-    warm-up (optax's rule) and then `lr`.
+    linear warm-up and then `lr`.
 
     **Returns:**
 
