@@ -28,10 +28,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15, help="timed steps")
     parser.add_argument("--devices", type=int, default=1, help="CPU devices of the data mesh")
     parser.add_argument("--stage", type=int, default=0, help="the stage whose step is timed (0: the first)")
+    parser.add_argument("--allocator", choices=("default", "retain"), default="retain",
+                        help="retain: keep freed memory as the programs do (train.memory); default: glibc's malloc as it comes")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the run, e.g. train.batch_size=32")
     args = parser.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
     sys.path.insert(0, str(ROOT))
+    if args.allocator == "retain":  # before any import starts a thread, as in the programs
+        from train.memory import retain_freed_memory
+        retain_freed_memory()
     from benchmarks.calibration import matmul_gflops
     import hydra
     import jax
@@ -74,6 +79,7 @@ def main() -> None:
         "stage": args.stage,
         "overrides": args.overrides,
         "devices": args.devices,
+        "allocator": args.allocator,
         "batch": shape,
         "compile_and_first_step_s": compile_s,
         "step_ms_median": statistics.median(times),
