@@ -88,6 +88,33 @@ def test_smoke_run_folder(uninterrupted):
 
 
 @pytest.mark.slow
+def test_sampling_programs_can_oversample_the_nonlinearities(uninterrupted, tmp_path):
+    """`oversample=` of train.sample and train.evaluate: the run's weights, unchanged, in a network
+    whose GELUs are evaluated on a finer grid (a static option: the checkpoint is the same)."""
+    run_dir, _, state = uninterrupted
+    _, plain, _, _ = load_run(run_dir)
+    _, finer, _, _ = load_run(run_dir, oversample=2.0)
+    for a, b in zip(_leaves(finer), _leaves(state.ema["network"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert plain.oversample == 1.0 and finer.oversample == 2.0 and all(b.oversample == 2.0 for b in finer.blocks)
+    u = jr.normal(jr.key(0), (2, plain.in_channels, 16, 16))
+    gap = jnp.linalg.norm(finer.batched(0.3, u) - plain.batched(0.3, u)) / jnp.linalg.norm(plain.batched(0.3, u))
+    assert 1e-4 < float(gap) < 0.5  # the same network, its aliasing removed
+    sampler = {"name": "euler_maruyama", "steps": 8}
+    tag = output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema", "oversample": 2}))
+    assert tag == "euler_maruyama_8_oversample2"
+    with pytest.raises(ConfigError, match="oversample must be a factor >= 1"):
+        load_run(run_dir, oversample=0.5)
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    config = OmegaConf.load(run_dir / "config.yaml")
+    config.model = {"_target_": "nets.UNet"}  # the UNet's defaults (train.config.UNetConfig)
+    OmegaConf.save(config, unet / "config.yaml")
+    with pytest.raises(ConfigError, match=r"oversample=2: the run's network \(nets.UNet\) has no oversampled"):
+        load_run(unet, oversample=2.0)
+
+
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
     _, _, reference = uninterrupted
     run_dir = tmp_path / "run"

@@ -21,7 +21,8 @@ def select_weights(state, weights: str, part: str = "network"):
     return (state.ema if weights == "ema" else state.parts)[part]
 
 
-def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema"):
+def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema",
+             oversample: float | None = None):
     """The network of a training run's checkpoint.
 
     **Arguments:**
@@ -30,6 +31,9 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     - `step`: the checkpoint step, or `None` for the latest.
     - `weights`: `"ema"` (the exponential moving average of the weights) or `"raw"` (the weights
         the optimiser last wrote).
+    - `oversample`: if given, the network evaluates its nonlinearities on a grid this many times
+        finer than the one it acts on (`model.oversample` of an FNO or U-NO), whatever the run
+        trained with: the weights do not depend on it. `None`: as trained.
 
     **Returns:**
 
@@ -37,7 +41,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     run's learned schedule, of the same `weights`, when it trained one) and the step restored.
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
-    cfg, state, step = load_state(run_dir, step)
+    cfg, state, step = load_state(run_dir, step, oversample=oversample)
     if cfg.get("autoencoder") is not None:
         raise ConfigError(f"run_dir={run_dir} models the latent maps of an autoencoder: its samples, inpaintings "
                           "and evaluation are written by its report at the end of training (train.report).")
@@ -45,7 +49,8 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     return cfg, select_weights(state, weights), sde, step
 
 
-def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str = "run_dir"):
+def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str = "run_dir",
+               oversample: float | None = None):
     """The whole training state of a run's checkpoint, on one device.
 
     **Arguments:**
@@ -53,6 +58,8 @@ def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str 
     - `run_dir`: the run folder (`config.yaml`, `checkpoints/`).
     - `step`: the checkpoint step, or `None` for the latest.
     - `field`: the config field that named the folder (for the messages).
+    - `oversample`: `model.oversample` to build the network with instead of the run's (see
+        `load_run`); `None`: the run's.
 
     **Returns:**
 
@@ -62,6 +69,13 @@ def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{field}={run_dir} holds no config.yaml: is it the folder of a training run?")
     cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
+    if oversample is not None:
+        if not float(oversample) >= 1.0:
+            raise ConfigError(f"oversample must be a factor >= 1 (1: the nonlinearities on the grid itself), got {float(oversample):g}.")
+        if "oversample" not in cfg.model:
+            raise ConfigError(f"oversample={float(oversample):g}: the run's network ({cfg.model._target_}) has no "
+                              "oversampled nonlinearities (model.oversample is a field of the FNO and the U-NO).")
+        cfg.model.oversample = float(oversample)  # a static field: the checkpoint's arrays are the same
     model_key, train_key, _ = build.split_keys(cfg.train.seed)
     parts = build.build_parts(cfg, model_key)
     with Checkpointer(run_dir / "checkpoints") as checkpointer:

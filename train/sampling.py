@@ -39,9 +39,12 @@ def sampler_tag(spec: Any) -> str:
 
 
 def output_tag(cfg: DictConfig) -> str:
-    """The default output name of a sampling or evaluation program: the sampler's tag, and `_raw`
-    when the raw weights are sampled instead of the EMA ones."""
-    return sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
+    """The default output name of a sampling or evaluation program: the sampler's tag, `_raw`
+    when the raw weights are sampled instead of the EMA ones, and `_oversample<f>` when the
+    network's nonlinearities are evaluated on a finer grid than the run's."""
+    oversample = cfg.get("oversample")
+    return (sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
+            + ("" if oversample is None else f"_oversample{float(oversample):g}"))
 
 
 def on_one_device(model: Any) -> Any:
