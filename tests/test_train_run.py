@@ -103,7 +103,7 @@ def test_sampling_programs_can_oversample_the_nonlinearities(uninterrupted, tmp_
     sampler = {"name": "euler_maruyama", "steps": 8}
     tag = output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema", "oversample": 2}))
     assert tag == "euler_maruyama_8_oversample2"
-    with pytest.raises(ConfigError, match="oversample must be a factor >= 1"):
+    with pytest.raises(ConfigError, match=r"oversample must be a factor >= 1 \(1: off\), got 0.5"):
         load_run(run_dir, oversample=0.5)
     unet = tmp_path / "unet"
     unet.mkdir()

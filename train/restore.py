@@ -5,6 +5,8 @@ import pathlib
 import jax
 from omegaconf import OmegaConf
 
+from nets.resampling import check_oversample
+
 from . import build
 from .checkpoint import Checkpointer, CheckpointError
 from .config import ConfigError, Weights, to_schema, typed
@@ -70,8 +72,10 @@ def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str 
         raise ConfigError(f"{field}={run_dir} holds no config.yaml: is it the folder of a training run?")
     cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
     if oversample is not None:
-        if not float(oversample) >= 1.0:
-            raise ConfigError(f"oversample must be a factor >= 1 (1: the nonlinearities on the grid itself), got {float(oversample):g}.")
+        try:
+            check_oversample(oversample)  # the networks' own rule
+        except ValueError as error:
+            raise ConfigError(str(error).replace("`oversample`", "oversample")) from None
         if "oversample" not in cfg.model:
             raise ConfigError(f"oversample={float(oversample):g}: the run's network ({cfg.model._target_}) has no "
                               "oversampled nonlinearities (model.oversample is a field of the FNO and the U-NO).")
