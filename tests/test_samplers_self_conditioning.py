@@ -41,7 +41,9 @@ def test_a_network_ignoring_its_extra_channels_gives_the_samples_without_them():
             return one.samples, two.samples, one.num_evaluations, two.num_evaluations
 
         a, b, count_a, count_b = compiled(both, keys)(keys)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+        # the same arithmetic up to how XLA fuses the slice of the extra channels: equal to float32
+        # rounding (a sampler that fed the extra channels into the score would differ at O(1))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=name)
         np.testing.assert_array_equal(np.asarray(count_a), np.asarray(count_b), err_msg=name)
 
 
