@@ -7,7 +7,7 @@
 For each sampler configuration it draws `--num-samples` samples on the grid, computes the energy
 distance (`sdeflow.metrics.riesz_mmd`, fields in $L^2(\\mathbb{T}^2)$) to the reference half of
 the run's `data.holdout_range` (the half the evaluation classifier did not train on), and records
-the mean number of network evaluations and the wall time. The issue-6 target: the adaptive
+the mean number of network evaluations and the wall time. The target it checks: the adaptive
 probability-flow ODE reaches the MMD of 200-step Euler–Maruyama with at most a fifth of its
 evaluations; `target` in the JSON says which adaptive configuration does, if any, next to
 `mmd_noise`, the spread of the MMD of 200-step Euler–Maruyama over `--repeats` seeds.

@@ -3,10 +3,10 @@
 XLA's CPU runtime allocates a step's temporary buffers (hundreds of MB for a batch of fields)
 with `malloc` and frees them when the step ends. glibc serves large blocks (above its mmap
 threshold, at most 32 MiB) with `mmap` and gives them back with `munmap`, and its per-thread
-arenas return freed heap pages too, so the next step touches fresh pages: measured on the
-issue-5 FNO step (2-core VM), ~140,000 minor page faults per step and a quarter to two fifths
-of its time (751 -> 541 ms on 1 device, 824 -> 500 ms on 2; the U-NO of `multilevel_mnist`:
-522 -> 392 ms per step at 32², 2007 -> 1501 ms at 64²).
+arenas return freed heap pages too, so the next step touches fresh pages: measured on the FNO
+training step of `benchmarks/bench_train_step.py` (2-core VM), ~140,000 minor page faults per
+step and a quarter to two fifths of its time (751 -> 541 ms on 1 device, 824 -> 500 ms on 2;
+the U-NO of `multilevel_mnist`: 522 -> 392 ms per step at 32², 2007 -> 1501 ms at 64²).
 `retain_freed_memory` tells glibc to serve large blocks from one heap and keep freed pages
 (`mallopt`), after which a step faults almost nothing. The price: the resident size stays at its
 peak, which a training process reaches anyway, and XLA's threads share one arena's lock (the
