@@ -41,6 +41,8 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
         assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
+        # no likelihood ODE at the end of the run, so the ELBO is what reports bits per dimension
+        assert run.train.evaluation.likelihood.num_digits == 0 and run.train.evaluation.elbo.num_examples > 0
     if exp.startswith("mnist_sdf"):
         # the U-NO and the UNet beside it: the same data, prior, SDE, training, DDIM and report; the
         # UNet predicts v where the U-NO predicts the noise
