@@ -13,6 +13,7 @@ import sdeflow
 from sdeflow.losses import (
     AntitheticTimeSampling,
     CameronMartinNorm,
+    InterpolatedNorm,
     L1Norm,
     L2Norm,
     LikelihoodWeighting,
@@ -126,6 +127,40 @@ def test_minimum_value_is_the_posterior_variance(getkey):
     ts = jnp.linspace(sde.t0, sde.t1, 2001)
     exact = float(jnp.mean(jax.vmap(posterior)(ts)))
     assert abs(loss / exact - 1) < 0.03, (loss, exact)
+
+
+@pytest.mark.parametrize("grid", [(8, 8), (9, 7)])
+def test_interpolated_norm_weighs_each_mode_by_a_power_of_the_eigenvalue_ratio(grid, getkey):
+    """$r = 0$ is the L2 norm exactly (Nyquist bins included); on a single Fourier mode $k$ the
+    norm is $(\\lambda_{\\max} / \\lambda_k)^r$ times its L2 norm; $r = 1$ is the Cameron-Martin norm
+    times $\\lambda_{\\max}$ on fields in the charged modes; and a prior sample's expected square is
+    $\\sum_k \\lambda_{\\max}^r \\lambda_k^{1 - r}$."""
+    prior = Matern(2, s=2.0, tau=6.0)
+    sde = VPSDE(prior)
+    v = jr.normal(getkey(), (2, *grid))
+    np.testing.assert_allclose(InterpolatedNorm(0.0).squared(sde, v), L2Norm().squared(sde, v), rtol=1e-6)
+    lam = prior.eigenvalues(grid)
+    top = float(jnp.max(lam))
+    x = sdeflow.coordinates(grid)
+    for k in [(0, 1), (2, 1), (-3, 2)]:
+        mode = jnp.cos(2 * jnp.pi * (k[0] * x[0] + k[1] * x[1]))[None]
+        lam_k = float(prior.sqrt_spectrum((jnp.asarray(k[0]), jnp.asarray(k[1]))) ** 2)
+        for r in (0.25, 0.7):
+            np.testing.assert_allclose(InterpolatedNorm(r).squared(sde, mode),
+                                       (top / lam_k) ** r * L2Norm().squared(sde, mode), rtol=1e-4)
+    charged = prior.apply(v)
+    np.testing.assert_allclose(InterpolatedNorm(1.0).squared(sde, charged),
+                               top * CameronMartinNorm().squared(sde, charged), rtol=1e-4)
+    r = 0.3
+    eps = jax.vmap(lambda key: prior.sample(key, (1, *grid)))(jr.split(getkey(), 4000))
+    empirical = float(jnp.mean(jax.vmap(lambda e: InterpolatedNorm(r).squared(sde, e))(eps)))
+    counts = jnp.where(jnp.arange(lam.shape[-1]) == 0, 1.0, 2.0)  # rfft holds k and -k once
+    if grid[-1] % 2 == 0:
+        counts = counts.at[-1].set(1.0)
+    expected = float(jnp.sum(counts * jnp.where(lam > 0, top**r * lam ** (1 - r), 0.0)))
+    assert abs(empirical - expected) < 0.05 * expected, (empirical, expected)
+    with pytest.raises(ValueError, match="`power` must be in"):
+        InterpolatedNorm(1.5)
 
 
 def test_time_sampling(getkey):

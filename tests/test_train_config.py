@@ -244,6 +244,14 @@ def test_denoising_switches_reach_the_library(getkey):
     assert isinstance(clipped, nets.ClippedEstimate) and (clipped.low, clipped.high, clipped.channels) == (-1.0, 1.0, 1)
     plain = compose("+exp=smoke")
     assert build_loss(plain, sde).keywords["kwargs"]["self_conditioning"] is None
+    from sdeflow.losses import InterpolatedNorm, L2Norm
+
+    assert build_loss(plain, sde).keywords["kwargs"]["norm"] == L2Norm()
+    interpolated = compose("+exp=smoke", "loss.norm=interpolated", "loss.norm_power=0.4")
+    validate(interpolated)
+    assert build_loss(interpolated, sde).keywords["kwargs"]["norm"] == InterpolatedNorm(0.4)
+    with pytest.raises(ConfigError, match=r"loss.norm_power must be a number in \[0, 1\]"):
+        validate(compose("+exp=smoke", "loss.norm=interpolated", "loss.norm_power=1.5"))
     for override, message in [("sampler=ode sampler.steps=null", "sampler.steps must be a positive int with loss.self_conditioning"),
                               ("sampler=ode sampler.steps=8", "sampler.solver tsit5 reuses its last stage"),
                               ("sampler=ode sampler.steps=8 sampler.solver=heun sampler.variables=sigma",

@@ -213,7 +213,7 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     `parts["network"]` with the settings of `loss` (a loss option's fields; default `cfg.loss`),
     each name made the library's object; the SDE takes the learned parts of `parts` (a schedule,
     a prior) when the run learns them (`with_parts`)."""
-    from sdeflow.losses import dsm_loss, NORMS, P2Weighting, TIME_SAMPLINGS, WEIGHTINGS
+    from sdeflow.losses import dsm_loss, InterpolatedNorm, NORMS, P2Weighting, TIME_SAMPLINGS, WEIGHTINGS
 
     l = cfg.loss if loss is None else loss  # noqa: E741
     if l.name == "vqvae":
@@ -223,6 +223,9 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
     weighting = named("loss.weighting", WEIGHTINGS, l.weighting)
     if isinstance(weighting, P2Weighting):
         weighting = P2Weighting(float(getattr(l, "p2_gamma", 1.0)), float(getattr(l, "p2_k", 1.0)))
+    norm = named("loss.norm", NORMS, l.norm)
+    if isinstance(norm, InterpolatedNorm):
+        norm = InterpolatedNorm(float(getattr(l, "norm_power", norm.power)))
     return functools.partial(
         _dsm,
         sde=sde,
@@ -230,7 +233,7 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
             parameterisation=build_parameterisation(l.parameterisation),
             weighting=weighting,
             time_sampling=named("loss.time_sampling", TIME_SAMPLINGS, l.time_sampling),
-            norm=named("loss.norm", NORMS, l.norm),
+            norm=norm,
             self_conditioning=float(l.self_conditioning_prob) if self_conditioned(l) else None,
         ),
         loss=dsm_loss,

@@ -8,6 +8,7 @@ from .dsm import (
 from .norms import (
     AbstractNorm as AbstractNorm,
     CameronMartinNorm as CameronMartinNorm,
+    InterpolatedNorm as InterpolatedNorm,
     L1Norm as L1Norm,
     L2Norm as L2Norm,
     NORMS as NORMS,

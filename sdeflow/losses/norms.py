@@ -8,6 +8,7 @@ from jaxtyping import Array, Float
 
 from ..checks import check_instance
 from ..custom_types import Field
+from ..grid import field_grid, fourier, inverse_fourier
 from ..sde import AbstractSDE
 
 
@@ -35,6 +36,35 @@ class CameronMartinNorm(AbstractNorm):
         return sde.prior.cameron_martin_norm2(v)
 
 
+class InterpolatedNorm(AbstractNorm):
+    """$\\|(C / \\lambda_{\\max})^{-r/2} v\\|_{L^2}$ for $0 \\le r \\le 1$: between the $L^2$ norm
+    ($r = 0$) and the Cameron-Martin norm ($r = 1$, divided by $\\lambda_{\\max}$), with
+
+    $\\|v\\|^2 = \\sum_k (\\lambda_{\\max} / \\lambda_k)^r |\\hat v_k|^2$
+
+    over the modes the prior charges on the grid ($\\lambda_{\\max}$ the largest of them, the mean
+    mode's for a Matérn prior, the same on every grid) and weight 1 on the others, so that $r = 0$ is
+    `L2Norm` exactly. In the error of a denoiser it raises the weight of the fine modes, whose noise
+    the $L^2$ norm weighs by their small eigenvalues, by $(\\lambda_{\\max} / \\lambda_k)^r$. For
+    $\\epsilon \\sim N(0, C)$ the expected square is $\\sum_k \\lambda_{\\max}^r \\lambda_k^{1 - r}$,
+    finite as the grid is refined when $C^{1 - r}$ is trace class (a Matérn prior of exponent $s$ on
+    the $d$-torus: $(1 - r) s > d / 2$)."""
+
+    power: float = 0.5
+
+    def __check_init__(self):
+        if not 0.0 <= float(self.power) <= 1.0:
+            raise ValueError(f"`power` must be in [0, 1] (0: the L2 norm, 1: Cameron-Martin), got {self.power}.")
+
+    def squared(self, sde: AbstractSDE, v: Field) -> Float[Array, ""]:
+        lam = sde.prior.eigenvalues(field_grid(v, "v"))
+        charged = lam > 0
+        ratio = jnp.max(lam) / jnp.where(charged, lam, 1.0)
+        root = jnp.where(charged, ratio ** (0.5 * self.power), 1.0)
+        w = inverse_fourier(fourier(v) * root, v.shape[1:])
+        return jnp.sum(jnp.mean(w**2, axis=tuple(range(1, v.ndim))))
+
+
 class L1Norm(AbstractNorm):
     """The mean absolute error: `squared` is $\\|v\\|_{L^1}$ itself (the mean over grid points of
     $|v|$, summed over channels), not its square, so a loss with this norm is the "L1 loss" of the
@@ -44,7 +74,9 @@ class L1Norm(AbstractNorm):
         return jnp.sum(jnp.mean(jnp.abs(v), axis=tuple(range(1, v.ndim))))
 
 
-NORMS: dict[str, type[AbstractNorm]] = {"l2": L2Norm, "cameron_martin": CameronMartinNorm, "l1": L1Norm}
+NORMS: dict[str, type[AbstractNorm]] = {
+    "l2": L2Norm, "cameron_martin": CameronMartinNorm, "interpolated": InterpolatedNorm, "l1": L1Norm,
+}
 """The names a config gives the norms, and their classes."""
 
 

@@ -172,7 +172,8 @@ class DsmConfig:
     parameterisation: Parameterisation = Parameterisation.epsilon  # what the network predicts: epsilon | x0 | v | score
     weighting: Weighting = Weighting.simple  # simple | likelihood | p2
     time_sampling: TimeSampling = TimeSampling.stratified  # stratified | uniform | antithetic
-    norm: LossNorm = LossNorm.l2  # l2 (finite as the grid is refined) | cameron_martin (the likelihood's norm) | l1 (mean absolute error)
+    norm: LossNorm = LossNorm.l2  # l2 (finite as the grid is refined) | cameron_martin (the likelihood's norm) | interpolated (between the two) | l1 (mean absolute error)
+    norm_power: float = 0.25  # norm=interpolated only: r in [0, 1], mode k's error weighed by (lambda_max / lambda_k)^r (0: l2, 1: cameron_martin)
     # --- denoising-diffusion switches (P2 weighting, self-conditioning) ---
     p2_gamma: float = 1.0  # weighting=p2 only: the exponent gamma >= 0 of w = (k + SNR)^-gamma (0: the simple loss)
     p2_k: float = 1.0  # weighting=p2 only: the offset k > 0 of w = (k + SNR)^-gamma
@@ -184,6 +185,7 @@ class DsmConfig:
         check_name(where, self, "dsm")
         number(f"{where}.p2_gamma", self.p2_gamma, lambda v: v >= 0, "a number >= 0")
         number(f"{where}.p2_k", self.p2_k, lambda v: v > 0, "a number > 0")
+        number(f"{where}.norm_power", self.norm_power, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         number(f"{where}.self_conditioning_prob", self.self_conditioning_prob, lambda v: 0 <= v <= 1,
                "a number in [0, 1]")
         value_range(f"{where}.self_conditioning_clip", self.self_conditioning_clip)
