@@ -3,7 +3,7 @@ against the restrictions of its fields on grids 2x and 4x finer, for the same ba
 
 The network is a trained run's (`--run-dir RUN`, EMA weights) or an experiment's at random
 initialisation (`--exp NAME [overrides]`). The inputs are held-out fields of the run's data on
-the grid `--grid` (default: the run's first training grid) noised by the run's SDE at several
+the grid `--grid` (default: the model's reference grid, else the run's first training grid) noised by the run's SDE at several
 times, and smooth random fields (modes |k| <= 4, unit variance) at t = 0.5. For each input, each
 field of the network (`nets.discretisation_gaps`: the lifted input, every block, the output) and
 each refinement, the relative L2 difference; the JSON holds the mean and the maximum over inputs.
@@ -49,11 +49,19 @@ def smooth_fields(key, count: int, channels: int, grid: int, modes: int = 4):
     return u / jnp.std(u, axis=(1, 2, 3), keepdims=True)
 
 
+def _default_grid(cfg) -> int:
+    """The model's `reference_grid` (the grid its inner levels are fixed on), else the run's first
+    training grid."""
+    from train.config import to_schema
+
+    reference = cfg.model.get("reference_grid")
+    return int(reference) if reference else int(to_schema(cfg.train).stage_list()[0].levels[0].grid)
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default=None, help="a trained run's folder (EMA weights)")
     parser.add_argument("--exp", default=None, help="an experiment at random initialisation")
-    parser.add_argument("--grid", type=int, default=None, help="the coarse grid (default: the first training grid)")
+    parser.add_argument("--grid", type=int, default=None, help="the coarse grid (default: the model's reference grid, else the first training grid)")
     parser.add_argument("--count", type=int, default=8, help="inputs per time")
     parser.add_argument("--name", default=None, help="the JSON's name: consistency_<NAME>.json")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the experiment (with --exp)")
@@ -88,7 +96,7 @@ def main() -> None:
         model = build.build_model(cfg, build.split_keys(int(cfg.train.seed))[0])
         sde, step = build.build_sde(cfg), 0
         name = args.name or f"{args.exp}_init"
-    grid = int(args.grid or cfg.train.levels[0].grid)
+    grid = int(args.grid or _default_grid(cfg))
     reference = Reference(cfg, grid)
     digits = jnp.asarray(reference.fields[: args.count], jnp.float32)
     channels = digits.shape[1]

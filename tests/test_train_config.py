@@ -31,7 +31,8 @@ def test_experiments_compose_and_validate(exp):
     run = validate(cfg)
     assert isinstance(run, config.RunConfig) and isinstance(run.train, config.TrainConfig)
     assert cfg.name == exp and cfg.train.run_dir == f"runs/{exp}"
-    assert [level.grid for level in cfg.train.levels] == sorted(level.grid for level in cfg.train.levels)
+    grids = [level.grid for stage in run.train.stage_list() for level in stage.levels]
+    assert grids == sorted(grids)
     if exp == "multilevel_mnist":
         assert isinstance(run.model, config.UNOConfig) and isinstance(run.prior, config.MaternConfig)
         assert {32, 64, 128} <= set(cfg.train.sample_grids)
@@ -41,6 +42,12 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
         assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
+        # a first stage at 16² (the full-grid blocks keep the modes it holds), then 32² and 64² with
+        # a fresh schedule-free optimiser, in a norm that weighs the fine modes' error up
+        assert [[level.grid for level in stage.levels] for stage in run.train.stage_list()] == [[16], [32, 64]]
+        assert cfg.model.clip_modes and cfg.optim.schedule_free and cfg.model.reference_grid == 32
+        assert cfg.loss.norm == "interpolated" and 0 < cfg.loss.norm_power < 0.5  # finite on every grid for s = 2, d = 2
+        assert not cfg.train.levels  # no unused curriculum beside the stages
         # no likelihood ODE at the end of the run, so the ELBO is what reports bits per dimension
         assert run.train.evaluation.likelihood.num_digits == 0 and run.train.evaluation.elbo.num_examples > 0
     if exp.startswith("mnist_sdf"):
