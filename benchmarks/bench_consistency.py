@@ -57,6 +57,7 @@ def _default_grid(cfg) -> int:
     reference = cfg.model.get("reference_grid")
     return int(reference) if reference else int(to_schema(cfg.train).stage_list()[0].levels[0].grid)
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default=None, help="a trained run's folder (EMA weights)")

@@ -50,7 +50,7 @@ class InterpolatedNorm(AbstractNorm):
     finite as the grid is refined when $C^{1 - r}$ is trace class (a Matérn prior of exponent $s$ on
     the $d$-torus: $(1 - r) s > d / 2$)."""
 
-    power: float = 0.5
+    power: float = 0.25
 
     def __check_init__(self):
         if not 0.0 <= float(self.power) <= 1.0:
