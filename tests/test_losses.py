@@ -163,6 +163,20 @@ def test_interpolated_norm_weighs_each_mode_by_a_power_of_the_eigenvalue_ratio(g
         InterpolatedNorm(1.5)
 
 
+def test_interpolated_norm_gives_a_learned_prior_no_gradient(getkey):
+    """Its weights come from the prior but are the loss's choice: a learned prior's parameters get
+    no gradient from it (they would otherwise shrink the loss by reweighting the modes)."""
+    from sdeflow.priors import SpectralMultiplier
+
+    prior = SpectralMultiplier(Matern(2, s=2.0, tau=3.0), modes=3)
+    v = jr.normal(getkey(), (1, 12, 12))
+    grad = eqx.filter_grad(lambda p: InterpolatedNorm(0.4).squared(VPSDE(p), v))(prior)
+    assert float(jnp.max(jnp.abs(grad.log_weights))) == 0.0
+    # the same prior does receive a gradient through the Cameron-Martin norm, the likelihood's
+    grad_cm = eqx.filter_grad(lambda p: CameronMartinNorm().squared(VPSDE(p), v))(prior)
+    assert float(jnp.max(jnp.abs(grad_cm.log_weights))) > 0.0
+
+
 def test_time_sampling(getkey):
     t = StratifiedTimeSampling()(getkey(), 64, 0.1, 0.9)
     strata = np.floor((np.asarray(t) - 0.1) / 0.8 * 64).astype(int)

@@ -3,6 +3,7 @@
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -57,7 +58,9 @@ class InterpolatedNorm(AbstractNorm):
             raise ValueError(f"`power` must be in [0, 1] (0: the L2 norm, 1: Cameron-Martin), got {self.power}.")
 
     def squared(self, sde: AbstractSDE, v: Field) -> Float[Array, ""]:
-        lam = sde.prior.eigenvalues(field_grid(v, "v"))
+        # The weights are the loss's choice, not a quantity to train: a learned prior must not
+        # lower the loss by reweighting it.
+        lam = jax.lax.stop_gradient(sde.prior.eigenvalues(field_grid(v, "v")))
         charged = lam > 0
         ratio = jnp.max(lam) / jnp.where(charged, lam, 1.0)
         root = jnp.where(charged, ratio ** (0.5 * self.power), 1.0)
