@@ -13,19 +13,19 @@ from .config import register
 from .mnist_classifier import holdout_split, load_or_train
 
 
-def _main(cfg) -> None:
-    from .memory import retain_freed_memory
-    from .progress import configure_logging
-
-    configure_logging()
-    retain_freed_memory()  # logs what the call at the top of the module did
+def main(cfg) -> None:
+    """Train (or find) the classifier of a composed `configs/classifier.yaml`."""
     from .build import build_source
-    from .errors import reported_errors
 
-    with reported_errors():  # what the user can fix is said in one message, without a traceback
-        source = build_source(cfg.data)
-        holdout = source.load("holdout")
-        load_or_train(source, holdout, holdout_split(len(holdout), True), cfg.classifier)
+    source = build_source(cfg.data)
+    holdout = source.load("holdout")
+    load_or_train(source, holdout, holdout_split(len(holdout), True), cfg.classifier)
+
+
+def _main(cfg) -> None:
+    from .errors import run_program
+
+    run_program(main, cfg)
 
 
 if __name__ == "__main__":

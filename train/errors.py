@@ -11,7 +11,8 @@ import contextlib
 import os
 import pathlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -52,6 +53,19 @@ def reported_errors() -> Iterator[None]:
         if debugging() or not isinstance(error, user_errors()):
             raise
         _exit_with(error)
+
+
+def run_program(main: Callable[[Any], Any], cfg: Any) -> None:
+    """The body of a program's hydra entry point (`train.evaluate`, `train.sample`,
+    `train.classifier`): logging configured, freed memory kept (`train.memory`; this call logs what
+    the module's first call did), then `main(cfg)` inside `reported_errors()`."""
+    from .memory import retain_freed_memory
+    from .progress import configure_logging
+
+    configure_logging()
+    retain_freed_memory()
+    with reported_errors():
+        main(cfg)
 
 
 def _exit_with(error: BaseException):

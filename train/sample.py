@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import build as build_lib
 from .config import to_schema
-from .errors import check_writable, reported_errors
+from .errors import check_writable, run_program
 from .progress import save_samples
 from .restore import load_run
 from .sampling import draw, field_shape, on_one_device, output_tag
@@ -97,13 +97,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
 
 
 def _main(cfg: DictConfig) -> None:
-    from .memory import retain_freed_memory
-    from .progress import configure_logging
-
-    configure_logging()
-    retain_freed_memory()  # logs what the call at the top of the module did
-    with reported_errors():  # what the user can fix is said in one message, without a traceback
-        main(cfg)
+    run_program(main, cfg)
 
 
 if __name__ == "__main__":
