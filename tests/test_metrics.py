@@ -86,6 +86,31 @@ def test_frechet_distance_of_sets(getkey):
     assert np.allclose(metrics.frechet_distance(x, x + v), jnp.sum(v**2), rtol=1e-3)
 
 
+def test_frechet_standard_error_matches_the_spread_over_fresh_sets():
+    # The bootstrap over one set of n samples estimates the standard deviation of the distance over
+    # independent sets of n samples from the same law (Monte Carlo here), against a fixed reference.
+    rng = np.random.default_rng(0)
+    d, n = 8, 200
+    scale = np.linspace(0.5, 1.5, d)
+    shift = np.full(d, 0.35)
+    y = rng.normal(size=(4000, d)).astype(np.float32)
+
+    def draw():
+        return (rng.normal(size=(n, d)) * scale + shift).astype(np.float32)
+
+    spread = np.std([float(metrics.frechet_distance(draw(), y)) for _ in range(200)], ddof=1)
+    estimates = [metrics.frechet_standard_error(draw(), y, resamples=200, seed=i) for i in range(4)]
+    assert 0.75 < np.mean(estimates) / spread < 1.25, (estimates, spread)
+    # Four times the samples: half the error.
+    big = (rng.normal(size=(4 * n, d)) * scale + shift).astype(np.float32)
+    ratio = metrics.frechet_standard_error(big, y, resamples=200) / np.mean(estimates)
+    assert 0.35 < ratio < 0.65, ratio
+    with pytest.raises(ValueError, match="resamples"):
+        metrics.frechet_standard_error(big, y, resamples=1)
+    with pytest.raises(ValueError, match="trailing shape"):
+        metrics.frechet_standard_error(big, y[:, :3])
+
+
 @pytest.mark.parametrize("kernel", ["cosine", "rbf"])
 def test_vendi_identical_and_orthogonal(kernel):
     same = jnp.tile(jnp.array([[1.0, 2.0, -1.0]]), (20, 1))  # n > D: covariance path for cosine

@@ -166,6 +166,11 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     # 0.53) and fooled by the zero model's fields (measured 1.0): the two fractions are not swapped.
     assert result["classifier_confident_fraction_real"] > 0.3
     assert result["classifier_confident_fraction"] > result["classifier_confident_fraction_real"] + 0.2
+    # Their standard errors: the binomial one of the fraction over the 24 samples, and a bootstrap
+    # one of the Fréchet distance (positive, smaller than the distance between these far-apart sets).
+    f = result["classifier_confident_fraction"]
+    assert result["classifier_confident_fraction_se"] == pytest.approx(math.sqrt(f * (1 - f) / 24))
+    assert 0 < result["frechet_distance_se"] < result["frechet_distance"]
     # An untrained (zero-noise) model is far from the digits; two halves of real digits are close.
     assert result["riesz_mmd"] > 5 * abs(result["riesz_mmd_real"])
     assert result["mean_network_evaluations"] == 9  # 8 steps + the denoising step

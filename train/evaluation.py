@@ -12,12 +12,16 @@ neither side trained the classifier. The JSON holds:
 - `riesz_mmd`: energy distance in $L^2(\\mathbb{T}^d)$ (`sdeflow.metrics.riesz_mmd`);
 - `sliced_wasserstein`: sliced $W_2$ of the fields;
 - `power_spectrum_error` and both radially averaged spectra;
-- MNIST only: `frechet_distance` of the classifier's penultimate features; `vendi_samples`,
+- MNIST only: `frechet_distance` of the classifier's penultimate features, with
+  `frechet_distance_se`, its bootstrap standard error over the draw of the samples
+  (`sdeflow.metrics.frechet_standard_error`: what another draw of as many samples would move it
+  by; two models closer than about twice that are not told apart); `vendi_samples`,
   `vendi_reference`: Vendi scores (cosine kernel) of those features; `class_histogram` and
   `classifier_confidence` (mean top softmax probability) of the samples and
   `classifier_confident_fraction`: the fraction whose top probability exceeds 0.9, a proxy for
   "recognisable digits" among digit-like samples (a classifier may be confident on fields that are
-  no digits at all, which the Fréchet distance shows);
+  no digits at all, which the Fréchet distance shows), with its binomial standard error
+  `classifier_confident_fraction_se`;
 - `likelihood`: nats and bits per dimension of `likelihood.num_digits` reference examples at this
   grid (Hutchinson, probability-flow ODE), with the 8-bit dequantised bound when the data are the
   exact pixels (8-bit images on their native grid, no blur);
@@ -247,8 +251,10 @@ def classifier_metrics(classifier, samples: np.ndarray, real: np.ndarray, a: np.
     f_samples, f_real = clf.features(classifier, samples), clf.features(classifier, real)
     f_a, f_b = clf.features(classifier, a), clf.features(classifier, b)
     p_samples, p_real = clf.probabilities(classifier, samples), clf.probabilities(classifier, real)
+    confident = float(np.mean(p_samples.max(1) > CONFIDENT))
     return {
         "frechet_distance": float(metrics.frechet_distance(f_samples, f_real, block_size=block)),
+        "frechet_distance_se": metrics.frechet_standard_error(f_samples, f_real),
         "frechet_distance_real": float(metrics.frechet_distance(f_a, f_b, block_size=block)),
         "vendi_samples": float(metrics.vendi_score(f_samples, block_size=block)),
         "vendi_reference": float(metrics.vendi_score(f_real, block_size=block)),
@@ -256,7 +262,8 @@ def classifier_metrics(classifier, samples: np.ndarray, real: np.ndarray, a: np.
         "class_histogram_real": np.bincount(p_real.argmax(1), minlength=10).tolist(),
         "classifier_confidence": float(p_samples.max(1).mean()),
         "classifier_confidence_real": float(p_real.max(1).mean()),
-        "classifier_confident_fraction": float(np.mean(p_samples.max(1) > CONFIDENT)),
+        "classifier_confident_fraction": confident,
+        "classifier_confident_fraction_se": math.sqrt(confident * (1 - confident) / len(p_samples)),
         "classifier_confident_fraction_real": float(np.mean(p_real.max(1) > CONFIDENT)),
     }
 
@@ -292,5 +299,6 @@ def summary(result: dict) -> str:
     for key, name in (("riesz_mmd", "Riesz MMD"), ("frechet_distance", "Frechet"),
                       ("classifier_confident_fraction", "confidently classified")):
         if key in result:
-            parts.append(f"{name} {result[key]:.4g} vs real {result[key + '_real']:.4g}")
+            error = f" ± {result[key + '_se']:.2g}" if key + "_se" in result else ""
+            parts.append(f"{name} {result[key]:.4g}{error} vs real {result[key + '_real']:.4g}")
     return ", ".join(parts)

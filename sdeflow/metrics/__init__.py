@@ -8,6 +8,7 @@ across resolutions; arrays of shape `(n, D)` are feature vectors compared in the
 from .frechet import (
     feature_statistics as feature_statistics,
     frechet_distance as frechet_distance,
+    frechet_standard_error as frechet_standard_error,
     gaussian_frechet_distance as gaussian_frechet_distance,
 )
 from .mmd import riesz_mmd as riesz_mmd
