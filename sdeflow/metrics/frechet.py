@@ -22,6 +22,14 @@ def _frechet_float64(mean1, cov1, mean2, cov2) -> np.ndarray:
     return np.asarray(max(d2, 0.0), np.float32)
 
 
+def _check_same_trailing_shape(x: ArrayLike, y: ArrayLike) -> None:
+    if jnp.shape(x)[1:] != jnp.shape(y)[1:]:
+        raise ValueError(
+            f"`x` and `y` must have the same trailing shape, got {tuple(jnp.shape(x))} and "
+            f"{tuple(jnp.shape(y))}."
+        )
+
+
 def feature_statistics(
     x: Float[ArrayLike, "n ..."], *, block_size: int = 1024
 ) -> tuple[Float[Array, " D"], Float[Array, "D D"]]:
@@ -117,11 +125,7 @@ def frechet_distance(
 
     $d^2$, a scalar.
     """
-    if jnp.shape(x)[1:] != jnp.shape(y)[1:]:
-        raise ValueError(
-            f"`x` and `y` must have the same trailing shape, got {tuple(jnp.shape(x))} and "
-            f"{tuple(jnp.shape(y))}."
-        )
+    _check_same_trailing_shape(x, y)
     mean1, cov1 = feature_statistics(x, block_size=block_size)
     mean2, cov2 = feature_statistics(y, block_size=block_size)
     return gaussian_frechet_distance(mean1, cov1, mean2, cov2)
@@ -151,11 +155,7 @@ def frechet_standard_error(
     """
     if int(resamples) < 2:
         raise ValueError(f"`resamples` must be at least 2, got {resamples}.")
-    if jnp.shape(x)[1:] != jnp.shape(y)[1:]:
-        raise ValueError(
-            f"`x` and `y` must have the same trailing shape, got {tuple(jnp.shape(x))} and "
-            f"{tuple(jnp.shape(y))}."
-        )
+    _check_same_trailing_shape(x, y)
     xv = np.asarray(as_vectors(x, "x"), np.float64)
     yv = np.asarray(as_vectors(y, "y"), np.float64)
     if xv.shape[0] < 2 or yv.shape[0] < 2:
