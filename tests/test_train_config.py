@@ -42,9 +42,9 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.sampler.name == cfg.train.evaluation.sampler.name == "pc"
         assert cfg.sampler.steps == cfg.train.evaluation.sampler.steps
         assert run.train.evaluation.sliced_projections == config.EvaluationConfig().sliced_projections
-        # a first stage at 16² (the full-grid blocks keep the modes it holds), then 32² and 64² with
-        # a fresh schedule-free optimiser, in a norm that weighs the fine modes' error up
-        assert [[level.grid for level in stage.levels] for stage in run.train.stage_list()] == [[16], [32, 64]]
+        # a first stage at 16² (the full-grid blocks keep the modes it holds), then 32² with a fresh
+        # schedule-free optimiser, in a norm that weighs the fine modes' error up
+        assert [[level.grid for level in stage.levels] for stage in run.train.stage_list()] == [[16], [32]]
         assert cfg.model.clip_modes and cfg.optim.schedule_free and cfg.model.reference_grid == 32
         assert cfg.loss.norm == "interpolated" and 0 < cfg.loss.norm_power < 0.5  # finite on every grid for s = 2, d = 2
         assert not cfg.train.levels  # no unused curriculum beside the stages
