@@ -109,6 +109,8 @@ def test_frechet_standard_error_matches_the_spread_over_fresh_sets():
         metrics.frechet_standard_error(big, y, resamples=1)
     with pytest.raises(ValueError, match="trailing shape"):
         metrics.frechet_standard_error(big, y[:, :3])
+    with pytest.raises(ValueError, match="two samples"):
+        metrics.frechet_standard_error(big[:1], y)
 
 
 @pytest.mark.parametrize("kernel", ["cosine", "rbf"])

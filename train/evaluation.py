@@ -254,7 +254,7 @@ def classifier_metrics(classifier, samples: np.ndarray, real: np.ndarray, a: np.
     confident = float(np.mean(p_samples.max(1) > CONFIDENT))
     return {
         "frechet_distance": float(metrics.frechet_distance(f_samples, f_real, block_size=block)),
-        "frechet_distance_se": metrics.frechet_standard_error(f_samples, f_real),
+        "frechet_distance_se": metrics.frechet_standard_error(f_samples, f_real, block_size=block),
         "frechet_distance_real": float(metrics.frechet_distance(f_a, f_b, block_size=block)),
         "vendi_samples": float(metrics.vendi_score(f_samples, block_size=block)),
         "vendi_reference": float(metrics.vendi_score(f_real, block_size=block)),

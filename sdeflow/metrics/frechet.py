@@ -132,15 +132,21 @@ def frechet_distance(
 
 
 def frechet_standard_error(
-    x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."], *, resamples: int = 100, seed: int = 0
+    x: Float[ArrayLike, "n ..."],
+    y: Float[ArrayLike, "m ..."],
+    *,
+    resamples: int = 100,
+    seed: int = 0,
+    block_size: int = 1024,
 ) -> float:
     """The bootstrap standard error of `frechet_distance(x, y)` over the draw of `x`.
 
     `x` (the generated samples) is drawn again with replacement `resamples` times and the distance
     to the fixed `y` (the reference set, held fixed as when two models are compared against one
-    reference) recomputed in float64; the standard deviation of those distances estimates how far
-    another set of as many samples from the same model would move the figure. Two models whose
-    distances differ by less than about twice this are not told apart by the evaluation.
+    reference) recomputed as `frechet_distance` computes it; the standard deviation of those
+    distances estimates how far another set of as many samples from the same model would move the
+    figure. Two models whose distances differ by less than about twice this are not told apart by
+    the evaluation.
 
     **Arguments:**
 
@@ -148,6 +154,7 @@ def frechet_standard_error(
     - `y`: the second set, same trailing shape.
     - `resamples`: bootstrap draws, at least 2.
     - `seed`: the seed of the draws.
+    - `block_size`: samples per block of the statistics (`feature_statistics`).
 
     **Returns:**
 
@@ -156,14 +163,11 @@ def frechet_standard_error(
     if int(resamples) < 2:
         raise ValueError(f"`resamples` must be at least 2, got {resamples}.")
     _check_same_trailing_shape(x, y)
-    xv = np.asarray(as_vectors(x, "x"), np.float64)
-    yv = np.asarray(as_vectors(y, "y"), np.float64)
-    if xv.shape[0] < 2 or yv.shape[0] < 2:
-        raise ValueError(f"`x` and `y` need at least two samples each, got {xv.shape[0]} and {yv.shape[0]}.")
-    mean_y, cov_y = yv.mean(0), np.cov(yv, rowvar=False)
+    xv = as_vectors(x, "x")  # each resample has as many rows; feature_statistics refuses fewer than two
+    mean_y, cov_y = feature_statistics(y, block_size=block_size)  # the reference's, computed once
     rng = np.random.default_rng(seed)
     distances = []
     for _ in range(int(resamples)):
-        xs = xv[rng.integers(0, xv.shape[0], xv.shape[0])]
-        distances.append(float(_frechet_float64(xs.mean(0), np.cov(xs, rowvar=False), mean_y, cov_y)))
+        mean, cov = feature_statistics(xv[rng.integers(0, xv.shape[0], xv.shape[0])], block_size=block_size)
+        distances.append(float(_frechet_float64(mean, cov, mean_y, cov_y)))
     return float(np.std(distances, ddof=1))
