@@ -5,6 +5,7 @@ import json
 import math
 import types
 
+import equinox as eqx
 import hydra
 import jax
 import jax.numpy as jnp
@@ -104,6 +105,30 @@ def test_classifier_learns_held_out_digits_and_round_trips(trained_classifier):
     assert loaded_info == info
 
 
+def test_classifier_is_the_channels_first_network():
+    """The channels-last convolutions and the reshaped max-pool compute the network its weights
+    describe: `eqx.nn.Conv2d` (channels first) and `eqx.nn.MaxPool2d`, to float32 round-off, with
+    the same gradients."""
+    model = clf.Classifier((4, 8), 16, key=jax.random.key(0))
+    pool = eqx.nn.MaxPool2d(2, 2)
+
+    def reference(m, x):
+        h = pool(jax.nn.relu(m.conv1(x)))
+        h = pool(jax.nn.relu(m.conv2(h)))
+        return m.head(jax.nn.relu(m.dense(h.reshape(-1))))
+
+    x = jax.random.normal(jax.random.key(1), (5, 1, 32, 32))
+    np.testing.assert_allclose(jax.vmap(model)(x), jax.vmap(lambda u: reference(model, u))(x), atol=1e-5)
+
+    def loss(m, f):
+        return jnp.sum(jax.vmap(lambda u: f(m, u))(x) ** 2)
+
+    got = eqx.filter_grad(loss)(model, lambda m, u: m(u))
+    want = eqx.filter_grad(loss)(model, reference)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
 def test_classifier_cache_is_keyed_by_every_setting(trained_classifier, tmp_path):
     source, folder, _, info = trained_classifier
     split = clf.holdout_split(800, True)
@@ -111,9 +136,9 @@ def test_classifier_cache_is_keyed_by_every_setting(trained_classifier, tmp_path
     assert {k: info[k] for k in base} == base
     folders = {clf.default_folder(base)}
     for change in ({"steps": 151}, {"seed": 1}, {"channels": [8, 8]}, {"width": 16}, {"smoothing": 0.0},
-                   {"holdout_range": [8000, 8801]}, {"split": "train"}):
+                   {"holdout_range": [8000, 8801]}, {"split": "train"}, {"layout": "channels_first"}):
         folders.add(clf.default_folder(dict(base, **change)))
-    assert len(folders) == 8
+    assert len(folders) == 9
     # A classifier trained otherwise is refused by name, not silently reused.
     spec = OmegaConf.create(dict(SMALL, dir=str(folder), seed=3))
     with pytest.raises(ValueError, match=r"differs from the one asked for in \['seed'\]"):
