@@ -259,6 +259,13 @@ def test_a_new_run_starts_from_another_runs_weights(uninterrupted, tmp_path):
     decay = cfg.optim.ema_decay
     for a, e, w in zip(_leaves(tuned.ema["network"]), _leaves(state.ema["network"]), _leaves(state.parts["network"]), strict=True):
         np.testing.assert_allclose(a, decay * e + (1 - decay) * w, rtol=0, atol=1e-6)
+    # A field that holds no weights may change: the run takes the arrays and keeps its own field.
+    dealiased = run(compose(f"train.run_dir={tmp_path / 'dealiased'}", f"train.init_from.run_dir={run_dir}",
+                            "train.levels=[{grid:24,steps:1}]", "optim.lr=1e-12", "optim.warmup_steps=0",
+                            "model.oversample=2", "train.sample_grids=[]"), progress_bar=False)
+    assert dealiased.parts["network"].oversample == 2.0 and state.parts["network"].oversample == 1.0
+    for a, b in zip(_leaves(dealiased.parts["network"]), _leaves(state.parts["network"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
     # Another architecture is refused naming the first array that differs.
     with pytest.raises(ConfigError, match=r"the parts of .* do not fit this run's: array \['network'\]\.\S+ "
                                           r"float32\[\d+, \d+\] in that run vs .* float32\[\d+, \d+\] in this run\."):

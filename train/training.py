@@ -310,7 +310,8 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
 def start_from(state: TrainState, spec, mesh) -> TrainState:
     """`state` (a new run's first) with the parts and EMA, and for `what=everything` the optimiser
     state, of another run's checkpoint (`train.init_from`); a `ConfigError` naming the first array
-    that does not fit."""
+    that does not fit. Only the arrays are taken: the fields that hold no weights (e.g.
+    `model.oversample`) are this run's, so a run may fine-tune with them changed."""
     from .restore import load_state
     from .step import replicate
 
@@ -321,7 +322,15 @@ def start_from(state: TrainState, spec, mesh) -> TrainState:
                      f"train.init_from: the {name} of {spec.run_dir} (step {step}) do not fit this run's")
     logger.info(f"started from {spec.run_dir} at its step {step}: {', '.join(taken)}")
     return eqx.tree_at(lambda s: tuple(getattr(s, n) for n in taken), state,
-                       tuple(replicate(getattr(other, n), mesh) for n in taken))
+                       tuple(replicate(_arrays_into(getattr(other, n), getattr(state, n)), mesh) for n in taken))
+
+
+def _arrays_into(other, mine):
+    """The arrays of `other` in the structure of `mine`, whose arrays they fit one for one
+    (`_same_arrays`), with `mine`'s other leaves and static fields."""
+    arrays, rest = eqx.partition(mine, eqx.is_array)
+    taken = jax.tree.leaves(eqx.filter(other, eqx.is_array))
+    return eqx.combine(jax.tree.unflatten(jax.tree.structure(arrays), taken), rest)
 
 
 def _same_arrays(got, want, message: str) -> None:
