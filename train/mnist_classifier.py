@@ -84,10 +84,10 @@ class Classifier(eqx.Module):
         return self.head(self.features(x))
 
 
-def _conv_channels_last(conv: eqx.nn.Conv2d, h: Float[Array, "n n c"]) -> Float[Array, "n n o"]:
-    """`conv` (3 x 3, zero padding 1) of one channels-last field."""
+def _conv_channels_last(conv: eqx.nn.Conv2d, h: Float[Array, "n n c"]) -> Float[Array, "m m o"]:
+    """`conv` (with its own stride, zero padding and dilation) of one channels-last field."""
     weight = jnp.transpose(conv.weight, (2, 3, 1, 0))  # (o, i, kh, kw) -> (kh, kw, i, o)
-    y = jax.lax.conv_general_dilated(h[None], weight, (1, 1), ((1, 1), (1, 1)),
+    y = jax.lax.conv_general_dilated(h[None], weight, conv.stride, conv.padding, rhs_dilation=conv.dilation,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y[0] + conv.bias.reshape(-1)
 
