@@ -86,6 +86,18 @@ def test_frechet_distance_of_sets(getkey):
     assert np.allclose(metrics.frechet_distance(x, x + v), jnp.sum(v**2), rtol=1e-3)
 
 
+def test_second_moments_stay_within_their_stated_memory():
+    # feature_statistics and vendi_score promise memory O(D^2 + block_size D): a block's second
+    # moment is one matmul, not block_size outer products (4.3 GB for 1024 fields on the 32-grid).
+    n, grid = 4096, 16  # D = 256 < n, so vendi_score accumulates Z^T Z too
+    fields = jax.ShapeDtypeStruct((n, 1, grid, grid), jnp.float32)
+    d, block = grid**2, 1024  # the default block_size
+    bound = 4 * (n * d + 4 * d**2 + 2 * block * d)  # a copy of the set, a few D x D and block x D arrays
+    for fn in (metrics.feature_statistics, metrics.vendi_score):
+        memory = jax.jit(fn).lower(fields).compile().memory_analysis()
+        assert memory.temp_size_in_bytes < bound, (fn.__name__, memory.temp_size_in_bytes, bound)
+
+
 def test_frechet_standard_error_matches_the_spread_over_fresh_sets():
     # The bootstrap over one set of n samples estimates the standard deviation of the distance over
     # independent sets of n samples from the same law (Monte Carlo here), against a fixed reference.

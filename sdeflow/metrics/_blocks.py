@@ -109,3 +109,16 @@ def blockwise_sum(
     init = jnp.zeros(jax.eval_shape(fn, x[0]).shape, jnp.float32)
     total, _ = jax.lax.scan(step, init, (xb, xm))
     return total
+
+
+def blockwise_gram(x: Float[Array, "n D"], block_size: int) -> Float[Array, "D D"]:
+    """$\\sum_i x_i x_i^T$ as one matmul per block (the padding rows are zeros), in memory
+    $O(D^2 + \\text{block\\_size} \\cdot D)$, where `blockwise_sum` of `jnp.outer` would hold
+    `block_size` outer products at once."""
+    xb, _ = split_blocks(x, block_size)
+
+    def step(carry, block):
+        return carry + jnp.matmul(block.T, block, precision="highest"), None
+
+    total, _ = jax.lax.scan(step, jnp.zeros((x.shape[1], x.shape[1]), jnp.float32), xb)
+    return total

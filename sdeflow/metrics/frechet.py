@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._blocks import as_vectors, blockwise_sum, check_block_size
+from ._blocks import as_vectors, blockwise_gram, blockwise_sum, check_block_size
 
 
 def _frechet_float64(mean1, cov1, mean2, cov2) -> np.ndarray:
@@ -61,7 +61,7 @@ def _statistics(xv: Array, block_size: int) -> tuple[Array, Array]:
     shift = xv[0]
     centred = xv - shift
     first = blockwise_sum(lambda v: v, centred, block_size)
-    second = blockwise_sum(lambda v: jnp.outer(v, v), centred, block_size)
+    second = blockwise_gram(centred, block_size)
     mean_c = first / n
     cov = (second - n * jnp.outer(mean_c, mean_c)) / (n - 1)
     return mean_c + shift, (cov + cov.T) / 2

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._blocks import as_vectors, blockwise_sum, check_block_size
+from ._blocks import as_vectors, blockwise_gram, check_block_size
 
 
 def _entropy_exp(eigenvalues: Float[Array, " k"]) -> Float[Array, ""]:
@@ -65,7 +65,7 @@ def _vendi(xv: Array, kernel: str, bandwidth: float, block_size: int) -> Array:
         norms = jnp.sqrt(jnp.sum(xv**2, axis=1, keepdims=True))
         z = xv / jnp.where(norms > 0, norms, 1.0)
         if n > dim:
-            gram = blockwise_sum(lambda zi: jnp.outer(zi, zi), z, block_size)
+            gram = blockwise_gram(z, block_size)
         else:
             gram = jnp.matmul(z, z.T, precision="highest")
     else:
