@@ -3,6 +3,7 @@ official format) and a 1-channel 1-D run (generated fields) go through train.run
 train.evaluate, each program taking the channels and the dimension from the data."""
 
 import json
+import logging
 import pathlib
 
 import hydra
@@ -31,8 +32,9 @@ TINY = ["train.batch_size=8", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}
         "train.evaluation.elbo.repeats=1"]
 
 
-def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: int):
+def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: int, caplog):
     """Train, then sample on two grids, then evaluate; check the shapes the data imply."""
+    caplog.set_level(logging.INFO, logger="train")
     state = run(compose("config", "+exp=smoke", f"train.run_dir={run_dir}", *overrides, *TINY), progress_bar=False)
     assert int(state.step) == 5
     # The end-of-run evaluation compared samples with the held-out data; no MNIST classifier here.
@@ -42,6 +44,8 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
     assert "frechet_distance" not in result and "no classifier" in result["skipped"]["classifier_metrics"]
     assert np.isfinite(result["elbo"]["16"]["bits_per_dim"])  # the ELBO of the dsm-trained network
     assert Image.open(run_dir / "samples" / "step0000005_grid16.png").size[0] > 16
+    # the evaluation drew on the PNG's grid with its sampler: the PNG shows its first samples
+    assert "(the first 4 of the evaluation's 8 samples, on the 16-grid)" in caplog.text
     written = sample_program.main(compose("sample", f"run_dir={run_dir}", "grids=[16,24]", "num_samples=3",
                                           "batch_size=3", "png_count=3", "sampler.steps=3"))
     for n in (16, 24):
@@ -61,7 +65,7 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
 
 
 @pytest.mark.slow
-def test_three_channel_images_end_to_end(tmp_path, monkeypatch):
+def test_three_channel_images_end_to_end(tmp_path, monkeypatch, caplog):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (48, 3, 32, 32), dtype=np.uint8)
     folder = tmp_path / "cifar"
@@ -69,15 +73,15 @@ def test_three_channel_images_end_to_end(tmp_path, monkeypatch):
     # the synthetic tarball stands for the official one: its checksum replaces the published one
     monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, cifar_tarball(folder, images, [i % 10 for i in range(48)], 8))
     result = _programs(tmp_path / "run", ["data=cifar10", f"data.root={folder}", "data.download=false",
-                                          "data.train_range=[0,32]", "data.holdout_range=[32,40]"], 3, 2)
+                                          "data.train_range=[0,32]", "data.holdout_range=[32,40]"], 3, 2, caplog)
     assert result["data"] == "cifar10" and result["num_reference"] == 8 and result["real_halves"] == [4, 4]
     # 8-bit images compared on the 16-grid are not their exact pixels
     assert result["likelihood"]["bits_per_dim_8bit_dequantised"] is None
 
 
 @pytest.mark.slow
-def test_one_dimensional_fields_end_to_end(tmp_path):
+def test_one_dimensional_fields_end_to_end(tmp_path, caplog):
     result = _programs(tmp_path / "run", ["data=generated", f"data.cache_dir={tmp_path / 'cache'}", "data.count=48",
                                           "data.native_grid=[32]", "data.train_range=[0,40]",
-                                          "data.holdout_range=[40,48]", "prior.s=1.0"], 1, 1)
+                                          "data.holdout_range=[40,48]", "prior.s=1.0"], 1, 1, caplog)
     assert result["data"] == "generated" and result["likelihood"]["grid"] == [16]

@@ -136,8 +136,10 @@ def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfi
     return out
 
 
-def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None = None) -> dict:
-    """All metrics of a model against its run's held-out data, as a JSON-ready dict."""
+def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None = None,
+             on_samples=None) -> dict:
+    """All metrics of a model against its run's held-out data, as a JSON-ready dict;
+    `on_samples(samples)`, if given, receives the drawn samples (on the grid they were drawn on)."""
     from sdeflow import metrics
 
     from . import build
@@ -166,6 +168,8 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
                                 min(int(cfg.batch_size), int(cfg.num_samples)), t_end=cfg.sampler.t_end,
                                 self_conditioning=build.self_conditioned(run_cfg.loss))
     sampling_seconds = time.perf_counter() - sampling_started
+    if on_samples is not None:
+        on_samples(samples)
     drawn_on = {}
     if sample_grid != grid:  # drawn on a finer grid: compared at `grid` through restriction (the L2 projection)
         fine = jnp.asarray(samples)
@@ -277,16 +281,48 @@ def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(EvaluateConfig), fields, {"run_dir": str(run_dir)})
 
 
-def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> pathlib.Path:
+def shared_sample_grid(cfg: DictConfig, run_dir: pathlib.Path) -> int | None:
+    """The grid of the end-of-run sample PNGs whose samples the end-of-run evaluation draws anyway
+    (the same EMA weights and sampler, on a grid of `train.sample_grids`, at least as many
+    samples), so that its PNG shows the evaluation's first ones instead of compiling and running
+    the sampler again; `None` if there is none."""
+    t = cfg.train
+    if not t.evaluate:
+        return None
+    eval_cfg = evaluation_config(cfg, run_dir)
+    grid = int(eval_cfg.grid)
+    same = (
+        eval_cfg.weights == "ema"
+        and eval_cfg.get("sample_grid") in (None, grid)
+        and grid in [int(n) for n in t.sample_grids]
+        and int(eval_cfg.num_samples) >= int(t.num_samples)
+        and OmegaConf.to_container(eval_cfg.sampler, resolve=True) == OmegaConf.to_container(cfg.sampler, resolve=True)
+    )
+    return grid if same else None
+
+
+def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int,
+                     png: pathlib.Path | None = None) -> pathlib.Path:
     """Every metric of `train.evaluate` for the final model (the EMA one unless
-    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`."""
+    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`; with `png`, the first
+    `train.num_samples` of its samples are also saved there as the sample PNG of their grid (see
+    `shared_sample_grid`)."""
+    from .progress import save_samples
     from .restore import select_weights
 
     from .build import with_parts
 
     eval_cfg = evaluation_config(cfg, run_dir)
     weights = state.ema if eval_cfg.weights == "ema" else state.parts
-    result = evaluate(select_weights(state, eval_cfg.weights), with_parts(sde, weights), cfg, eval_cfg, step)
+
+    def save_png(samples: np.ndarray) -> None:
+        count = int(cfg.train.num_samples)
+        save_samples(samples[:count], png)
+        logger.info(f"samples: {png} (the first {count} of the evaluation's {len(samples)} samples, "
+                    f"on the {samples.shape[-1]}-grid)")
+
+    result = evaluate(select_weights(state, eval_cfg.weights), with_parts(sde, weights), cfg, eval_cfg, step,
+                      on_samples=None if png is None else save_png)
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(result, indent=1))
     logger.info(f"evaluation: {path} ({summary(result)})")

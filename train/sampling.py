@@ -106,10 +106,17 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
     return np.concatenate(samples), np.concatenate(evaluations)
 
 
+def samples_png(run_dir: pathlib.Path, step: int, n: int) -> pathlib.Path:
+    """The sample PNG of `step` on the `n`-grid: `samples/step<step>_grid<n>.png` in the run folder."""
+    return run_dir / "samples" / f"step{step:07d}_grid{n}.png"
+
+
 def write_samples(
-    model: Any, sde: Any, cfg: DictConfig, run_dir: pathlib.Path, key, step: int
+    model: Any, sde: Any, cfg: DictConfig, run_dir: pathlib.Path, key, step: int,
+    grids: list[int] | None = None,
 ) -> list[pathlib.Path]:
-    """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution, as PNGs.
+    """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution (or at `grids`),
+    as PNGs.
 
     Every grid uses the same keys; the starting noise is drawn per grid point, so it is not the
     same function on every grid (`python -m train.sample ... resolution_consistent_noise=true`
@@ -117,7 +124,7 @@ def write_samples(
 
     **Returns:**
 
-    The paths of the PNGs, `samples/step<step>_grid<n>.png` in the run folder.
+    The paths of the PNGs (`samples_png`).
     """
     sampler = build.build_sampler(cfg)
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
@@ -125,12 +132,12 @@ def write_samples(
     model = on_one_device(model)  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
-    for n in cfg.train.sample_grids:
+    for n in cfg.train.sample_grids if grids is None else grids:
         started = time.perf_counter()
         samples, evaluations = draw(model, sde, parameterisation, sampler, key,
                                     field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end,
                                     self_conditioning=build.self_conditioned(cfg.loss))
-        path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
+        path = samples_png(run_dir, step, n)
         save_samples(samples, path)
         paths.append(path)
         logger.info(

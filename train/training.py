@@ -38,12 +38,12 @@ from .config.programs import stage_loss
 from .data import batches, make_dataset
 from .elbo import plot_schedule
 from .errors import check_same_run, check_writable, NonFiniteError
-from .evaluation import write_evaluation
+from .evaluation import shared_sample_grid, write_evaluation
 from .heldout import make_heldout_loss, TrainingClock
 from .memory import ResidentGuard
 from .progress import MetricsLog, ProgressBar, plot_loss
 from .sinks import make_sinks
-from .sampling import write_samples
+from .sampling import samples_png, write_samples
 from .signals import StopRequest
 from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
 
@@ -286,14 +286,19 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         metrics.write(event="end", step=step, time=time.time())
         if main:
             local = distributed.local_copy(state)
-            # the learned schedule and prior, if any: the EMA ones, as the network
+            # the learned schedule and prior, if any: the EMA ones, as the network; the PNG of the
+            # grid the evaluation draws anyway with the same sampler shows its samples
+            shared = shared_sample_grid(cfg, run_dir)
             metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg, run_dir,
-                                         sample_key, step), step)
+                                         sample_key, step, [n for n in t.sample_grids if n != shared]), step)
             if "schedule" in local.ema:
                 plot_schedule(local.ema["schedule"], run_dir / "schedule.png", base=sde.schedule)
                 metrics.images([run_dir / "schedule.png"], step)
-            if t.evaluate:
-                write_evaluation(local, sde, cfg, run_dir, step)  # with the learned parts of its weights
+            if t.evaluate:  # with the learned parts of its weights
+                png = None if shared is None else samples_png(run_dir, step, shared)
+                write_evaluation(local, sde, cfg, run_dir, step, png)
+                if png is not None:
+                    metrics.images([png], step)
             if t.report.name is not None:  # the experiment's own report (train.reports)
                 from .reports import REPORTS
 
