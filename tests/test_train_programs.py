@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import cifar_tarball
 from PIL import Image
+from test_train_sinks import read_events
 
 from train import evaluate as evaluate_program
 from train import sample as sample_program
@@ -35,7 +36,8 @@ TINY = ["train.batch_size=8", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}
 def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: int, caplog):
     """Train, then sample on two grids, then evaluate; check the shapes the data imply."""
     caplog.set_level(logging.INFO, logger="train")
-    state = run(compose("config", "+exp=smoke", f"train.run_dir={run_dir}", *overrides, *TINY), progress_bar=False)
+    state = run(compose("config", "+exp=smoke", f"train.run_dir={run_dir}", "train.sinks=[tensorboard]", *overrides, *TINY),
+                progress_bar=False)
     assert int(state.step) == 5
     # The end-of-run evaluation compared samples with the held-out data; no MNIST classifier here.
     result = json.loads((run_dir / "evaluation.json").read_text())
@@ -44,8 +46,12 @@ def _programs(run_dir: pathlib.Path, overrides: list[str], channels: int, dim: i
     assert "frechet_distance" not in result and "no classifier" in result["skipped"]["classifier_metrics"]
     assert np.isfinite(result["elbo"]["16"]["bits_per_dim"])  # the ELBO of the dsm-trained network
     assert Image.open(run_dir / "samples" / "step0000005_grid16.png").size[0] > 16
-    # the evaluation drew on the PNG's grid with its sampler: the PNG shows its first samples
+    # the evaluation drew on the PNG's grid with its sampler: the PNG shows its first samples,
+    # which the sample grids did not draw again, and reached the TensorBoard sink
     assert "(the first 4 of the evaluation's 8 samples, on the 16-grid)" in caplog.text
+    assert "(4 on the 16-grid" not in caplog.text
+    images = [v.tag for e in read_events(run_dir / "tensorboard") for v in e.summary.value if v.HasField("image")]
+    assert "step0000005_grid16" in images
     written = sample_program.main(compose("sample", f"run_dir={run_dir}", "grids=[16,24]", "num_samples=3",
                                           "batch_size=3", "png_count=3", "sampler.steps=3"))
     for n in (16, 24):

@@ -322,3 +322,22 @@ def test_sample_program_super_resolves_inpaints_and_draws_chains(uninterrupted, 
     assert np.all(distance[:, 2] < distance[:, 0])
     with pytest.raises(ConfigError, match="observed_grid"):
         task("super_resolution", "grids=[16]", "observed_grid=32")
+
+
+def test_a_failed_evaluation_leaves_every_sample_png(tmp_path, monkeypatch, caplog):
+    """The grid the end-of-run evaluation would have drawn for its PNG gets its own samples when the
+    evaluation fails before sampling, and the error still stops the run."""
+    import train.training
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no held-out data")
+
+    monkeypatch.setattr(train.training, "write_evaluation", fails)
+    caplog.set_level("INFO", logger="train")
+    cfg = compose(f"train.run_dir={tmp_path / 'run'}", "train.levels=[{grid:16,steps:2}]", "optim.warmup_steps=1", "train.sample_grids=[16]",
+                  "train.evaluate=true", "train.evaluation.grid=16", "train.evaluation.num_samples=4",
+                  "train.evaluation.sampler.steps=10")
+    with pytest.raises(RuntimeError, match="no held-out data"):
+        run(cfg, progress_bar=False)
+    assert (tmp_path / "run" / "samples" / "step0000002_grid16.png").exists()
+    assert "(4 on the 16-grid" in caplog.text

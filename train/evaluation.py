@@ -36,6 +36,7 @@ import logging
 import math
 import pathlib
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -137,7 +138,7 @@ def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfi
 
 
 def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None = None,
-             on_samples=None) -> dict:
+             on_samples: Callable[[np.ndarray], None] | None = None) -> dict:
     """All metrics of a model against its run's held-out data, as a JSON-ready dict;
     `on_samples(samples)`, if given, receives the drawn samples (on the grid they were drawn on)."""
     from sdeflow import metrics
@@ -284,10 +285,12 @@ def evaluation_config(cfg: DictConfig, run_dir: pathlib.Path) -> DictConfig:
 def shared_sample_grid(cfg: DictConfig, run_dir: pathlib.Path) -> int | None:
     """The grid of the end-of-run sample PNGs whose samples the end-of-run evaluation draws anyway
     (the same EMA weights and sampler, on a grid of `train.sample_grids`, at least as many
-    samples), so that its PNG shows the evaluation's first ones instead of compiling and running
-    the sampler again; `None` if there is none."""
+    samples), so that its PNG shows the evaluation's first ones (drawn with
+    `train.evaluation.seed`) instead of compiling and running the sampler again; `None` if there
+    is none, or if the run also draws PNGs during training (`train.sample_every`), whose series
+    keeps its own keys to the end."""
     t = cfg.train
-    if not t.evaluate:
+    if not t.evaluate or t.sample_every:
         return None
     eval_cfg = evaluation_config(cfg, run_dir)
     grid = int(eval_cfg.grid)
@@ -302,27 +305,18 @@ def shared_sample_grid(cfg: DictConfig, run_dir: pathlib.Path) -> int | None:
 
 
 def write_evaluation(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int,
-                     png: pathlib.Path | None = None) -> pathlib.Path:
+                     on_samples: Callable[[np.ndarray], None] | None = None) -> pathlib.Path:
     """Every metric of `train.evaluate` for the final model (the EMA one unless
-    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`; with `png`, the first
-    `train.num_samples` of its samples are also saved there as the sample PNG of their grid (see
-    `shared_sample_grid`)."""
-    from .progress import save_samples
+    `train.evaluation.weights` is `raw`), into `<run_dir>/evaluation.json`; `on_samples` receives
+    the samples it draws (see `evaluate`)."""
     from .restore import select_weights
 
     from .build import with_parts
 
     eval_cfg = evaluation_config(cfg, run_dir)
     weights = state.ema if eval_cfg.weights == "ema" else state.parts
-
-    def save_png(samples: np.ndarray) -> None:
-        count = int(cfg.train.num_samples)
-        save_samples(samples[:count], png)
-        logger.info(f"samples: {png} (the first {count} of the evaluation's {len(samples)} samples, "
-                    f"on the {samples.shape[-1]}-grid)")
-
     result = evaluate(select_weights(state, eval_cfg.weights), with_parts(sde, weights), cfg, eval_cfg, step,
-                      on_samples=None if png is None else save_png)
+                      on_samples=on_samples)
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(result, indent=1))
     logger.info(f"evaluation: {path} ({summary(result)})")

@@ -118,9 +118,9 @@ def write_samples(
     """Sample grids of `model` (the EMA) at every `train.sample_grids` resolution (or at `grids`),
     as PNGs.
 
-    Every grid uses the same keys; the starting noise is drawn per grid point, so it is not the
-    same function on every grid (`python -m train.sample ... resolution_consistent_noise=true`
-    starts every grid from the same prior function).
+    Every grid uses the same keys (`key`, the same at every step); the starting noise is drawn per
+    grid point, so it is not the same function on every grid (`python -m train.sample ...
+    resolution_consistent_noise=true` starts every grid from the same prior function).
 
     **Returns:**
 

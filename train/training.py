@@ -12,7 +12,8 @@ trains one score network through the multilevel curriculum of
   compilation included);
 - `loss.png`: the loss curve, redrawn at every checkpoint;
 - `checkpoints/<step>/`: model, EMA, optimiser state, step, RNG key and data-iterator state;
-- `samples/step<step>_grid<n>.png`: sample grids of the EMA model (once the samplers exist);
+- `samples/step<step>_grid<n>.png`: sample grids of the EMA model (once the samplers exist;
+  at the end, the grid the evaluation draws on with the same sampler shows its first samples);
 - `run.log`: hydra's log of the messages.
 
 Started again with the same run folder, a run restores its latest checkpoint and continues exactly
@@ -41,7 +42,7 @@ from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import shared_sample_grid, write_evaluation
 from .heldout import make_heldout_loss, TrainingClock
 from .memory import ResidentGuard
-from .progress import MetricsLog, ProgressBar, plot_loss
+from .progress import MetricsLog, ProgressBar, plot_loss, save_samples
 from .sinks import make_sinks
 from .sampling import samples_png, write_samples
 from .signals import StopRequest
@@ -295,10 +296,23 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                 plot_schedule(local.ema["schedule"], run_dir / "schedule.png", base=sde.schedule)
                 metrics.images([run_dir / "schedule.png"], step)
             if t.evaluate:  # with the learned parts of its weights
-                png = None if shared is None else samples_png(run_dir, step, shared)
-                write_evaluation(local, sde, cfg, run_dir, step, png)
-                if png is not None:
-                    metrics.images([png], step)
+                shown = []
+
+                def show(samples):  # the evaluation's first samples as the shared grid's PNG
+                    path = samples_png(run_dir, step, shared)
+                    save_samples(samples[: t.num_samples], path)
+                    logger.info(f"samples: {path} (the first {t.num_samples} of the evaluation's "
+                                f"{len(samples)} samples, on the {shared}-grid)")
+                    metrics.images([path], step)
+                    shown.append(path)
+
+                try:
+                    write_evaluation(local, sde, cfg, run_dir, step, None if shared is None else show)
+                except Exception:  # an evaluation that fails before it samples leaves the grid its own PNG
+                    if shared is not None and not shown:
+                        metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg,
+                                                     run_dir, sample_key, step, [shared]), step)
+                    raise
             if t.report.name is not None:  # the experiment's own report (train.reports)
                 from .reports import REPORTS
 

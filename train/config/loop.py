@@ -170,7 +170,7 @@ class TrainConfig:
     sample_every: int = 0  # steps between sample grids (0: only at the end)
     sample_grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids of the sample PNGs (any, also never trained on)
     num_samples: int = 36  # samples per grid
-    evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json (drawn with the PNGs' sampler and EMA weights on one of their grids, its first samples are that grid's PNG)
+    evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json (drawn with the PNGs' sampler and EMA weights on one of their grids, with sample_every 0, its first samples are that grid's PNG)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)  # that evaluation's fields (as train.evaluate's)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)  # an experiment's own end-of-run report (train.reports), if any
     heldout: HeldoutConfig = dataclasses.field(default_factory=HeldoutConfig)  # the loss of held-out data on one grid, logged every heldout.every steps (0: never)
