@@ -22,10 +22,15 @@ from sdeflow.priors import (
 from helpers import max_abs
 
 
+# one compiled program per prior and grid, where eager calls compile every operation on its own
+_sqrt_spectrum = eqx.filter_jit(lambda prior, ks: prior.sqrt_spectrum(ks))
+_sample = eqx.filter_jit(lambda prior, key, shape: prior.sample(key, shape))
+
+
 def _full_eigenvalues(prior, grid):
     """lambda_k on the full fft layout (every mode once), NumPy float64, zero off the kept modes."""
     ks = np.meshgrid(*[sdeflow.integer_frequencies(n) for n in grid], indexing="ij")
-    lam = np.asarray(prior.sqrt_spectrum(tuple(jnp.asarray(k) for k in ks)), np.float64) ** 2
+    lam = np.asarray(_sqrt_spectrum(prior, tuple(jnp.asarray(k) for k in ks)), np.float64) ** 2
     kept = np.all([2 * np.abs(k) < n for k, n in zip(ks, grid)], axis=0)
     return np.where(kept, lam, 0.0), ks
 
@@ -64,8 +69,8 @@ def test_restricted_sample_is_the_coarse_sample(n, getkey):
     (and differs only in the even grid's Nyquist bin, which the n-grid prior leaves empty)."""
     prior = Matern(2, s=1.5, tau=5.0)
     key = getkey()
-    fine = prior.sample(key, (2, 2 * n, 2 * n + 1))
-    coarse = prior.sample(key, (2, n, n))
+    fine = _sample(prior, key, (2, 2 * n, 2 * n + 1))
+    coarse = _sample(prior, key, (2, n, n))
     restricted = sdeflow.restrict(fine, (n, n))
     kept = sdeflow.kept_modes((n, n))
     diff = jnp.where(kept, sdeflow.fourier(restricted) - sdeflow.fourier(coarse), 0.0)
@@ -258,7 +263,7 @@ def test_every_prior_option_has_a_converging_pointwise_variance(getkey):
         if name == "combined_fno":  # the sampler draws with that variance (one option: compiling is slow)
             lam = _full_eigenvalues(prior, (32, 32))[0]
             keys = jax.random.split(getkey(), 128)
-            mean_square = jax.vmap(lambda k: jnp.mean(prior.sample(k, (1, 32, 32)) ** 2))(keys)
+            mean_square = eqx.filter_jit(jax.vmap(lambda k: jnp.mean(prior.sample(k, (1, 32, 32)) ** 2)))(keys)
             mc_std = math.sqrt(2 * np.sum(lam**2) / 128)
             assert abs(float(jnp.mean(mean_square)) - sums[1]) < 4 * mc_std + 1e-6, name
 
