@@ -106,9 +106,13 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
     return np.concatenate(samples), np.concatenate(evaluations)
 
 
-def samples_png(run_dir: pathlib.Path, step: int, n: int) -> pathlib.Path:
-    """The sample PNG of `step` on the `n`-grid: `samples/step<step>_grid<n>.png` in the run folder."""
-    return run_dir / "samples" / f"step{step:07d}_grid{n}.png"
+def save_samples_png(samples: np.ndarray, run_dir: pathlib.Path, step: int, n: int, how: str) -> pathlib.Path:
+    """Save `samples` (drawn on the `n`-grid) as the sample PNG of `step`,
+    `samples/step<step>_grid<n>.png` in the run folder, and log `how` they were drawn."""
+    path = run_dir / "samples" / f"step{step:07d}_grid{n}.png"
+    save_samples(samples, path)
+    logger.info(f"samples: {path} ({how})")
+    return path
 
 
 def write_samples(
@@ -124,7 +128,7 @@ def write_samples(
 
     **Returns:**
 
-    The paths of the PNGs (`samples_png`).
+    The paths of the PNGs (`save_samples_png`).
     """
     sampler = build.build_sampler(cfg)
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
@@ -137,11 +141,7 @@ def write_samples(
         samples, evaluations = draw(model, sde, parameterisation, sampler, key,
                                     field_shape(channels, dim, n), count, count, t_end=cfg.sampler.t_end,
                                     self_conditioning=build.self_conditioned(cfg.loss))
-        path = samples_png(run_dir, step, n)
-        save_samples(samples, path)
-        paths.append(path)
-        logger.info(
-            f"samples: {path} ({count} on the {n}-grid, {np.mean(evaluations):.1f} network evaluations "
-            f"each on average, {time.perf_counter() - started:.1f} s)"
-        )
+        paths.append(save_samples_png(samples, run_dir, step, n,
+                                      f"{count} on the {n}-grid, {np.mean(evaluations):.1f} network evaluations "
+                                      f"each on average, {time.perf_counter() - started:.1f} s"))
     return paths

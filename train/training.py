@@ -42,9 +42,9 @@ from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import shared_sample_grid, write_evaluation
 from .heldout import make_heldout_loss, TrainingClock
 from .memory import ResidentGuard
-from .progress import MetricsLog, ProgressBar, plot_loss, save_samples
+from .progress import MetricsLog, ProgressBar, plot_loss
 from .sinks import make_sinks
-from .sampling import samples_png, write_samples
+from .sampling import save_samples_png, write_samples
 from .signals import StopRequest
 from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
 
@@ -299,12 +299,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                 shown = []
 
                 def show(samples):  # the evaluation's first samples as the shared grid's PNG
-                    path = samples_png(run_dir, step, shared)
-                    save_samples(samples[: t.num_samples], path)
-                    logger.info(f"samples: {path} (the first {t.num_samples} of the evaluation's "
-                                f"{len(samples)} samples, on the {shared}-grid)")
-                    metrics.images([path], step)
-                    shown.append(path)
+                    shown.append(save_samples_png(samples[: t.num_samples], run_dir, step, shared,
+                                                  f"the first {t.num_samples} of the evaluation's {len(samples)} "
+                                                  f"samples, on the {shared}-grid"))
+                    metrics.images(shown, step)
 
                 try:
                     write_evaluation(local, sde, cfg, run_dir, step, None if shared is None else show)
