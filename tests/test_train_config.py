@@ -7,6 +7,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import types
 
 import hydra
 import jax.numpy as jnp
@@ -47,6 +48,12 @@ def test_experiments_compose_and_validate(exp):
         assert [[level.grid for level in stage.levels] for stage in run.train.stage_list()] == [[16], [32]]
         assert cfg.model.clip_modes and cfg.optim.schedule_free and cfg.model.reference_grid == 32
         assert cfg.loss.norm == "interpolated" and 0 < cfg.loss.norm_power < 0.5  # finite on every grid for s = 2, d = 2
+        # the 32² stage trains the run's loss with a penalty on the grid dependence
+        fine = config.programs.stage_loss(run.train.stage_list()[1])
+        assert dataclasses.replace(fine, consistency=0.0) == config.programs.stage_loss(types.SimpleNamespace(loss=dict(cfg.loss)))
+        assert fine.consistency == 30.0
+        p2 = validate(compose(f"+exp={exp}", "loss.weighting=p2", "loss.p2_gamma=0.5"))
+        assert config.programs.stage_loss(p2.train.stage_list()[1]).weighting == "p2"  # follows the run's loss
         assert not cfg.train.levels  # no unused curriculum beside the stages
         # no likelihood ODE at the end of the run, so the ELBO is what reports bits per dimension
         assert run.train.evaluation.likelihood.num_digits == 0 and run.train.evaluation.elbo.num_examples > 0
@@ -203,6 +210,9 @@ def test_the_library_tables_are_the_choices():
         ("loss.p2_k=0", "loss.p2_k must be a number > 0, got 0"),
         ("loss.p2_gamma=-1", "loss.p2_gamma must be a number >= 0, got -1"),
         ("loss.self_conditioning_prob=1.5", "loss.self_conditioning_prob must be a number in [0, 1], got 1.5"),
+        ("loss.consistency=-0.1", "loss.consistency must be a number >= 0, got -0.1"),
+        ("loss.consistency_factor=1", "loss.consistency_factor must be >= 2, got 1"),
+        ("loss.consistency_examples=0", "loss.consistency_examples must be a positive int, got 0"),
         ("loss.self_conditioning_clip=[1,-1]", "loss.self_conditioning_clip must be null or [lo, hi] with lo < hi, got [1.0, -1.0]"),
         ("sampler.eta=2", "sampler.eta must be a number in [0, 1], got 2"),
         ("sampler.clip=[-1,1]", "sampler.clip applies to the ddim sampler only, got sampler 'euler_maruyama'"),
@@ -257,6 +267,12 @@ def test_denoising_switches_reach_the_library(getkey):
     interpolated = compose("+exp=smoke", "loss.norm=interpolated", "loss.norm_power=0.4")
     validate(interpolated)
     assert build_loss(interpolated, sde).keywords["kwargs"]["norm"] == InterpolatedNorm(0.4)
+    from sdeflow.losses import ResolutionConsistency
+
+    assert build_loss(plain, sde).keywords["kwargs"]["consistency"] is None
+    penalised = compose("+exp=smoke", "loss.consistency=0.3", "loss.consistency_examples=2", "loss.consistency_factor=4")
+    validate(penalised)
+    assert build_loss(penalised, sde).keywords["kwargs"]["consistency"] == ResolutionConsistency(0.3, 2, 4)
     with pytest.raises(ConfigError, match=r"loss.norm_power must be a number in \[0, 1\]"):
         validate(compose("+exp=smoke", "loss.norm=interpolated", "loss.norm_power=1.5"))
     for override, message in [("sampler=ode sampler.steps=null", "sampler.steps must be a positive int with loss.self_conditioning"),

@@ -10,7 +10,7 @@ import pytest
 
 import nets
 import sdeflow
-from sdeflow.losses import dsm_loss
+from sdeflow.losses import dsm_loss, ResolutionConsistency
 from train.step import (
     DataParallel,
     TrainState,
@@ -174,9 +174,12 @@ def test_data_parallel_network_equals_one_device():
     parallel = jax.jit(lambda m, t, x: DataParallel(m, mesh).batched(t, x))(net, t, shard_batch(x, mesh))
     assert len(parallel.sharding.device_set) == 4 and not parallel.sharding.is_fully_replicated
     np.testing.assert_allclose(parallel, net.batched(t, jnp.asarray(x)), atol=1e-5)
+    # a sub-batch that does not split over the devices (a loss's extra pass) runs as one
+    odd = jax.jit(lambda m, t, x: DataParallel(m, mesh).batched(t, x))(net, t[:3], jnp.asarray(x[:3]))
+    np.testing.assert_allclose(odd, net.batched(t[:3], jnp.asarray(x[:3])), atol=1e-5)
 
-    def loss(model, x0, key):
-        return dsm_loss(model, sde, x0, key)
+    def loss(model, x0, key):  # with the grid penalty's extra pass on 3 examples, which do not split over 4 devices
+        return dsm_loss(model, sde, x0, key, consistency=ResolutionConsistency(1.0, examples=3))
 
     def run(devices):
         mesh = make_mesh(devices)

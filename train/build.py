@@ -235,9 +235,21 @@ def build_loss(cfg: DictConfig, sde, loss: Any = None):
             time_sampling=named("loss.time_sampling", TIME_SAMPLINGS, l.time_sampling),
             norm=norm,
             self_conditioning=float(l.self_conditioning_prob) if self_conditioned(l) else None,
+            consistency=consistency(l),
         ),
         loss=dsm_loss,
     )
+
+
+def consistency(loss: Any):
+    """The `sdeflow.losses.ResolutionConsistency` of a loss option's `consistency` fields, or None
+    when its weight is 0 (or the option has none)."""
+    from sdeflow.losses import ResolutionConsistency
+
+    weight = float(getattr(loss, "consistency", 0.0))
+    if weight == 0:
+        return None
+    return ResolutionConsistency(weight, int(loss.consistency_examples), int(loss.consistency_factor))
 
 
 def self_conditioned(loss: Any) -> bool:

@@ -150,7 +150,8 @@ class DataParallel(eqx.Module):
     **Arguments:**
 
     - `model`: a network with a `batched(t, x)` method (every network of `nets`).
-    - `mesh`: a mesh with a `data` axis; the batch must be a multiple of its size.
+    - `mesh`: a mesh with a `data` axis; a batch that is a multiple of its size is split over it,
+      any other runs as one.
     """
 
     model: PyTree
@@ -161,6 +162,8 @@ class DataParallel(eqx.Module):
 
     def batched(self, t: Float[Array, " batch"], x: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
+        if x.shape[0] % self.mesh.size:  # a sub-batch that does not split (a loss's extra pass)
+            return self.model.batched(t, x)
         params, static = eqx.partition(self.model, eqx.is_array)
 
         def local(params, t, x):

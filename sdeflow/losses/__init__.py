@@ -1,5 +1,6 @@
 """Denoising losses, time weightings, time sampling and the norms of the error."""
 
+from .consistency import ResolutionConsistency as ResolutionConsistency
 from .dsm import (
     apply_batched as apply_batched,
     dsm_loss as dsm_loss,

@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..custom_types import Field
 from ..parameterisation import AbstractParameterisation, check_parameterisation, Epsilon, X0
 from ..sde import AbstractSDE
+from .consistency import ResolutionConsistency
 from .norms import AbstractNorm, check_norm, L2Norm
 from .time_sampling import AbstractTimeSampling, check_time_sampling, StratifiedTimeSampling
 from .weighting import AbstractWeighting, check_weighting, SimpleWeighting
@@ -62,6 +63,7 @@ def dsm_loss(
     time_sampling: AbstractTimeSampling = StratifiedTimeSampling(),
     norm: AbstractNorm = L2Norm(),
     self_conditioning: float | None = None,
+    consistency: ResolutionConsistency | None = None,
 ) -> Float[Array, ""]:
     """The batch mean of $w(t) \\|\\hat\\epsilon(t, x_t) - \\epsilon\\|^2$, $x_t = m x_0 + b + s \\epsilon$,
     $\\epsilon \\sim N(0, C)$.
@@ -88,6 +90,8 @@ def dsm_loss(
     - `self_conditioning`: `None` for a plain model; for a self-conditioned one, the probability that
       the extra channels hold the model's own detached estimate of $x_0$ (from a first pass with
       zeros) rather than zeros.
+    - `consistency`: `None`, or a `ResolutionConsistency` whose penalty on the network's grid
+      dependence (its estimate on a finer grid restricted back, for the same input) is added.
 
     **Returns:**
 
@@ -97,6 +101,8 @@ def dsm_loss(
     check_weighting(weighting)
     check_time_sampling(time_sampling)
     check_norm(norm)
+    if consistency is not None and not isinstance(consistency, ResolutionConsistency):
+        raise TypeError(f"`consistency` must be None or a sdeflow.losses.ResolutionConsistency, got {consistency!r}.")
     if self_conditioning is not None and not 0.0 <= self_conditioning <= 1.0:
         raise ValueError(f"`self_conditioning` must be a probability, got {self_conditioning}.")
     if x0.ndim < 3:
@@ -111,10 +117,15 @@ def dsm_loss(
         estimate = X0().from_epsilon(parameterisation.to_epsilon(first, x_t, m, s, b), x_t, m, s, b)
         use = jr.bernoulli(sc_key, self_conditioning, (batch,) + (1,) * (x0.ndim - 1))
         cond = jnp.where(use, jax.lax.stop_gradient(estimate), zeros)
-        output = apply_batched(model, t, jnp.concatenate([x_t, cond], axis=1))
+        inputs = jnp.concatenate([x_t, cond], axis=1)
     else:
-        output = apply_batched(model, t, x_t)
+        inputs = x_t
+    output = apply_batched(model, t, inputs)
     eps_hat = parameterisation.to_epsilon(output, x_t, m, s, b)
     weights = jax.vmap(lambda t: weighting(sde, t))(t)
     norms = jax.vmap(lambda v: norm.squared(sde, v))(eps_hat - eps)
-    return jnp.mean(weights * norms)
+    loss = jnp.mean(weights * norms)
+    if consistency is not None and consistency.weight > 0:
+        apply = lambda t, u: apply_batched(model, t, u)  # noqa: E731
+        loss = loss + consistency(apply, parameterisation, norm, sde, weights, t, inputs, eps_hat, x_t, m, s, b)
+    return loss

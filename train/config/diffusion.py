@@ -13,7 +13,7 @@ from typing import Any, Optional
 from sdeflow.losses import NORMS, TIME_SAMPLINGS, WEIGHTINGS
 from sdeflow.parameterisation import PARAMETERISATIONS
 
-from .errors import Choice, choices, fail, number, value_range
+from .errors import Choice, choices, fail, number, positive, value_range
 
 Parameterisation = choices("Parameterisation", PARAMETERISATIONS)
 Weighting = choices("Weighting", WEIGHTINGS)
@@ -180,6 +180,10 @@ class DsmConfig:
     self_conditioning: bool = False  # the network also takes c channels of an x0 estimate (its own, detached; samplers feed the previous step's)
     self_conditioning_prob: float = 0.5  # self_conditioning only: per example, the probability that training feeds the estimate rather than zeros, in [0, 1]
     self_conditioning_clip: Optional[list[float]] = None  # self_conditioning only: [lo, hi], the range the network clips its x0-estimate channels to (the data's range), in training and sampling alike; null: unclipped
+    # --- the grid (sdeflow.losses.ResolutionConsistency) ---
+    consistency: float = 0.0  # weight of a penalty on the network's grid dependence: its noise estimate on the training grid against the one on a grid consistency_factor times finer, restricted back (0: off)
+    consistency_examples: int = 4  # consistency > 0 only: the inputs of each batch the penalty is measured on
+    consistency_factor: int = 2  # consistency > 0 only: the finer grid's refinement, an integer >= 2
 
     def check(self, where: str = "loss") -> None:
         check_name(where, self, "dsm")
@@ -189,6 +193,9 @@ class DsmConfig:
         number(f"{where}.self_conditioning_prob", self.self_conditioning_prob, lambda v: 0 <= v <= 1,
                "a number in [0, 1]")
         value_range(f"{where}.self_conditioning_clip", self.self_conditioning_clip)
+        number(f"{where}.consistency", self.consistency, lambda v: v >= 0, "a number >= 0")
+        positive(f"{where}.consistency_examples", self.consistency_examples)
+        positive(f"{where}.consistency_factor", self.consistency_factor, 2)
 
 
 def check_name(where: str, node, expected: str) -> None:
