@@ -51,7 +51,7 @@ def test_experiments_compose_and_validate(exp):
         # the 32² stage trains the run's loss with a penalty on the grid dependence
         fine = config.programs.stage_loss(run.train.stage_list()[1])
         assert dataclasses.replace(fine, consistency=0.0) == config.programs.stage_loss(types.SimpleNamespace(loss=dict(cfg.loss)))
-        assert fine.consistency == 30.0
+        assert fine.consistency == 10.0
         p2 = validate(compose(f"+exp={exp}", "loss.weighting=p2", "loss.p2_gamma=0.5"))
         assert config.programs.stage_loss(p2.train.stage_list()[1]).weighting == "p2"  # follows the run's loss
         assert not cfg.train.levels  # no unused curriculum beside the stages
