@@ -1,5 +1,6 @@
 """Denoising score matching in function space."""
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -126,6 +127,6 @@ def dsm_loss(
     norms = jax.vmap(lambda v: norm.squared(sde, v))(eps_hat - eps)
     loss = jnp.mean(weights * norms)
     if consistency is not None and consistency.weight > 0:
-        apply = lambda t, u: apply_batched(model, t, u)  # noqa: E731
-        loss = loss + consistency(apply, parameterisation, norm, sde, weights, t, inputs, eps_hat, x_t, m, s, b)
+        loss = loss + consistency(functools.partial(apply_batched, model), parameterisation, norm, sde, weights,
+                                  t, inputs, eps_hat, x_t, m, s, b)
     return loss
