@@ -49,11 +49,10 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.model.clip_modes and cfg.optim.schedule_free and cfg.model.reference_grid == 32
         assert cfg.loss.norm == "interpolated" and 0 < cfg.loss.norm_power < 0.5  # finite on every grid for s = 2, d = 2
         # the 32² stage trains the run's loss with a penalty on the grid dependence
-        fine = config.programs.stage_loss(run.train.stage_list()[1])
-        assert dataclasses.replace(fine, consistency=0.0) == config.programs.stage_loss(types.SimpleNamespace(loss=dict(cfg.loss)))
-        assert fine.consistency == 10.0
+        fine = config.programs.stage_loss(run.train.stage_list()[1], run.loss)
+        assert dataclasses.replace(fine, consistency=0.0) == run.loss and fine.consistency == 10.0
         p2 = validate(compose(f"+exp={exp}", "loss.weighting=p2", "loss.p2_gamma=0.5"))
-        assert config.programs.stage_loss(p2.train.stage_list()[1]).weighting == "p2"  # follows the run's loss
+        assert config.programs.stage_loss(p2.train.stage_list()[1], p2.loss).weighting == "p2"  # follows the run's loss
         assert not cfg.train.levels  # no unused curriculum beside the stages
         # no likelihood ODE at the end of the run, so the ELBO is what reports bits per dimension
         assert run.train.evaluation.likelihood.num_digits == 0 and run.train.evaluation.elbo.num_examples > 0
@@ -100,6 +99,25 @@ def test_curriculum_bookkeeping():
     assert [(p.stage, p.level, p.grid, p.start, p.end) for p in staged.train.phases()] == [
         (0, 0, 16, 0, 3), (1, 0, 16, 3, 4), (1, 1, 32, 4, 6)]
     assert [staged.train.phase_at(s).stage for s in range(7)] == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_a_stage_loss_replaces_fields_of_the_runs_or_starts_another_option():
+    """A stage's loss without a name, or with the run's, keeps every field of the run's loss it does
+    not name; one naming another option starts from that option's defaults."""
+    stage = "train.stages=[{levels:[{grid:16,steps:8}],loss:%s}]"
+    run_loss = ["loss.weighting=p2", "loss.p2_gamma=0.5", "loss.norm=interpolated"]
+    for mapping in ("{consistency:3.0}", "{name:dsm,consistency:3.0}"):
+        run = validate(compose("+exp=smoke", *run_loss, stage % mapping))
+        loss = config.programs.stage_loss(run.train.stage_list()[0], run.loss)
+        assert loss == dataclasses.replace(run.loss, consistency=3.0) and loss.weighting == "p2"
+    run = validate(compose("+exp=smoke", "loss=vdm"))
+    other = types.SimpleNamespace(loss={"name": "dsm", "weighting": "likelihood"})
+    loss = config.programs.stage_loss(other, run.loss)
+    assert loss.weighting == "likelihood" and loss == dataclasses.replace(config.DsmConfig(), weighting=loss.weighting)
+    with pytest.raises(ConfigError, match="train.stages\\[0\\].loss.name must be one of"):
+        validate(compose("+exp=smoke", stage % "{name:l1}"))
+    with pytest.raises(ConfigError, match="train.stages\\[0\\].loss"):
+        validate(compose("+exp=smoke", stage % "{consistensy:3.0}"))
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ class Stage:
         spec = run_cfg.train.stage_list()[index]
         self.index, self.name = index, spec.name
         self.trainable = build.trainable(cfg, index)
-        loss = None if spec.loss is None else stage_loss(spec)
+        loss = None if spec.loss is None else stage_loss(spec, run_cfg.loss)
         self.loss_fn = build.build_loss(cfg, sde, loss)
         self.optimiser = build.build_optimiser(cfg, index)
         decay = {name: build.part_optim(cfg, name).ema_decay for name in build.part_names(cfg)}

@@ -196,14 +196,30 @@ def part_names(run: Any) -> tuple[str, ...]:
             + (("autoencoder",) if autoencoder is not None else ()) + (("target",) if fitted_target else ()))
 
 
-def stage_loss(stage: Any, where: str = "train.stages[]") -> Any:
-    """The loss of a stage typed by its option's schema (a stage's `loss` is a plain mapping)."""
+def stage_loss(stage: Any, run_loss: Any, where: str = "train.stages[]") -> Any:
+    """The loss of a stage, typed by its option's schema (a stage's `loss` is a plain mapping).
+
+    A mapping without a `name`, or with the run's loss's name, is the run's loss with the fields it
+    names replaced (`{consistency: 10.0}` adds a penalty and keeps everything else of the run's); a
+    mapping naming another loss starts from that option's defaults.
+
+    **Arguments:**
+
+    - `stage`: the stage's config (`StageConfig`), whose `loss` is not null.
+    - `run_loss`: the run's loss, as its schema's dataclass or as composed.
+    - `where`: the stage's path in the config, for errors.
+
+    **Returns:**
+
+    The stage's loss as its schema's dataclass.
+    """
     fields = dict(stage.loss)
-    name = fields.get("name")
+    name = fields.get("name", run_loss.name)
     if name not in LOSSES:
         fail(f"{where}.loss.name", f"must be one of {', '.join(LOSSES)}", name)
+    base = run_loss if name == run_loss.name else LOSSES[name]
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LOSSES[name]), fields))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), fields))
     except Exception as error:  # omegaconf's own errors name the key
         raise ConfigError(f"{where}.loss: {error}") from None
 
@@ -249,7 +265,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         unknown = sorted(set(names) - set(parts))
         if unknown or not names:
             fail(f"{where}.trainable", f"must name some of the parts {list(parts)}", stage.trainable)
-        autoencoder_loss = stage.loss is not None and dict(stage.loss).get("name") == "vqvae"
+        autoencoder_loss = stage.loss is not None and dict(stage.loss).get("name", run.loss.name) == "vqvae"
         if autoencoder_loss and list(names) != ["autoencoder"]:
             fail(f"{where}.trainable", "must be [autoencoder] in a stage whose loss is vqvae (it trains the "
                  "autoencoder alone)", stage.trainable)
@@ -261,7 +277,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             settings, at = (run.optim_parts[name], f"optim_parts.{name}") if name in run.optim_parts else (run.optim, "optim")
             settings.check(at, steps)
         if stage.loss is not None:
-            loss = stage_loss(stage, where)
+            loss = stage_loss(stage, run.loss, where)
             loss.check(f"{where}.loss")
             if loss.name == "vqvae":  # trains the autoencoder alone (checked above)
                 continue
