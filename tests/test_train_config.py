@@ -101,22 +101,24 @@ def test_curriculum_bookkeeping():
     assert [staged.train.phase_at(s).stage for s in range(7)] == [0, 0, 0, 1, 1, 1, 1]
 
 
-def test_a_stage_loss_replaces_fields_of_the_runs_or_starts_another_option():
-    """A stage's loss without a name, or with the run's, keeps every field of the run's loss it does
-    not name; one naming another option starts from that option's defaults."""
+def test_a_stage_loss_replaces_fields_of_the_runs_or_starts_from_its_option():
+    """A stage's loss without a name keeps every field of the run's loss it does not name; one with
+    a name is that option from its defaults (also the run's own option)."""
     stage = "train.stages=[{levels:[{grid:16,steps:8}],loss:%s}]"
     run_loss = ["loss.weighting=p2", "loss.p2_gamma=0.5", "loss.norm=interpolated"]
-    for mapping in ("{consistency:3.0}", "{name:dsm,consistency:3.0}"):
-        run = validate(compose("+exp=smoke", *run_loss, stage % mapping))
-        loss = config.programs.stage_loss(run.train.stage_list()[0], run.loss)
-        assert loss == dataclasses.replace(run.loss, consistency=3.0) and loss.weighting == "p2"
+    run = validate(compose("+exp=smoke", *run_loss, stage % "{consistency:3.0}"))
+    loss = config.programs.stage_loss(run.train.stage_list()[0], run.loss)
+    assert loss == dataclasses.replace(run.loss, consistency=3.0) and loss.weighting == "p2"
+    run = validate(compose("+exp=smoke", *run_loss, stage % "{name:dsm,consistency:3.0}"))
+    loss = config.programs.stage_loss(run.train.stage_list()[0], run.loss)
+    assert loss == dataclasses.replace(config.DsmConfig(), consistency=3.0) and loss.weighting == "simple"
     run = validate(compose("+exp=smoke", "loss=vdm"))
     other = types.SimpleNamespace(loss={"name": "dsm", "weighting": "likelihood"})
     loss = config.programs.stage_loss(other, run.loss)
     assert loss.weighting == "likelihood" and loss == dataclasses.replace(config.DsmConfig(), weighting=loss.weighting)
     with pytest.raises(ConfigError, match="train.stages\\[0\\].loss.name must be one of"):
         validate(compose("+exp=smoke", stage % "{name:l1}"))
-    with pytest.raises(ConfigError, match="train.stages\\[0\\].loss"):
+    with pytest.raises(ConfigError, match="train.stages\\[0\\].loss.*consistensy"):
         validate(compose("+exp=smoke", stage % "{consistensy:3.0}"))
 
 

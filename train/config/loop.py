@@ -62,7 +62,7 @@ class StageConfig:
     name: str = "stage"  # the stage's name in the logs
     trainable: Optional[list[str]] = None  # the parts it trains (e.g. [network]); null: every part
     levels: list[LevelConfig] = dataclasses.field(default_factory=list)  # its curriculum: [{grid, steps}, ...]
-    loss: Optional[Any] = None  # its loss, a mapping: {field: value, ...} is the run's loss with those fields replaced, {name: vqvae, ...} another option from its defaults; null: the run's loss
+    loss: Optional[Any] = None  # its loss, a mapping: {field: value, ...} is the run's loss with those fields replaced, {name: vqvae, ...} that option from its defaults; null: the run's loss
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,14 +199,14 @@ def part_names(run: Any) -> tuple[str, ...]:
 def stage_loss(stage: Any, run_loss: Any, where: str = "train.stages[]") -> Any:
     """The loss of a stage, typed by its option's schema (a stage's `loss` is a plain mapping).
 
-    A mapping without a `name`, or with the run's loss's name, is the run's loss with the fields it
-    names replaced (`{consistency: 10.0}` adds a penalty and keeps everything else of the run's); a
-    mapping naming another loss starts from that option's defaults.
+    A mapping without a `name` is the run's loss with the fields it names replaced
+    (`{consistency: 30.0}` adds a penalty and keeps everything else of the run's); a mapping with a
+    `name` is that option from its defaults, with the fields it names.
 
     **Arguments:**
 
     - `stage`: the stage's config (`StageConfig`), whose `loss` is not null.
-    - `run_loss`: the run's loss, as its schema's dataclass or as composed.
+    - `run_loss`: the run's loss, as its schema's dataclass (`RunConfig.loss`).
     - `where`: the stage's path in the config, for errors.
 
     **Returns:**
@@ -214,10 +214,12 @@ def stage_loss(stage: Any, run_loss: Any, where: str = "train.stages[]") -> Any:
     The stage's loss as its schema's dataclass.
     """
     fields = dict(stage.loss)
-    name = fields.get("name", run_loss.name)
-    if name not in LOSSES:
-        fail(f"{where}.loss.name", f"must be one of {', '.join(LOSSES)}", name)
-    base = run_loss if name == run_loss.name else LOSSES[name]
+    if "name" not in fields:
+        base = run_loss
+    elif fields["name"] in LOSSES:
+        base = LOSSES[fields["name"]]
+    else:
+        fail(f"{where}.loss.name", f"must be one of {', '.join(LOSSES)}", fields["name"])
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), fields))
     except Exception as error:  # omegaconf's own errors name the key
