@@ -5,6 +5,10 @@ one CPU device, or `--devices 2`), times `--steps` steps on random batches of it
 compilation, and measures a float32 2048 x 2048 matmul's GFLOP/s before and after, so the time can
 be scaled to another machine or load. The steps of the experiment's default are sized from it.
 
+With `--against 'MORE OVERRIDES'` a second step with those overrides added is built in the same
+process and the two are timed alternately, so that the load of a shared VM affects both alike; the
+JSON gives both medians and the median ratio of the paired steps.
+
 Run `python -m benchmarks.bench_experiment_step --exp NAME [overrides]` (`--quick`: 3 steps); JSON
 goes to `benchmarks/results/<NAME>.json`.
 """
@@ -30,6 +34,10 @@ def main() -> None:
     parser.add_argument("--stage", type=int, default=0, help="the stage whose step is timed (0: the first)")
     parser.add_argument("--allocator", choices=("default", "retain"), default="retain",
                         help="retain: keep freed memory as the programs do (train.memory); default: glibc's malloc as it comes")
+    parser.add_argument("--against", default=None,
+                        help="more overrides (one quoted string) for a second step built in the same "
+                             "process and timed alternately with the first, e.g. --against "
+                             "'+train.stages.1.loss.consistency_examples=2'")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the run, e.g. train.batch_size=32")
     args = parser.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
@@ -48,51 +56,71 @@ def main() -> None:
     from train.step import make_mesh, shard_batch
     from train.training import Stage
 
-    with hydra.initialize_config_module("train.configs", version_base=None):
-        cfg = hydra.compose("config", overrides=[f"+exp={args.exp}", *args.overrides])
-    run = validate(cfg)
-    sde = build.build_sde(cfg)
-    parts = build.build_parts(cfg, jr.key(0))
-    mesh = make_mesh(jax.devices()[: args.devices])
-    stage = Stage(cfg, run, args.stage, sde, mesh)
-    step = stage.step
-    state = stage.start(parts, jr.key(1), mesh)
-    channels, dim = build.dimensions(cfg)
-    grid = run.train.stage_list()[args.stage].levels[0].grid
-    shape = (cfg.train.batch_size, channels) + (grid,) * dim
-    rng = np.random.default_rng(0)
-    batches = [shard_batch(rng.uniform(-1, 1, shape).astype(np.float32), mesh) for _ in range(2)]
-    before = matmul_gflops()
-    t0 = time.perf_counter()
-    state, loss = step(state, batches[0])
-    loss.block_until_ready()
-    compile_s = time.perf_counter() - t0
-    times = []
-    for i in range(3 if args.quick else args.steps):
+    def build_step(overrides: list[str]):
+        """The stage's jitted step, its state after the first (compiling) step, the compile time
+        and the batch shape, for the experiment with `overrides`."""
+        with hydra.initialize_config_module("train.configs", version_base=None):
+            cfg = hydra.compose("config", overrides=[f"+exp={args.exp}", *overrides])
+        run = validate(cfg)
+        sde = build.build_sde(cfg)
+        parts = build.build_parts(cfg, jr.key(0))
+        stage = Stage(cfg, run, args.stage, sde, mesh)
+        state = stage.start(parts, jr.key(1), mesh)
+        channels, dim = build.dimensions(cfg)
+        grid = run.train.stage_list()[args.stage].levels[0].grid
+        shape = (cfg.train.batch_size, channels) + (grid,) * dim
         t0 = time.perf_counter()
-        state, loss = step(state, shard_batch(np.asarray(batches[i % 2]), mesh))
+        state, loss = stage.step(state, shard_batch(batches(shape)[0], mesh))
         loss.block_until_ready()
-        times.append(1000 * (time.perf_counter() - t0))
+        return {"step": stage.step, "state": state, "compile_s": time.perf_counter() - t0,
+                "shape": shape, "times": []}
+
+    def batches(shape):
+        rng = np.random.default_rng(0)
+        return [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(2)]
+
+    mesh = make_mesh(jax.devices()[: args.devices])
+    variants = {"run": build_step(args.overrides)}
+    if args.against is not None:
+        variants["against"] = build_step(args.overrides + args.against.split())
+    before = matmul_gflops()
+    for i in range(3 if args.quick else args.steps):
+        for variant in variants.values():  # alternated, so that a changing load affects all alike
+            data = batches(variant["shape"])[i % 2]
+            t0 = time.perf_counter()
+            variant["state"], loss = variant["step"](variant["state"], shard_batch(data, mesh))
+            loss.block_until_ready()
+            variant["times"].append(1000 * (time.perf_counter() - t0))
     after = matmul_gflops()
+    run_times = variants["run"]["times"]
     result = {
         "experiment": args.exp,
         "stage": args.stage,
         "overrides": args.overrides,
         "devices": args.devices,
         "allocator": args.allocator,
-        "batch": shape,
-        "compile_and_first_step_s": compile_s,
-        "step_ms_median": statistics.median(times),
-        "step_ms": times,
+        "batch": variants["run"]["shape"],
+        "compile_and_first_step_s": variants["run"]["compile_s"],
+        "step_ms_median": statistics.median(run_times),
+        "step_ms": run_times,
         "calibration_matmul_gflops_before": before,
         "calibration_matmul_gflops_after": after,
         "loadavg_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    if args.against is not None:
+        against = variants["against"]["times"]
+        result["against"] = {
+            "overrides": args.against.split(),
+            "compile_and_first_step_s": variants["against"]["compile_s"],
+            "step_ms_median": statistics.median(against),
+            "step_ms": against,
+            "median_ratio_of_pairs": statistics.median(b / a for a, b in zip(run_times, against)),
+        }
     out = ROOT / "benchmarks" / "results" / (f"{args.exp}.json" if args.stage == 0 else f"{args.exp}_stage{args.stage}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "step_ms"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "step_ms"}, indent=2, default=str))
 
 
 if __name__ == "__main__":

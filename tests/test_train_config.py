@@ -50,7 +50,8 @@ def test_experiments_compose_and_validate(exp):
         assert cfg.loss.norm == "interpolated" and 0 < cfg.loss.norm_power < 0.5  # finite on every grid for s = 2, d = 2
         # the 32² stage trains the run's loss with a penalty on the grid dependence
         fine = config.programs.stage_loss(run.train.stage_list()[1], run.loss)
-        assert dataclasses.replace(fine, consistency=0.0) == run.loss and fine.consistency == 30.0
+        assert dataclasses.replace(fine, consistency=0.0, consistency_examples=run.loss.consistency_examples) == run.loss
+        assert fine.consistency == 30.0 and fine.consistency_examples == 2
         p2 = validate(compose(f"+exp={exp}", "loss.weighting=p2", "loss.p2_gamma=0.5"))
         assert config.programs.stage_loss(p2.train.stage_list()[1], p2.loss).weighting == "p2"  # follows the run's loss
         assert not cfg.train.levels  # no unused curriculum beside the stages
