@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--against", default=None,
                         help="more overrides (one quoted string) for a second step built in the same "
                              "process and timed alternately with the first, e.g. --against "
-                             "'+train.stages.1.loss.consistency_examples=2'")
+                             "'train.stages.1.loss.consistency_examples=4' with --stage 1")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the run, e.g. train.batch_size=32")
     args = parser.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
