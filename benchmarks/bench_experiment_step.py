@@ -57,8 +57,8 @@ def main() -> None:
     from train.training import Stage
 
     def build_step(overrides: list[str]):
-        """The stage's jitted step, its state after the first (compiling) step, the compile time
-        and the batch shape, for the experiment with `overrides`."""
+        """The stage's jitted step, its state after the first (compiling) step, the compile time,
+        the batch shape and two random batches, for the experiment with `overrides`."""
         with hydra.initialize_config_module("train.configs", version_base=None):
             cfg = hydra.compose("config", overrides=[f"+exp={args.exp}", *overrides])
         run = validate(cfg)
@@ -69,15 +69,13 @@ def main() -> None:
         channels, dim = build.dimensions(cfg)
         grid = run.train.stage_list()[args.stage].levels[0].grid
         shape = (cfg.train.batch_size, channels) + (grid,) * dim
+        rng = np.random.default_rng(0)
+        batches = [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(2)]
         t0 = time.perf_counter()
-        state, loss = stage.step(state, shard_batch(batches(shape)[0], mesh))
+        state, loss = stage.step(state, shard_batch(batches[0], mesh))
         loss.block_until_ready()
         return {"step": stage.step, "state": state, "compile_s": time.perf_counter() - t0,
-                "shape": shape, "times": []}
-
-    def batches(shape):
-        rng = np.random.default_rng(0)
-        return [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(2)]
+                "shape": shape, "batches": batches, "times": []}
 
     mesh = make_mesh(jax.devices()[: args.devices])
     variants = {"run": build_step(args.overrides)}
@@ -86,9 +84,9 @@ def main() -> None:
     before = matmul_gflops()
     for i in range(3 if args.quick else args.steps):
         for variant in variants.values():  # alternated, so that a changing load affects all alike
-            data = batches(variant["shape"])[i % 2]
             t0 = time.perf_counter()
-            variant["state"], loss = variant["step"](variant["state"], shard_batch(data, mesh))
+            batch = shard_batch(variant["batches"][i % 2], mesh)
+            variant["state"], loss = variant["step"](variant["state"], batch)
             loss.block_until_ready()
             variant["times"].append(1000 * (time.perf_counter() - t0))
     after = matmul_gflops()
