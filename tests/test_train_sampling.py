@@ -3,6 +3,7 @@ self-conditioned one its previous estimate: a network giving the exact noise of 
 of the four forms, with or without extra channels, gives the same samples."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -43,3 +44,54 @@ def test_draw_reads_every_parameterisation_and_self_conditioning():
     for name, cls in PARAMETERISATIONS.items():
         if name != "epsilon":  # the reference; self-conditioning rides along with v
             np.testing.assert_allclose(sample(cls(), name == "v"), reference, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_draw_compiles_once_for_other_weights_and_keys():
+    # one jitted program for every draw: the PNGs drawn every train.sample_every steps, or on the
+    # same grid again, trace nothing the second time
+    from jax._src import monitoring
+
+    oracle = gaussian_oracle(16)
+    model = _Exact(oracle, Epsilon(), False)
+    traced = []
+
+    def listen(event, seconds, **info):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traced.append(info.get("fun_name"))
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        first, _ = draw(model, oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 3, 3)
+        assert traced, "the listener sees the first draw's trace"
+        other = jax.tree.map(lambda x: x * 1.0 if eqx.is_inexact_array(x) else x, model)  # new buffers
+        traced.clear()
+        second, _ = draw(other, oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(1), (1, 16), 3, 3)
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    assert traced == []
+    assert not np.allclose(first, second)  # other keys, other samples
+
+
+def test_draw_samples_on_one_device_a_model_replicated_over_a_mesh(monkeypatch):
+    # a training mesh's replicated weights would make every device draw the same samples
+    import train.sampling as sampling
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    oracle = gaussian_oracle(16)
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    assert mesh.size == 2
+    model = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec())) if eqx.is_array(x) else x,
+                         _Exact(oracle, Epsilon(), False))
+    devices = set()
+    run = sampling._draw_batch
+
+    def recording(score, *args):
+        devices.update(d for x in jax.tree.leaves(eqx.filter(score.model, eqx.is_array)) for d in x.devices())
+        return run(score, *args)
+
+    monkeypatch.setattr(sampling, "_draw_batch", recording)
+    replicated, _ = draw(model, oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
+    assert devices == {jax.devices()[0]}
+    monkeypatch.undo()
+    single, _ = draw(_Exact(oracle, Epsilon(), False), oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
+    np.testing.assert_allclose(replicated, single, rtol=1e-6, atol=1e-6)
