@@ -72,26 +72,24 @@ def test_draw_compiles_once_for_other_weights_and_keys():
     assert not np.allclose(first, second)  # other keys, other samples
 
 
-def test_draw_samples_on_one_device_a_model_replicated_over_a_mesh(monkeypatch):
-    # a training mesh's replicated weights would make every device draw the same samples
-    import train.sampling as sampling
+def test_local_copy_puts_a_meshs_replicated_weights_on_one_device():
+    # what the end of a run samples and evaluates: a program given arrays replicated over the
+    # training mesh would run on every device of it
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from train.distributed import local_copy
 
     oracle = gaussian_oracle(16)
     mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
-    assert mesh.size == 2
-    model = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec())) if eqx.is_array(x) else x,
-                         _Exact(oracle, Epsilon(), False))
-    devices = set()
-    run = sampling._draw_batch
-
-    def recording(score, *args):
-        devices.update(d for x in jax.tree.leaves(eqx.filter(score.model, eqx.is_array)) for d in x.devices())
-        return run(score, *args)
-
-    monkeypatch.setattr(sampling, "_draw_batch", recording)
-    replicated, _ = draw(model, oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
-    assert devices == {jax.devices()[0]}
-    monkeypatch.undo()
-    single, _ = draw(_Exact(oracle, Epsilon(), False), oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
-    np.testing.assert_allclose(replicated, single, rtol=1e-6, atol=1e-6)
+    single = _Exact(oracle, Epsilon(), False)
+    replicated = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec())) if eqx.is_array(x)
+                              else x, (single, oracle.sde, jr.key(3)))
+    assert {d for x in jax.tree.leaves(replicated) if eqx.is_array(x) for d in x.devices()} == set(jax.devices()[:2])
+    local = local_copy(replicated)
+    assert {d for x in jax.tree.leaves(local) if eqx.is_array(x) for d in x.devices()} == {jax.devices()[0]}
+    for a, b in zip(jax.tree.leaves(local[:2]), jax.tree.leaves((single, oracle.sde))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model, sde, _ = local
+    got, _ = draw(model, sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
+    want, _ = draw(single, oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

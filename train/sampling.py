@@ -61,14 +61,14 @@ def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
 
 
 @eqx.filter_jit
-def _draw_batch(score, sampler, sde, keys, shape: tuple[int, ...], t_end: float | None, consistent_noise: bool):
+def _draw_batch(score, sampler, keys, shape: tuple[int, ...], t_end: float | None, consistent_noise: bool):
     """One batch of `draw`: the sampler vmapped over `keys`. One jitted function for every call, so
     that drawing again with the same kind of model, sampler and grid (other weights and keys; e.g.
     the sample PNGs every `train.sample_every` steps) runs the program compiled the first time."""
 
     def one(k):
         if consistent_noise:
-            x1 = sde.terminal_sample(jr.fold_in(k, 1), shape)
+            x1 = score.sde.terminal_sample(jr.fold_in(k, 1), shape)
             return sampler.sample(score, k, x_start=x1, t_end=t_end)
         return sampler.sample(score, k, shape, t_end=t_end)
 
@@ -79,11 +79,13 @@ def _draw_batch(score, sampler, sde, keys, shape: tuple[int, ...], t_end: float 
 def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
          consistent_noise: bool = False, t_end: float | None = None, self_conditioning: bool = False):
     """`count` samples of shape `shape` = `(c, n_1, ..., n_d)`, `batch_size` at a time (vmapped and
-    jitted, on one device), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the
-    sampler's `denoise` step then acts at `t_end`). `parameterisation` is what the network
-    predicts, an `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's
-    name); `self_conditioning`: the network takes an estimate of $x_0$ as extra channels, which the
-    sampler feeds back from step to step (`build.self_conditioned` of the run's loss).
+    jitted), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's
+    `denoise` step then acts at `t_end`). `parameterisation` is what the network predicts, an
+    `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name);
+    `self_conditioning`: the network takes an estimate of $x_0$ as extra channels, which the sampler
+    feeds back from step to step (`build.self_conditioned` of the run's loss). The program runs
+    where the arrays are: give `model` and `sde` on one device (`on_one_device`,
+    `train.distributed.local_copy`).
 
     **Returns:**
 
@@ -94,9 +96,8 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
     shape = tuple(int(n) for n in shape)
     if t_end is not None and not (isinstance(t_end, (int, float)) and 0 < t_end < sde.t1):
         raise ValueError(f"sampler.t_end must be null or a number in (0, {sde.t1}), got {t_end!r}.")
-    # the network inside the vmapped solver runs its own batched layout (samplers.VmapAsBatched);
-    # on one device: arrays replicated over a training mesh would sample on every device at once
-    score = samplers.PreconditionedScore(samplers.VmapAsBatched(on_one_device(model)), sde, parameterisation,
+    # the network inside the vmapped solver runs its own batched layout (samplers.VmapAsBatched)
+    score = samplers.PreconditionedScore(samplers.VmapAsBatched(model), sde, parameterisation,
                                          self_conditioning=bool(self_conditioning))
     keys = jr.split(key, count)
     samples, evaluations = [], []
@@ -104,7 +105,7 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
         chunk = keys[i : i + batch_size]
         if chunk.shape[0] < batch_size:  # pad the last batch so one compiled program serves all
             chunk = jnp.concatenate([chunk, keys[: batch_size - chunk.shape[0]]])
-        x, n = _draw_batch(score, sampler, sde, chunk, shape, None if t_end is None else float(t_end),
+        x, n = _draw_batch(score, sampler, chunk, shape, None if t_end is None else float(t_end),
                            bool(consistent_noise))
         take = min(batch_size, count - i)
         samples.append(np.asarray(x)[:take])
@@ -139,6 +140,7 @@ def write_samples(
     sampler = build.build_sampler(cfg)
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     channels, dim = build.dimensions(cfg)
+    model = on_one_device(model)  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids if grids is None else grids:
