@@ -58,12 +58,15 @@ def reported_errors() -> Iterator[None]:
 def run_program(main: Callable[[Any], Any], cfg: Any) -> None:
     """The body of a program's hydra entry point (`train.evaluate`, `train.sample`,
     `train.classifier`): logging configured, freed memory kept (`train.memory`; this call logs what
-    the module's first call did), then `main(cfg)` inside `reported_errors()`."""
+    the module's first call did), XLA's persistent compilation cache on (`train.compile_cache`),
+    then `main(cfg)` inside `reported_errors()`."""
+    from .compile_cache import use_compile_cache
     from .memory import retain_freed_memory
     from .progress import configure_logging
 
     configure_logging()
     retain_freed_memory()
+    use_compile_cache()
     with reported_errors():
         main(cfg)
 

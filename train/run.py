@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import devices as devices_lib
 from . import distributed
+from .compile_cache import use_compile_cache
 from .config import validate
 from .errors import reported_errors
 from .memory import retain_freed_memory
@@ -28,6 +29,7 @@ def _main(cfg: DictConfig) -> None:
     absl.flags.FLAGS.mark_as_parsed()
     configure_logging(basic=False)  # hydra configures the handlers
     devices_lib.request_cpu_devices()  # before anything starts JAX's backends
+    use_compile_cache()  # before anything compiles: a run started again loads its programs
     with reported_errors():  # what the user can fix is said in one message, without a traceback
         spec = OmegaConf.to_object(cfg.train.distributed)
         spec.check("train.distributed")
