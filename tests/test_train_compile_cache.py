@@ -10,6 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import train.compile_cache
+import train.memory
+import train.progress
 from train.errors import run_program
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -17,23 +19,24 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # One program as a fresh process sees it: the cache set up, a jitted function compiled, and what
 # the cache did (JAX's monitoring events).
 SCRIPT = """
-import json, sys
+import json
 import jax
 import train.compile_cache as cc
-cc.MIN_COMPILE_SECONDS = 0.0  # keep even this small program
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
 folder = cc.use_compile_cache()
 value = float(jax.jit(lambda x: (x * 3.0 + 1.0).sum())(jax.numpy.arange(7.0)))
 print(json.dumps({"folder": folder, "value": value, "dir": jax.config.jax_compilation_cache_dir,
+                  "max_size": jax.config.jax_compilation_cache_max_size,
                   "hits": events.count("/jax/compilation_cache/cache_hits"),
                   "misses": events.count("/jax/compilation_cache/cache_misses")}))
 """
 
 
-def _program(tmp_path: pathlib.Path, **env_extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != train.compile_cache.ENV}  # the tests' own cache
-    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), **env_extra)
+def _program(home: pathlib.Path, **env_extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    # the tests' own cache settings left out; this small program kept although it compiles at once
+    env.update(HOME=str(home), PYTHONPATH=str(REPO), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **env_extra)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -41,28 +44,38 @@ def _program(tmp_path: pathlib.Path, **env_extra: str) -> dict:
 
 def test_a_second_process_loads_the_program_the_first_compiled(tmp_path):
     folder = tmp_path / "home" / ".cache" / "sdeflow" / "xla"
-    first = _program(tmp_path)
+    first = _program(tmp_path / "home")
     assert first["folder"] == first["dir"] == str(folder)
+    assert first["max_size"] == train.compile_cache.MAX_BYTES
     assert first["hits"] == 0 and first["misses"] >= 1
     assert any(folder.iterdir())  # the compiled program, on disk
-    second = _program(tmp_path)
+    second = _program(tmp_path / "home")
     assert second["hits"] >= 1 and second["misses"] == 0
     assert second["value"] == first["value"] == 70.0
 
 
 def test_the_environment_variable_chooses_the_folder_or_turns_the_cache_off(tmp_path):
-    chosen = tmp_path / "chosen"
-    picked = _program(tmp_path, JAX_COMPILATION_CACHE_DIR=str(chosen))
+    home, chosen = tmp_path / "home", tmp_path / "chosen"
+    picked = _program(home, JAX_COMPILATION_CACHE_DIR=str(chosen))
     assert picked["folder"] == picked["dir"] == str(chosen) and any(chosen.iterdir())
-    off = _program(tmp_path, JAX_COMPILATION_CACHE_DIR="")
+    off = _program(home, JAX_COMPILATION_CACHE_DIR="")
     assert off["folder"] is None and off["hits"] == off["misses"] == 0
-    disabled = _program(tmp_path, JAX_ENABLE_COMPILATION_CACHE="false")
+    disabled = _program(home, JAX_ENABLE_COMPILATION_CACHE="false")
     assert disabled["folder"] is None and disabled["hits"] == disabled["misses"] == 0
-    assert not (tmp_path / "home" / ".cache" / "sdeflow").exists()  # nothing written to the default folder
+    assert not (home / ".cache" / "sdeflow").exists()  # nothing written to the default folder
+
+
+def test_a_folder_that_cannot_be_made_leaves_the_program_compiling(tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file where the home folder should be")
+    out = _program(home)
+    assert out["folder"] is None and out["dir"] is None and out["value"] == 70.0
 
 
 def test_programs_turn_the_cache_on_before_they_run(monkeypatch):
     calls = []
+    monkeypatch.setattr(train.memory, "retain_freed_memory", lambda: None)  # not in the test process
+    monkeypatch.setattr(train.progress, "configure_logging", lambda: None)
     monkeypatch.setattr(train.compile_cache, "use_compile_cache", lambda: calls.append("cache"))
     run_program(lambda cfg: calls.append("main"), None)
     assert calls == ["cache", "main"]
@@ -78,6 +91,7 @@ def test_the_training_program_turns_the_cache_on_before_it_builds_anything(monke
         raise Started  # reached before the config is read: _main is given an empty one
 
     monkeypatch.setattr(train.run, "configure_logging", lambda basic: None)
+    monkeypatch.setattr(train.run.devices_lib, "request_cpu_devices", lambda: None)
     monkeypatch.setattr(train.run, "use_compile_cache", cache)
     with pytest.raises(Started):
         train.run._main(OmegaConf.create({}))

@@ -2,17 +2,20 @@
 
 The main job compiles about a minute and a half of programs (its training steps, the samplers of its
 PNGs and evaluation, the ELBO). Started again on the same machine (a resumed run, a second run with
-other overrides, `train.evaluate` and `train.sample` on a run) it would compile the same programs
-again. JAX's persistent cache keeps each compiled program on disk, keyed by the program, the
-compiler's settings, the devices and the versions of JAX and XLA, and a later process with the
-same key loads it instead of compiling.
+other overrides) it would compile the same programs again. JAX's persistent cache keeps each
+compiled program on disk, keyed by the program, the compiler's settings, the devices and the
+versions of JAX and XLA, and a later process with the same key loads it instead of compiling.
+Programs with host callbacks are not kept: the samplers (diffrax's and equinox's runtime checks)
+compile in every process, the training steps and the ELBO are loaded.
 
-The programs use `$JAX_COMPILATION_CACHE_DIR` when it is set (JAX reads it itself; set it empty,
-or `JAX_ENABLE_COMPILATION_CACHE=false`, to turn the cache off) and otherwise
-`~/.cache/sdeflow/xla`, beside the data caches, holding at most `MAX_BYTES` (the least recently
-used programs are removed first; the main job's take about 2 MB). Only programs that took at
-least `MIN_COMPILE_SECONDS` to compile are kept. Measured on a 2-core VM: a shortened main job
-(150 steps at 16², 200 at 32², its PNGs and evaluation) took 297 s, and 239 s when run again.
+The programs use `~/.cache/sdeflow/xla`, beside the data caches, holding at most `MAX_BYTES` (the
+least recently used programs are removed first; the main job's take about 2 MB) unless
+`$JAX_COMPILATION_CACHE_MAX_SIZE` says otherwise. `$JAX_COMPILATION_CACHE_DIR` names another
+folder, which JAX then bounds only by `$JAX_COMPILATION_CACHE_MAX_SIZE`; set empty, or with
+`JAX_ENABLE_COMPILATION_CACHE=false`, the cache is off. JAX keeps only programs that took at least
+a second to compile (`$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`). Measured on a 2-core VM: a
+shortened main job (150 steps at 16², 200 at 32², its PNGs and evaluation) took 297 s, and 239 s
+when run again.
 """
 
 import logging
@@ -25,14 +28,13 @@ logger = logging.getLogger("train.compile_cache")
 
 ENV = "JAX_COMPILATION_CACHE_DIR"
 MAX_BYTES = 2 * 2**30
-MIN_COMPILE_SECONDS = 1.0
 DEFAULT_DIR = pathlib.Path("~/.cache/sdeflow/xla")
 
 
 def use_compile_cache() -> str | None:
-    """Point JAX's persistent compilation cache at `DEFAULT_DIR` unless
-    `$JAX_COMPILATION_CACHE_DIR` is set (then JAX's own reading of it stands). Call it before the
-    program compiles anything.
+    """Point JAX's persistent compilation cache at `DEFAULT_DIR`, unless `$JAX_COMPILATION_CACHE_DIR`
+    is set (a folder: JAX's own reading of it stands; empty: the cache is off). Call it before the
+    program compiles anything. A folder that cannot be made leaves the cache off, with a warning.
 
     **Returns:**
 
@@ -41,14 +43,17 @@ def use_compile_cache() -> str | None:
     if not jax.config.jax_enable_compilation_cache:
         return None
     if ENV in os.environ:
-        return os.environ[ENV] or None
-    folder = DEFAULT_DIR.expanduser()
+        if not os.environ[ENV]:  # off altogether (JAX would otherwise still point its GPU autotuning cache at "")
+            jax.config.update("jax_enable_compilation_cache", False)
+            return None
+        return os.environ[ENV]
     try:
+        folder = DEFAULT_DIR.expanduser()
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # a read-only home: compile as usual
-        logger.warning(f"no compilation cache: cannot create {folder} ({error})")
+    except (OSError, RuntimeError) as error:  # no home folder, or a read-only one: compile as usual
+        logger.warning(f"no compilation cache: cannot create {DEFAULT_DIR} ({error})")
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return str(folder)
