@@ -20,7 +20,7 @@ from .config import ConfigError, to_schema
 from .errors import check_writable, run_program
 from .evaluation import evaluate, summary
 from .restore import load_run
-from .sampling import on_one_device, output_tag
+from .sampling import output_tag
 
 logger = logging.getLogger("train.evaluate")
 
@@ -40,7 +40,6 @@ def main(cfg: DictConfig) -> pathlib.Path:
         pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}{on_grid}.json"
     )
     check_writable(out.parent, "output folder", "output")  # before the evaluation's minutes
-    model = on_one_device(model)
     result = evaluate(model, sde, run_cfg, cfg, step)
     out.write_text(json.dumps(result, indent=2))
     logger.info(f"evaluation written to {out}: {summary(result)}")

@@ -45,7 +45,7 @@ from .config import to_schema
 from .errors import check_writable, run_program
 from .progress import save_samples
 from .restore import load_run
-from .sampling import draw, field_shape, on_one_device, output_tag
+from .sampling import draw, field_shape, output_tag
 
 logger = logging.getLogger("train.sample")
 
@@ -64,7 +64,6 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     build_lib.check_model_grids(model, dim, [(f"grids[{i}]", n) for i, n in enumerate(grids)] + coarse)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
     parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)
-    model = on_one_device(model)
     out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
     check_writable(out, "output folder", "out_dir")
     if str(cfg.task) != "samples":

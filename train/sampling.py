@@ -12,7 +12,7 @@ import jax.random as jr
 import numpy as np
 from omegaconf import DictConfig
 
-from . import build
+from . import build, distributed
 from .progress import save_samples
 
 logger = logging.getLogger("train.sampling")
@@ -47,14 +47,6 @@ def output_tag(cfg: DictConfig) -> str:
             + ("" if oversample is None else f"_oversample{float(oversample):g}"))
 
 
-def on_one_device(model: Any) -> Any:
-    """`model` with its arrays on the first device; its other leaves (e.g. an attention layer's
-    `inference` flag, which `jax.device_put` would turn into an array and so into a traced value)
-    as they are."""
-    device = jax.devices()[0]
-    return jax.tree.map(lambda x: jax.device_put(x, device) if eqx.is_array(x) else x, model)
-
-
 def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
     """The shape `(c, n, ..., n)` of one sample on the grid of `n` points per axis."""
     return (int(channels),) + (int(n),) * int(dim)
@@ -84,8 +76,7 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
     `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name);
     `self_conditioning`: the network takes an estimate of $x_0$ as extra channels, which the sampler
     feeds back from step to step (`build.self_conditioned` of the run's loss). The program runs
-    where the arrays are: give `model` and `sde` on one device (`on_one_device`,
-    `train.distributed.local_copy`).
+    where the arrays are: give `model` and `sde` on one device (`train.distributed.local_copy`).
 
     **Returns:**
 
@@ -140,7 +131,7 @@ def write_samples(
     sampler = build.build_sampler(cfg)
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     channels, dim = build.dimensions(cfg)
-    model = on_one_device(model)  # off the mesh: one device samples
+    model = distributed.local_copy(model)  # off the mesh: one device samples
     count = cfg.train.num_samples
     paths = []
     for n in cfg.train.sample_grids if grids is None else grids:

@@ -177,13 +177,14 @@ def write_sdf_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     from .data import MnistSource, sdf
     from .evaluation import classifier_metrics
     from .progress import plt
-    from .sampling import draw, field_shape, on_one_device
+    from .distributed import local_copy
+    from .sampling import draw, field_shape
 
     started = time.perf_counter()
     r = cfg.train.report
     params = sdf_params(cfg)
     scale = float(params["scale"])
-    model = on_one_device(state.ema["network"])
+    model = local_copy(state.ema["network"])
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     sampler = build.build_sampler(cfg)
     # The held-out digits: MNIST images for the classifier, their SDFs on the fine grid for the references.

@@ -99,12 +99,13 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     from .mnist_classifier import load_or_train
     from .progress import save_grid
     from .resolution_tasks import centre_square
-    from .sampling import draw, on_one_device
+    from .distributed import local_copy
+    from .sampling import draw
 
     started = time.perf_counter()
     r = cfg.train.report
-    network = on_one_device(state.ema["network"])
-    autoencoder = on_one_device(state.parts["autoencoder"])
+    network = local_copy(state.ema["network"])
+    autoencoder = local_copy(state.parts["autoencoder"])
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     sampler = build.build_sampler(cfg)
     grid = int(r.grids[0])
