@@ -1,6 +1,7 @@
 """Evaluation counts, the jit structure, the noise law, the adaptive SDE solver and bad input."""
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -113,3 +114,70 @@ def test_bad_configuration_raises():
         samplers.ProbabilityFlow(diffrax.Euler(), None)
     with pytest.raises(TypeError, match="parameterisation"):
         samplers.PreconditionedScore(lambda t, x: x, gaussian_oracle(8).sde, "noise")
+
+
+class _AnyGrid(eqx.Module):
+    """A noise estimate on any grid (the oracles know one grid only), for the coarse-to-fine sampler."""
+
+    def __call__(self, t, x):
+        return 0.5 * x
+
+
+def _callbacks(fn, *args) -> int:
+    """Host callbacks in the compiled program of `fn` (what keeps it out of JAX's persistent cache)."""
+    return jax.jit(fn).lower(*args).as_text().count("callback")
+
+
+def test_fixed_steps_match_diffrax_step_to_without_host_callbacks(monkeypatch):
+    # StepToGrid steps to the same times as diffrax.StepTo, so the samples agree to the bit; with
+    # throw=False the program holds no host callback (StepTo's two checks and the solve's throw
+    # each add one).
+    from sdeflow.samplers import base, predictor_corrector
+
+    _, score = _score(8)
+    sampler = samplers.PredictorCorrector(6, corrector_steps=1)
+    key = jr.key(3)
+
+    def sample(k, throw=True):
+        return sampler.sample(score, k, (1, 8), throw=throw).samples
+
+    ours = compiled(sample, key)(key)
+    assert _callbacks(lambda k: sample(k, throw=False), key) == 0
+    assert _callbacks(sample, key) > 0  # throw=True: the solve's check at run time
+    for make in (samplers.EulerMaruyama, samplers.DDIM):
+        assert _callbacks(lambda k: make(5).sample(score, k, (1, 8), throw=False).samples, key) == 0, make
+    coarse_to_fine = samplers.MultilevelSampler(samplers.EulerMaruyama(4), samplers.EulerMaruyama(4), (4,), 0.3)
+    any_grid = samplers.PreconditionedScore(_AnyGrid(), score.sde, Epsilon())
+    assert _callbacks(lambda k: coarse_to_fine.sample(any_grid, k, (1, 8), throw=False).samples, key) == 0
+
+    def with_step_to(*args, **kwargs):
+        stepping = base.fixed_stepping(*args, **kwargs)
+        return eqx.tree_at(lambda s: s.controller, stepping, diffrax.StepTo(stepping.controller.ts))
+
+    monkeypatch.setattr(predictor_corrector, "fixed_stepping", with_step_to)
+    theirs = compiled(sample, key)(key)
+    assert _callbacks(lambda k: sample(k, throw=False), key) > 0  # StepTo's checks
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs)) and np.std(np.asarray(ours)) > 0.1
+
+
+def test_a_failed_solve_is_reported_by_its_result():
+    # throw=False: an adaptive solve out of max_steps comes back marked, and check_results raises
+    # diffrax's message on the host; a successful batch passes.
+    _, score = _score(8)
+    short = samplers.ProbabilityFlow(max_steps=2)
+    keys = jr.split(jr.key(0), 3)
+    failed = jax.jit(jax.vmap(lambda k: short.sample(score, k, (1, 8), throw=False)))(keys)
+    assert np.all(np.asarray(failed.result == diffrax.RESULTS.max_steps_reached))
+    with pytest.raises(RuntimeError, match=r"drawing failed for 3 of 3 samples: The maximum number of solver steps"):
+        samplers.check_results(failed.result, "drawing")
+    fine = jax.jit(jax.vmap(lambda k: samplers.ProbabilityFlow().sample(score, k, (1, 8), throw=False)))(keys)
+    samplers.check_results(fine.result)
+    # coarse to fine: a failure of either phase is the result's
+    score = samplers.PreconditionedScore(_AnyGrid(), score.sde, Epsilon())
+    for first, second in ((short, samplers.ProbabilityFlow()), (samplers.ProbabilityFlow(), short)):
+        two = samplers.MultilevelSampler(first, second, (4,), 0.3)
+        result = jax.jit(lambda k: two.sample(score, k, (1, 8), throw=False).result)(keys[0])
+        with pytest.raises(RuntimeError, match="1 of 1 samples: The maximum number"):
+            samplers.check_results(result)
+    with pytest.raises(Exception, match="maximum number of solver steps"):  # throw=True: at run time
+        jax.block_until_ready(jax.jit(lambda k: short.sample(score, k, (1, 8)).samples)(keys[0]))

@@ -1,7 +1,11 @@
 """Reverse-time samplers of score-based diffusions, on diffrax, at any resolution."""
 
 from ._noise import ReverseNoiseTerm as ReverseNoiseTerm
-from .base import AbstractSampler as AbstractSampler, SampleResult as SampleResult
+from .base import (
+    AbstractSampler as AbstractSampler,
+    check_results as check_results,
+    SampleResult as SampleResult,
+)
 from .batching import VmapAsBatched as VmapAsBatched
 from .conditional import (
     AbstractObservation as AbstractObservation,
@@ -23,6 +27,7 @@ from .predictor_corrector import (
 from .probability_flow import ProbabilityFlow as ProbabilityFlow, probability_flow as probability_flow
 from .reverse_sde import EulerMaruyama as EulerMaruyama, ReverseSDE as ReverseSDE, reverse_drift as reverse_drift
 from .score import PreconditionedScore as PreconditionedScore
+from .step_to_grid import StepToGrid as StepToGrid
 from .self_conditioning import SelfConditioningSolver as SelfConditioningSolver
 from .wrapped import AbstractDelegatingSolver as AbstractDelegatingSolver
 from .spacing import (

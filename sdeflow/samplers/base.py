@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..custom_types import Field, RealScalarLike
@@ -17,6 +18,7 @@ from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
 from .self_conditioning import SelfConditioningSolver
 from .spacing import AbstractSpacing, time_grid
+from .step_to_grid import StepToGrid
 from .variables import AbstractVariables, ReversedTime
 
 
@@ -34,6 +36,8 @@ class SampleResult(eqx.Module):
       adaptive solver's chain is padded with `inf` up to `max_steps` (diffrax's `SaveAt(steps=True)`).
       In conditional sampling the states are the solver's, with the observation diffused to each
       time inserted by `ReplacementSolver`; only `samples` gets the observation itself.
+    - `result`: diffrax's outcome of the solve, a `diffrax.RESULTS` (`RESULTS.successful`, or why
+      it stopped short: read it after `sample(..., throw=False)`, see `check_results`).
     """
 
     samples: Field
@@ -41,6 +45,30 @@ class SampleResult(eqx.Module):
     num_steps: Int[Array, ""]
     ts: Float[Array, " k"] | None = None
     chain: Float[Array, "k c *grid"] | None = None
+    result: diffrax.RESULTS = eqx.field(default_factory=lambda: diffrax.RESULTS.successful)
+
+
+def check_results(results: diffrax.RESULTS, what: str = "sampling") -> None:
+    """The check that `sample(..., throw=False)` leaves to its caller, on the host after the
+    compiled program has run.
+
+    **Arguments:**
+
+    - `results`: the `result` of a `SampleResult`, of one sample or a batch, concrete.
+    - `what`: what was being drawn, for the message.
+
+    **Raises:**
+
+    `RuntimeError` with diffrax's message and the number of samples whose solve failed, if any
+    of `results` is not `diffrax.RESULTS.successful`.
+    """
+    succeeded = np.asarray(results == diffrax.RESULTS.successful).reshape(-1)
+    failed = np.flatnonzero(~succeeded)
+    if failed.size:
+        first = jax.tree.map(lambda v: np.asarray(np.asarray(v).reshape(-1)[failed[0]]), results)
+        raise RuntimeError(
+            f"{what} failed for {failed.size} of {succeeded.size} samples: {diffrax.RESULTS[first]}"
+        )
 
 
 class Stepping(eqx.Module):
@@ -64,11 +92,11 @@ def fixed_stepping(
     spacing: AbstractSpacing,
     variables: AbstractVariables = ReversedTime(),
 ) -> Stepping:
-    """`num_steps` steps from `tau_start` to `tau_end` on `time_grid` (`diffrax.StepTo`), the
+    """`num_steps` steps from `tau_start` to `tau_end` on `time_grid` (`StepToGrid`), the
     times mapped to the solver time of `variables`."""
     ts = time_grid(score.sde, num_steps, -tau_start, -tau_end, spacing)
     ts = jax.vmap(lambda t: variables.time(score.sde, t))(ts)
-    return Stepping(diffrax.StepTo(ts), None, int(num_steps), True, variables=variables)
+    return Stepping(StepToGrid(ts), None, int(num_steps), True, variables=variables)
 
 
 def check_num_steps(num_steps: int | None, name: str = "num_steps", *, optional: bool = False):
@@ -145,6 +173,7 @@ class AbstractSampler(eqx.Module):
         observation: AbstractObservation | None = None,
         save_ts: Float[Array, " k"] | None = None,
         chain: bool = False,
+        throw: bool = True,
     ) -> SampleResult:
         """Draw one sample by integrating the reverse-time dynamics from `t_start` down to `t_end`.
 
@@ -160,6 +189,11 @@ class AbstractSampler(eqx.Module):
           (fixed-step solvers only).
         - `save_ts`: times in `[t_end, t_start]` (decreasing) at which to keep the state.
         - `chain`: keep the state after every step (ignored when `save_ts` is given).
+        - `throw`: raise at run time if the solve fails (an adaptive solver out of `max_steps`).
+          With `False` the outcome is the result's `result` field, for `check_results` after the
+          program has run; the compiled program then holds no host callback (unless `save_ts`
+          is given: diffrax checks those times at run time), so JAX's persistent compilation
+          cache can keep it.
 
         **Returns:**
 
@@ -226,6 +260,7 @@ class AbstractSampler(eqx.Module):
             stepsize_controller=stepping.controller,
             max_steps=stepping.max_steps,
             adjoint=stepping.adjoint,
+            throw=throw,
         )
         num_steps = jnp.asarray(solution.stats["num_steps"], jnp.int32)
         evaluations = self.evaluations(solver, num_steps)
@@ -251,7 +286,7 @@ class AbstractSampler(eqx.Module):
             evaluations = evaluations + 1
         if observation is not None:
             out = observation.insert(out, observation.values)
-        return SampleResult(out, evaluations, num_steps, ts, states)
+        return SampleResult(out, evaluations, num_steps, ts, states, solution.result)
 
 
 def in_reverse_time(vector_field):

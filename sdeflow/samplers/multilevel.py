@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
@@ -64,6 +65,7 @@ class MultilevelSampler(eqx.Module):
         *,
         x_start: Field | None = None,
         t_end: RealScalarLike | None = None,
+        throw: bool = True,
     ) -> SampleResult:
         """Draw one sample on the grid of `shape` (or of `x_start`).
 
@@ -75,6 +77,7 @@ class MultilevelSampler(eqx.Module):
         - `x_start`: a state at $t_1$ on the target grid; the coarse phase starts from its restriction
           to `coarse_grid` (`sdeflow.resample`).
         - `t_end`: the final time, default the SDE's $t_0$; below `switch_time`.
+        - `throw`: as `AbstractSampler.sample`'s (`False`: read the result's `result`).
 
         **Returns:**
 
@@ -99,16 +102,19 @@ class MultilevelSampler(eqx.Module):
         coarse_shape = (shape[0], *self.coarse_grid)
         start = None if x_start is None else resample(x_start, self.coarse_grid)
         first = self.coarse.sample(
-            score, key_coarse, coarse_shape, x_start=start, t_end=self.switch_time
+            score, key_coarse, coarse_shape, x_start=start, t_end=self.switch_time, throw=throw
         )
         x = first.samples
         if grid != self.coarse_grid:
             x = resample(x, grid) + self._new_modes(sde, key_modes, shape)
-        second = self.fine.sample(score, key_fine, x_start=x, t_start=self.switch_time, t_end=t_end)
+        second = self.fine.sample(
+            score, key_fine, x_start=x, t_start=self.switch_time, t_end=t_end, throw=throw
+        )
         return SampleResult(
             second.samples,
             first.num_evaluations + second.num_evaluations,
             first.num_steps + second.num_steps,
+            result=diffrax.RESULTS.where(first.result == diffrax.RESULTS.successful, second.result, first.result),
         )
 
     def _new_modes(self, sde, key: PRNGKeyArray, shape: tuple[int, ...]) -> Field:
