@@ -32,12 +32,39 @@ print(json.dumps({"folder": folder, "value": value, "dir": jax.config.jax_compil
                   "misses": events.count("/jax/compilation_cache/cache_misses")}))
 """
 
+# The programs' sampler (`train.sampling.draw`, predictor-corrector) in a fresh process: its solve
+# holds no host callback, so the cache keeps it like any other program.
+DRAW = """
+import json
+import jax
+import jax.random as jr
+from jax._src import monitoring
+import train.compile_cache as cc
+from sdeflow import samplers
+from sdeflow.parameterisation import Epsilon
+from test_samplers import gaussian_oracle
+from train.sampling import draw
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+monitoring.register_event_duration_secs_listener(
+    lambda name, seconds, **kw: events.append(f"{name} {kw.get('fun_name')}"))
+folder = cc.use_compile_cache()
+oracle = gaussian_oracle(16)
+x, n = draw(oracle, oracle.sde, Epsilon(), samplers.PredictorCorrector(5), jr.key(0), (1, 16), 4, 4)
+# what the cache did between the sampler's lowering and the end of its compilation
+start = events.index("/jax/core/compile/jaxpr_to_mlir_module_duration jit(_draw_batch)")
+end = events.index("/jax/core/compile/backend_compile_duration jit(_draw_batch)")
+print(json.dumps({"folder": folder, "value": float(abs(x).sum()), "evaluations": int(n.sum()),
+                  "sampler": [e.rsplit("/", 1)[1] for e in events[start:end] if e.endswith(("/cache_hits", "/cache_misses"))]}))
+"""
 
-def _program(home: pathlib.Path, **env_extra: str) -> dict:
+
+def _program(home: pathlib.Path, script: str = SCRIPT, **env_extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
     # the tests' own cache settings left out; this small program kept although it compiles at once
-    env.update(HOME=str(home), PYTHONPATH=str(REPO), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **env_extra)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **env_extra)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -52,6 +79,15 @@ def test_a_second_process_loads_the_program_the_first_compiled(tmp_path):
     second = _program(tmp_path / "home")
     assert second["hits"] >= 1 and second["misses"] == 0
     assert second["value"] == first["value"] == 70.0
+
+
+def test_a_second_process_loads_the_sampler_the_first_compiled(tmp_path):
+    first = _program(tmp_path / "home", DRAW)
+    assert first["sampler"] == ["cache_misses"]
+    assert first["evaluations"] == 4 * 10  # 5 predictor + 5 corrector steps a sample
+    second = _program(tmp_path / "home", DRAW)
+    assert second["sampler"] == ["cache_hits"]
+    assert second["value"] == first["value"] > 0
 
 
 def test_the_environment_variable_chooses_the_folder_or_turns_the_cache_off(tmp_path):

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pytest
 from test_samplers import gaussian_oracle
 
 from sdeflow import samplers
@@ -93,3 +94,13 @@ def test_local_copy_puts_a_meshs_replicated_weights_on_one_device():
     got, _ = draw(model, sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
     want, _ = draw(single, oracle.sde, Epsilon(), samplers.DDIM(4), jr.key(0), (1, 16), 2, 2)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_draw_reports_a_failed_solve():
+    # the compiled sampler does not throw (no host callback); draw checks the outcome on the host
+    oracle = gaussian_oracle(16)
+    model = _Exact(oracle, Epsilon(), False)
+    with pytest.raises(RuntimeError, match=r"grid \(16,\) failed for 3 of 3 samples: The maximum number of solver steps"):
+        draw(model, oracle.sde, Epsilon(), samplers.ProbabilityFlow(max_steps=2), jr.key(0), (1, 16), 3, 3)
+    out, _ = draw(model, oracle.sde, Epsilon(), samplers.ProbabilityFlow(), jr.key(0), (1, 16), 3, 3)
+    assert np.all(np.isfinite(out))

@@ -56,16 +56,18 @@ def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
 def _draw_batch(score, sampler, keys, shape: tuple[int, ...], t_end: float | None, consistent_noise: bool):
     """One batch of `draw`: the sampler vmapped over `keys`. One jitted function for every call, so
     that drawing again with the same kind of model, sampler and grid (other weights and keys; e.g.
-    the sample PNGs every `train.sample_every` steps) runs the program compiled the first time."""
+    the sample PNGs every `train.sample_every` steps) runs the program compiled the first time.
+    The solve does not throw: its outcome comes back for `draw` to check, and the program holds no
+    host callback, so JAX's persistent compilation cache keeps it for the next process."""
 
     def one(k):
         if consistent_noise:
             x1 = score.sde.terminal_sample(jr.fold_in(k, 1), shape)
-            return sampler.sample(score, k, x_start=x1, t_end=t_end)
-        return sampler.sample(score, k, shape, t_end=t_end)
+            return sampler.sample(score, k, x_start=x1, t_end=t_end, throw=False)
+        return sampler.sample(score, k, shape, t_end=t_end, throw=False)
 
     result = jax.vmap(one)(keys)
-    return result.samples, result.num_evaluations
+    return result.samples, result.num_evaluations, result.result
 
 
 def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
@@ -96,8 +98,9 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
         chunk = keys[i : i + batch_size]
         if chunk.shape[0] < batch_size:  # pad the last batch so one compiled program serves all
             chunk = jnp.concatenate([chunk, keys[: batch_size - chunk.shape[0]]])
-        x, n = _draw_batch(score, sampler, chunk, shape, None if t_end is None else float(t_end),
-                           bool(consistent_noise))
+        x, n, outcome = _draw_batch(score, sampler, chunk, shape,
+                                    None if t_end is None else float(t_end), bool(consistent_noise))
+        samplers.check_results(outcome, f"sampling on the grid {shape[1:]}")
         take = min(batch_size, count - i)
         samples.append(np.asarray(x)[:take])
         evaluations.append(np.asarray(n)[:take])
