@@ -1,5 +1,7 @@
 """Evaluation counts, the jit structure, the noise law, the adaptive SDE solver and bad input."""
 
+import importlib
+
 import diffrax
 import equinox as eqx
 import jax
@@ -129,21 +131,29 @@ def _callbacks(fn, *args) -> int:
 
 
 def test_fixed_steps_match_diffrax_step_to_without_host_callbacks(monkeypatch):
-    # StepToGrid steps to the same times as diffrax.StepTo, so the samples agree to the bit; with
-    # throw=False the program holds no host callback (StepTo's two checks and the solve's throw
-    # each add one).
-    from sdeflow.samplers import base, predictor_corrector
+    # StepToGrid steps to the same times as diffrax.StepTo, so the samples agree to float32's
+    # rounding (XLA may fold constants through StepToGrid's times that StepTo's checks hide from
+    # it), in every variables and spacing, from t1 or a later start, with one step or several
+    # (StepTo checks at run time that the grid ends where the solve does); with throw=False the
+    # program holds no host callback (StepTo's two checks add four, the solve's throw two).
+    from sdeflow.samplers import base
 
     _, score = _score(8)
-    sampler = samplers.PredictorCorrector(6, corrector_steps=1)
     key = jr.key(3)
+    cases = [
+        (samplers.PredictorCorrector(6, corrector_steps=1), None),
+        (samplers.ProbabilityFlow(diffrax.Euler(), 1, variables=samplers.NoiseLevel(),
+                                  spacing=samplers.LogSNRSpacing()), 0.3),
+        (samplers.ProbabilityFlow(diffrax.Heun(), 3, variables=samplers.LogNoiseLevel()), None),
+    ]
 
-    def sample(k, throw=True):
-        return sampler.sample(score, k, (1, 8), throw=throw).samples
+    def draw(sampler, t_start, throw=True):
+        return lambda k: sampler.sample(score, k, (1, 8), t_start=t_start, throw=throw).samples
 
-    ours = compiled(sample, key)(key)
-    assert _callbacks(lambda k: sample(k, throw=False), key) == 0
-    assert _callbacks(sample, key) > 0  # throw=True: the solve's check at run time
+    ours = [compiled(draw(*case), key)(key) for case in cases]
+    for case in cases:
+        assert _callbacks(draw(*case, throw=False), key) == 0, case
+        assert _callbacks(draw(*case), key) > 0  # throw=True: the solve's check at run time
     for make in (samplers.EulerMaruyama, samplers.DDIM):
         assert _callbacks(lambda k: make(5).sample(score, k, (1, 8), throw=False).samples, key) == 0, make
     coarse_to_fine = samplers.MultilevelSampler(samplers.EulerMaruyama(4), samplers.EulerMaruyama(4), (4,), 0.3)
@@ -154,10 +164,28 @@ def test_fixed_steps_match_diffrax_step_to_without_host_callbacks(monkeypatch):
         stepping = base.fixed_stepping(*args, **kwargs)
         return eqx.tree_at(lambda s: s.controller, stepping, diffrax.StepTo(stepping.controller.ts))
 
-    monkeypatch.setattr(predictor_corrector, "fixed_stepping", with_step_to)
-    theirs = compiled(sample, key)(key)
-    assert _callbacks(lambda k: sample(k, throw=False), key) > 0  # StepTo's checks
-    assert np.array_equal(np.asarray(ours), np.asarray(theirs)) and np.std(np.asarray(ours)) > 0.1
+    for module in ("predictor_corrector", "probability_flow"):  # the modules (the package re-exports a function)
+        monkeypatch.setattr(importlib.import_module(f"sdeflow.samplers.{module}"), "fixed_stepping", with_step_to)
+    theirs = [compiled(draw(*case), key)(key) for case in cases]
+    assert _callbacks(draw(*cases[0], throw=False), key) > 0  # StepTo's checks
+    for case, a, b in zip(cases, ours, theirs):  # measured: equal, and 1.2e-7 apart (|x| ~ 1)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6, err_msg=str(case))
+        assert np.std(np.asarray(a)) > 0.1
+    with pytest.raises(ValueError, match="strictly increasing or decreasing"):
+        samplers.StepToGrid(jnp.array([0.0, 0.5, 0.4, 1.0]))
+
+
+def test_step_to_grid_ends_on_the_solves_end_point():
+    # a grid that ends an ulp short of the solve's t1 still ends there, in as many steps: one step
+    # or several (dy/dt = 1 from y = 0, so y(t1) = t1)
+    term = diffrax.ODETerm(lambda t, y, args: jnp.ones_like(y))
+    short = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    for ts in ([0.0, short], [0.0, 0.5, short]):
+        solution = diffrax.diffeqsolve(
+            term, diffrax.Euler(), 0.0, 1.0, None, jnp.zeros(()), max_steps=len(ts) - 1, throw=False,
+            stepsize_controller=samplers.StepToGrid(jnp.asarray(ts, jnp.float32)))
+        assert bool(solution.result == diffrax.RESULTS.successful), ts
+        assert float(solution.ts[-1]) == 1.0 and float(solution.ys[-1]) == 1.0, ts
 
 
 def test_a_failed_solve_is_reported_by_its_result():

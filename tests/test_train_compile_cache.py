@@ -33,12 +33,13 @@ print(json.dumps({"folder": folder, "value": value, "dir": jax.config.jax_compil
 """
 
 # The programs' sampler (`train.sampling.draw`, predictor-corrector) in a fresh process: its solve
-# holds no host callback, so the cache keeps it like any other program.
+# holds no host callback, so the cache keeps it like any other program. A program with a callback
+# skips the cache without a hit or a miss, so the events are read between the sampler's lowering
+# and the end of its compilation.
 DRAW = """
 import json
 import jax
 import jax.random as jr
-from jax._src import monitoring
 import train.compile_cache as cc
 from sdeflow import samplers
 from sdeflow.parameterisation import Epsilon
@@ -46,7 +47,7 @@ from test_samplers import gaussian_oracle
 from train.sampling import draw
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
-monitoring.register_event_duration_secs_listener(
+jax.monitoring.register_event_duration_secs_listener(
     lambda name, seconds, **kw: events.append(f"{name} {kw.get('fun_name')}"))
 folder = cc.use_compile_cache()
 oracle = gaussian_oracle(16)
@@ -54,8 +55,9 @@ x, n = draw(oracle, oracle.sde, Epsilon(), samplers.PredictorCorrector(5), jr.ke
 # what the cache did between the sampler's lowering and the end of its compilation
 start = events.index("/jax/core/compile/jaxpr_to_mlir_module_duration jit(_draw_batch)")
 end = events.index("/jax/core/compile/backend_compile_duration jit(_draw_batch)")
+cache = [e.rsplit("/", 1)[1] for e in events[start:end] if e.endswith(("/cache_hits", "/cache_misses"))]
 print(json.dumps({"folder": folder, "value": float(abs(x).sum()), "evaluations": int(n.sum()),
-                  "sampler": [e.rsplit("/", 1)[1] for e in events[start:end] if e.endswith(("/cache_hits", "/cache_misses"))]}))
+                  "sampler": cache}))
 """
 
 

@@ -5,11 +5,12 @@ PNGs and evaluation, the ELBO). Started again on the same machine (a resumed run
 other overrides) it would compile the same programs again. JAX's persistent cache keeps each
 compiled program on disk, keyed by the program, the compiler's settings, the devices and the
 versions of JAX and XLA, and a later process with the same key loads it instead of compiling.
-Programs with host callbacks are not kept, so the programs' samplers (`train.sampling.draw`) hold
-none: their solve does not throw, and the outcome is checked on the host after it has run.
+Programs with host callbacks are not kept, so the programs' fixed-step samplers
+(`train.sampling.draw`) hold none: their solve does not throw, and the outcome is checked on the
+host after it has run.
 
 The programs use `~/.cache/sdeflow/xla`, beside the data caches, holding at most `MAX_BYTES` (the
-least recently used programs are removed first; the main job's take about 2 MB) unless
+least recently used programs are removed first; the main job's take about 3 MB) unless
 `$JAX_COMPILATION_CACHE_MAX_SIZE` says otherwise. `$JAX_COMPILATION_CACHE_DIR` names another
 folder, which JAX then bounds only by `$JAX_COMPILATION_CACHE_MAX_SIZE`; set empty, or with
 `JAX_ENABLE_COMPILATION_CACHE=false`, the cache is off. JAX keeps only programs that took at least

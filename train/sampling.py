@@ -82,7 +82,8 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
 
     **Returns:**
 
-    `(samples, num_evaluations)` as NumPy arrays.
+    `(samples, num_evaluations)` as NumPy arrays; a `RuntimeError` with diffrax's message if a
+    sample's solve failed (an adaptive sampler out of `max_steps`).
     """
     from sdeflow import samplers
 
@@ -100,8 +101,9 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
             chunk = jnp.concatenate([chunk, keys[: batch_size - chunk.shape[0]]])
         x, n, outcome = _draw_batch(score, sampler, chunk, shape,
                                     None if t_end is None else float(t_end), bool(consistent_noise))
-        samplers.check_results(outcome, f"sampling on the grid {shape[1:]}")
         take = min(batch_size, count - i)
+        outcome = jax.tree.map(lambda v: v[:take], outcome)  # the padding's repeats left out
+        samplers.check_results(outcome, f"sampling on the grid {shape[1:]}")
         samples.append(np.asarray(x)[:take])
         evaluations.append(np.asarray(n)[:take])
     return np.concatenate(samples), np.concatenate(evaluations)

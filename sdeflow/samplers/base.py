@@ -50,17 +50,17 @@ class SampleResult(eqx.Module):
 
 def check_results(results: diffrax.RESULTS, what: str = "sampling") -> None:
     """The check that `sample(..., throw=False)` leaves to its caller, on the host after the
-    compiled program has run.
+    compiled program has run: a `RuntimeError` with diffrax's message and the number of samples
+    whose solve failed, if any of `results` is not `diffrax.RESULTS.successful`.
 
     **Arguments:**
 
     - `results`: the `result` of a `SampleResult`, of one sample or a batch, concrete.
     - `what`: what was being drawn, for the message.
 
-    **Raises:**
+    **Returns:**
 
-    `RuntimeError` with diffrax's message and the number of samples whose solve failed, if any
-    of `results` is not `diffrax.RESULTS.successful`.
+    None; it raises instead when a solve failed.
     """
     succeeded = np.asarray(results == diffrax.RESULTS.successful).reshape(-1)
     failed = np.flatnonzero(~succeeded)
@@ -191,9 +191,9 @@ class AbstractSampler(eqx.Module):
         - `chain`: keep the state after every step (ignored when `save_ts` is given).
         - `throw`: raise at run time if the solve fails (an adaptive solver out of `max_steps`).
           With `False` the outcome is the result's `result` field, for `check_results` after the
-          program has run; the compiled program then holds no host callback (unless `save_ts`
-          is given: diffrax checks those times at run time), so JAX's persistent compilation
-          cache can keep it.
+          program has run. A fixed-step sampler's program then holds no host callback, so JAX's
+          persistent compilation cache can keep it; diffrax still checks at run time the times
+          of `save_ts` and an adaptive solver's first step.
 
         **Returns:**
 

@@ -114,7 +114,9 @@ class MultilevelSampler(eqx.Module):
             second.samples,
             first.num_evaluations + second.num_evaluations,
             first.num_steps + second.num_steps,
-            result=diffrax.RESULTS.where(first.result == diffrax.RESULTS.successful, second.result, first.result),
+            result=diffrax.RESULTS.where(
+                first.result == diffrax.RESULTS.successful, second.result, first.result
+            ),
         )
 
     def _new_modes(self, sde, key: PRNGKeyArray, shape: tuple[int, ...]) -> Field:
