@@ -89,8 +89,14 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
     written = []
 
     @eqx.filter_jit
+    def solve(score, observation, keys, shape):  # no host callback: the persistent cache keeps it
+        result = jax.vmap(lambda k: sampler.sample(score, k, shape, observation=observation, throw=False))(keys)
+        return result.samples, result.result
+
     def conditional(score, observation, keys, shape):
-        return jax.vmap(lambda k: sampler.sample(score, k, shape, observation=observation).samples)(keys)
+        samples, outcome = solve(score, observation, keys, shape)
+        samplers.check_results(outcome, f"{task} on the grid {shape[1:]}")
+        return samples
 
     for n in cfg.grids:
         started = time.perf_counter()

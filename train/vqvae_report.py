@@ -168,9 +168,15 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     examples, per_example = int(r.inpaint_examples), int(r.inpaint_samples)
 
     @jax.jit
-    def inpaint(observed, keys):
+    def solve(observed, keys):  # no host callback: the persistent cache keeps it
         observation = samplers.Inpainting(mask, observed)
-        return jax.vmap(lambda k: sampler.sample(score, k, latent_shape, observation=observation).samples)(keys)
+        result = jax.vmap(lambda k: sampler.sample(score, k, latent_shape, observation=observation, throw=False))(keys)
+        return result.samples, result.result
+
+    def inpaint(observed, keys):
+        samples, outcome = solve(observed, keys)
+        samplers.check_results(outcome, "inpainting the latent maps")
+        return samples
 
     train_codes = in_batches(lambda x: snap_decode(encode(x))[1],
                              source.converter(as_grid(grid, source.dim))(source.load("train").values[:2000]))
