@@ -156,6 +156,9 @@ def test_fixed_steps_match_diffrax_step_to_without_host_callbacks(monkeypatch):
         assert _callbacks(draw(*case), key) > 0  # throw=True: the solve's check at run time
     for make in (samplers.EulerMaruyama, samplers.DDIM):
         assert _callbacks(lambda k: make(5).sample(score, k, (1, 8), throw=False).samples, key) == 0, make
+    observed = samplers.Inpainting(jnp.arange(8)[None] < 4, jnp.zeros((1, 8)))  # conditional sampling
+    assert _callbacks(lambda k: cases[0][0].sample(score, k, (1, 8), observation=observed, throw=False).samples,
+                      key) == 0
     coarse_to_fine = samplers.MultilevelSampler(samplers.EulerMaruyama(4), samplers.EulerMaruyama(4), (4,), 0.3)
     any_grid = samplers.PreconditionedScore(_AnyGrid(), score.sde, Epsilon())
     assert _callbacks(lambda k: coarse_to_fine.sample(any_grid, k, (1, 8), throw=False).samples, key) == 0
