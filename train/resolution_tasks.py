@@ -20,7 +20,7 @@ from sdeflow import samplers
 from .config import ConfigError
 from .evaluation import Reference
 from .progress import save_samples
-from .sampling import field_shape
+from .sampling import draw, field_shape
 
 
 logger = logging.getLogger("train.sample")
@@ -88,15 +88,10 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
     key = jr.key(int(cfg.seed))
     written = []
 
-    @eqx.filter_jit
-    def solve(score, observation, keys, shape):  # no host callback: the persistent cache keeps it
-        result = jax.vmap(lambda k: sampler.sample(score, k, shape, observation=observation, throw=False))(keys)
-        return result.samples, result.result
-
-    def conditional(score, observation, keys, shape):
-        samples, outcome = solve(score, observation, keys, shape)
-        samplers.check_results(outcome, f"{task} on the grid {shape[1:]}")
-        return samples
+    def conditional(observation, example: int, shape):
+        """`per_example` samples given `observation`, the keys `jr.split(jr.fold_in(key, example), per_example)`."""
+        return draw(model, sde, parameterisation, sampler, jr.fold_in(key, example), shape, per_example,
+                    per_example, self_conditioning=self_conditioning, observation=observation)[0]
 
     for n in cfg.grids:
         started = time.perf_counter()
@@ -105,8 +100,7 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
             observed = held_out(run_cfg, int(cfg.observed_grid), examples)
             truth = held_out(run_cfg, n, examples)
             shape = field_shape(channels, dim, n)
-            drawn = np.stack([np.asarray(conditional(score, samplers.SuperResolution(jnp.asarray(observed[i]), shape[1:]),
-                                                     jr.split(jr.fold_in(key, i), per_example), shape))
+            drawn = np.stack([conditional(samplers.SuperResolution(jnp.asarray(observed[i]), shape[1:]), i, shape)
                               for i in range(examples)])  # (examples, per_example, c, *grid)
             kept = np.stack([[np.asarray(sdeflow.restrict(jnp.asarray(x), observed.shape[2:])) for x in row]
                              for row in drawn])
@@ -118,8 +112,7 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
             truth = held_out(run_cfg, n, examples)
             mask = centre_mask(truth.shape[1:], float(cfg.mask_size))
             shape = truth.shape[1:]
-            drawn = np.stack([np.asarray(conditional(score, samplers.Inpainting(jnp.asarray(mask), jnp.asarray(truth[i])),
-                                                     jr.split(jr.fold_in(key, i), per_example), shape))
+            drawn = np.stack([conditional(samplers.Inpainting(jnp.asarray(mask), jnp.asarray(truth[i])), i, shape)
                               for i in range(examples)])
             figures["observation_error_max"] = float(np.max(np.abs(np.where(mask, drawn - truth[:, None], 0.0))))
             hidden = ~mask

@@ -53,32 +53,39 @@ def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
 
 
 @eqx.filter_jit
-def _draw_batch(score, sampler, keys, shape: tuple[int, ...], t_end: float | None, consistent_noise: bool):
+def _draw_batch(score, sampler, keys, shape: tuple[int, ...], t_end: float | None, consistent_noise: bool,
+                observation):
     """One batch of `draw`: the sampler vmapped over `keys`. One jitted function for every call, so
     that drawing again with the same kind of model, sampler and grid (other weights and keys; e.g.
     the sample PNGs every `train.sample_every` steps) runs the program compiled the first time.
     The solve does not throw: its outcome comes back for `draw` to check, and the program holds no
     host callback, so JAX's persistent compilation cache keeps it for the next process."""
 
+    conditioned = {} if observation is None else {"observation": observation}
+
     def one(k):
         if consistent_noise:
             x1 = score.sde.terminal_sample(jr.fold_in(k, 1), shape)
-            return sampler.sample(score, k, x_start=x1, t_end=t_end, throw=False)
-        return sampler.sample(score, k, shape, t_end=t_end, throw=False)
+            return sampler.sample(score, k, x_start=x1, t_end=t_end, throw=False, **conditioned)
+        return sampler.sample(score, k, shape, t_end=t_end, throw=False, **conditioned)
 
     result = jax.vmap(one)(keys)
     return result.samples, result.num_evaluations, result.result
 
 
 def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], count: int, batch_size: int,
-         consistent_noise: bool = False, t_end: float | None = None, self_conditioning: bool = False):
+         consistent_noise: bool = False, t_end: float | None = None, self_conditioning: bool = False,
+         observation: Any = None):
     """`count` samples of shape `shape` = `(c, n_1, ..., n_d)`, `batch_size` at a time (vmapped and
     jitted), integrated from $t_1$ down to `t_end` (`None`: the SDE's $t_0$; the sampler's
     `denoise` step then acts at `t_end`). `parameterisation` is what the network predicts, an
     `sdeflow.parameterisation` object (`build.build_parameterisation` of the run's name);
     `self_conditioning`: the network takes an estimate of $x_0$ as extra channels, which the sampler
-    feeds back from step to step (`build.self_conditioned` of the run's loss). The program runs
-    where the arrays are: give `model` and `sde` on one device (`train.distributed.local_copy`).
+    feeds back from step to step (`build.self_conditioned` of the run's loss); `observation`: an
+    `sdeflow.samplers.Inpainting` or `SuperResolution` every sample is conditioned on (replacement,
+    fixed-step samplers). The program runs where the arrays are: give `model` and `sde` on one
+    device (`train.distributed.local_copy`). The `i`-th sample is drawn with key
+    `jr.split(key, count)[i]` whatever the batch size.
 
     **Returns:**
 
@@ -100,7 +107,8 @@ def draw(model, sde, parameterisation, sampler, key, shape: tuple[int, ...], cou
         if chunk.shape[0] < batch_size:  # pad the last batch so one compiled program serves all
             chunk = jnp.concatenate([chunk, keys[: batch_size - chunk.shape[0]]])
         x, n, outcome = _draw_batch(score, sampler, chunk, shape,
-                                    None if t_end is None else float(t_end), bool(consistent_noise))
+                                    None if t_end is None else float(t_end), bool(consistent_noise),
+                                    observation)
         take = min(batch_size, count - i)
         outcome = jax.tree.map(lambda v: v[:take], outcome)  # the padding's repeats left out
         samplers.check_results(outcome, f"sampling on the grid {shape[1:]}")

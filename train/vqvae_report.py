@@ -167,23 +167,18 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     score = samplers.PreconditionedScore(samplers.VmapAsBatched(network), sde, parameterisation)
     examples, per_example = int(r.inpaint_examples), int(r.inpaint_samples)
 
-    @jax.jit
-    def solve(observed, keys):  # no host callback: the persistent cache keeps it
-        observation = samplers.Inpainting(mask, observed)
-        result = jax.vmap(lambda k: sampler.sample(score, k, latent_shape, observation=observation, throw=False))(keys)
-        return result.samples, result.result
-
-    def inpaint(observed, keys):
-        samples, outcome = solve(observed, keys)
-        samplers.check_results(outcome, "inpainting the latent maps")
-        return samples
+    def inpaint(observed, example: int):
+        """`per_example` inpaintings of the latent map `observed`, the keys
+        `jr.split(jr.fold_in(key, 100 + example), per_example)`."""
+        return draw(network, sde, parameterisation, sampler, jr.fold_in(key, 100 + example), latent_shape,
+                    per_example, per_example, observation=samplers.Inpainting(mask, observed))[0]
 
     train_codes = in_batches(lambda x: snap_decode(encode(x))[1],
                              source.converter(as_grid(grid, source.dim))(source.load("train").values[:2000]))
     marginal = code_frequencies(train_codes, num_codes)
     sampled, shown = [], []
     for i in range(examples):
-        z_i = inpaint(jnp.asarray(latents[i]), jr.split(jr.fold_in(key, 100 + i), per_example))
+        z_i = inpaint(jnp.asarray(latents[i]), i)
         decoded, snapped = snap_decode(z_i)
         sampled.append(np.asarray(snapped))
         if i < 8:
