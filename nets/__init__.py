@@ -15,6 +15,7 @@ from sdeflow.typecheck import install as _install_typecheck
 
 _install_typecheck("nets")  # before the submodules below are imported
 
+from .circular_conv import CircularConv as CircularConv  # noqa: E402
 from .clipped_estimate import ClippedEstimate as ClippedEstimate  # noqa: E402
 from .consistency import discretisation_gaps as discretisation_gaps  # noqa: E402
 from .difference import DifferenceKernel as DifferenceKernel  # noqa: E402

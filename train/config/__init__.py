@@ -22,7 +22,10 @@ from .data import (
     PipelineConfig as PipelineConfig,
 )
 from .diffusion import (
+    CombinedConfig as CombinedConfig,
     DsmConfig as DsmConfig,
+    OUBridgeConfig as OUBridgeConfig,
+    SpectralMultiplierConfig as SpectralMultiplierConfig,
 )
 from .diffusion import (
     LaplacianConfig as LaplacianConfig,
@@ -42,13 +45,19 @@ from .diffusion import (
 from .diffusion import (
     WhiteConfig as WhiteConfig,
 )
+from .autoencoder import (
+    VQVAEConfig as VQVAEConfig,
+    VqvaeLossConfig as VqvaeLossConfig,
+)
 from .errors import Choice as Choice
 from .errors import ConfigError as ConfigError
+from .evaluation import ClassifierSettings as ClassifierSettings
 from .evaluation import EvaluationConfig as EvaluationConfig
 from .evaluation import Weights as Weights
 from .heldout import HeldoutConfig as HeldoutConfig
 from .loop import AdamWConfig as AdamWConfig
 from .loop import LevelConfig as LevelConfig
+from .loop import StageConfig as StageConfig
 from .loop import TrainConfig as TrainConfig
 from .model import FNOConfig as FNOConfig
 from .model import UNetConfig as UNetConfig
@@ -81,6 +90,7 @@ from .programs import (
 from .programs import (
     validate as validate,
 )
+from .report import ReportConfig as ReportConfig
 from .sampler import SamplerConfig as SamplerConfig
 from .vdm import VdmConfig as VdmConfig
 from .sampler import SamplerName as SamplerName

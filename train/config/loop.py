@@ -11,7 +11,8 @@ from .report import ReportConfig
 
 @dataclasses.dataclass
 class AdamWConfig:
-    """AdamW with linear warm-up and cosine decay over the whole curriculum."""
+    """AdamW with linear warm-up, then cosine decay over each stage's own steps (each stage starts its
+    optimiser afresh), or schedule-free AdamW at the constant peak rate (`schedule_free`)."""
 
     name: str = "adamw"  # the optimiser: adamw (this schema)
     lr: float = 2.0e-3  # peak learning rate, > 0
@@ -170,7 +171,7 @@ class TrainConfig:
     sample_every: int = 0  # steps between sample grids (0: only at the end)
     sample_grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids of the sample PNGs (any, also never trained on)
     num_samples: int = 36  # samples per grid
-    evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json (drawn with the PNGs' sampler and EMA weights on one of their grids, with sample_every 0, its first samples are that grid's PNG)
+    evaluate: bool = False  # at the end of the run, write train.evaluate's metrics to <run_dir>/evaluation.json (drawn with evaluation.sampler and evaluation.weights; when these are the PNGs' sampler and EMA weights on one of their grids and sample_every is 0, its first samples are that grid's PNG)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)  # that evaluation's fields (as train.evaluate's)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)  # an experiment's own end-of-run report (train.reports), if any
     heldout: HeldoutConfig = dataclasses.field(default_factory=HeldoutConfig)  # the loss of held-out data on one grid, logged every heldout.every steps (0: never)
