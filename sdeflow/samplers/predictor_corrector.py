@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from ..custom_types import Field
+from ..custom_types import Field, RealScalarLike
 from ._noise import ReverseNoiseTerm
 from .base import AbstractSampler, Stepping, check_num_steps, fixed_stepping, in_reverse_time
 from .keys import time_key
@@ -19,7 +19,7 @@ from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 
 
 def langevin_step(
-    score: PreconditionedScore, key: PRNGKeyArray, t: Array, x: Field, snr: float, cond: Field | None = None
+    score: PreconditionedScore, key: PRNGKeyArray, t: RealScalarLike, x: Field, snr: float, cond: Field | None = None
 ) -> Field:
     """One $C$-preconditioned Langevin step toward $p_t$.
 
