@@ -186,7 +186,7 @@ def test_langevin_steps_follow_their_exact_gaussian_chain():
     target_mean = np.fft.rfft(np.asarray(oracle.marginal_mean(t))[0]) / n
     variance = np.mean(np.abs(coefficients - coefficients.mean(0)) ** 2, 0)
     expected_variance = v * (1 - rho ** (2 * steps)) / (1 - delta * lam / (2 * v))
-    ratio = (variance / expected_variance)[kept]
+    ratio = variance[kept] / expected_variance[kept]
     assert np.all(np.abs(ratio - 1) < 0.1), ratio
     mean_error = np.abs(coefficients.mean(0) - (1 - rho**steps) * target_mean)[kept]
     assert np.all(mean_error < 5 * np.sqrt(expected_variance[kept] / count)), mean_error

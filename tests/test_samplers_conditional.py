@@ -206,11 +206,14 @@ def test_edit_from_an_intermediate_time():
         run = jax.vmap(lambda k: samplers.edit(sampler, score, k, x0, t_start))
         result = compiled(run, keys)(keys)
         assert np.all(np.asarray(result.num_evaluations) == 20)
-        return float(jnp.mean(jnp.sqrt(jnp.mean((result.samples - x0) ** 2, axis=(1, 2)))))
+        spread = float(jnp.max(jnp.std(result.samples, axis=0)))
+        return float(jnp.mean(jnp.sqrt(jnp.mean((result.samples - x0) ** 2, axis=(1, 2))))), spread
 
-    near, far = distance(0.05), distance(1.0)
+    (near, spread), (far, _) = distance(0.05), distance(1.0)
     # From t = 0.05 (s = 0.15) the edit keeps the field; from t1 it is an independent sample.
     assert near < 0.25 * far, (near, far)
+    # DDIM is deterministic: the edits differ only by the forward noise to t_start, which must be drawn
+    assert spread > 1e-3, spread
 
 
 def test_conditional_sampling_rejects_bad_input():
@@ -225,3 +228,29 @@ def test_conditional_sampling_rejects_bad_input():
         samplers.Inpainting(jnp.ones((1, 8), bool), jnp.zeros((1, 16)))
     with pytest.raises(ValueError, match="at least as fine"):
         samplers.SuperResolution(jnp.zeros((1, 16)), (8,))
+
+
+def test_super_resolution_inserts_the_diffused_observation_after_every_step():
+    """After each step to $t$ (the chain, before `sample` writes the observation itself into the
+    result), the coarse modes of the state are those of $m(t) y + s(t) \\xi$, $\\xi \\sim N(0, C)$
+    drawn afresh: standardised by $s(t)$, the deviation's Fourier coefficients on the coarse grid
+    have mean zero (5 standard errors) and the prior's variances (within 10%, pooled over the 40
+    steps of 1000 samples). A sampler that inserted another observation, or none, would leave
+    deviations of the data's size, hundreds of times $s(t_0)$."""
+    coarse, fine, num_samples = (9,), (27,), 1000
+    oracle = gaussian_oracle(fine[0])
+    sde = oracle.sde
+    score = samplers.PreconditionedScore(oracle, sde, Epsilon())
+    low = sdeflow.restrict(oracle.sample(jr.key(4), sde.t0), coarse)
+    result = _batch(samplers.EulerMaruyama(40), score, (1, *fine), num_samples,
+                    observation=samplers.SuperResolution(low, fine), chain=True)
+    ts = np.asarray(result.ts[0])
+    m, s = (np.asarray(v, np.float64) for v in jax.vmap(sde.marginal)(ts))
+    restricted = np.asarray(jax.vmap(jax.vmap(lambda u: sdeflow.restrict(u, coarse)))(result.chain), np.float64)
+    z = (restricted[:, :, 0] - m[:, None] * np.asarray(low, np.float64)[0]) / s[:, None]
+    coefficients = np.fft.rfft(z, axis=-1) / coarse[0]  # (samples, steps, modes)
+    lam = np.asarray(sde.prior.eigenvalues(coarse), np.float64)
+    se = np.sqrt(lam / num_samples)
+    assert np.all(np.abs(coefficients.mean(0)) < 5 * se), np.abs(coefficients.mean(0)) / se
+    variance = np.mean(np.abs(coefficients) ** 2, axis=(0, 1))
+    assert np.all(np.abs(variance / lam - 1) < 0.1), variance / lam
