@@ -179,14 +179,28 @@ def test_interpolated_norm_gives_a_learned_prior_no_gradient(getkey):
     assert float(jnp.max(jnp.abs(grad_cm.log_weights))) > 0.0
 
 
+def _uniform_on(t, t0, t1):
+    """Whether draws `t` fit the uniform law on [t0, t1]: the fraction below each decile within 5
+    standard errors of it."""
+    u = (np.asarray(t, np.float64) - t0) / (t1 - t0)
+    p = np.linspace(0.1, 0.9, 9)
+    below = np.mean(u[:, None] < p, axis=0)
+    return bool(np.all((u >= 0) & (u <= 1)) and np.all(np.abs(below - p) < 5 * np.sqrt(p * (1 - p) / len(u))))
+
+
 def test_time_sampling(getkey):
+    """Stratified: one time in each stratum, in random order; antithetic: pairs $t, t_0 + t_1 - t$;
+    all three uniform on $[t_0, t_1]$ in law (deciles of many draws)."""
     t = StratifiedTimeSampling()(getkey(), 64, 0.1, 0.9)
     strata = np.floor((np.asarray(t) - 0.1) / 0.8 * 64).astype(int)
     assert sorted(strata.tolist()) == list(range(64))
+    assert strata.tolist() != list(range(64))  # permuted: the first examples are not the earliest times
     t = AntitheticTimeSampling()(getkey(), 64, 0.1, 0.9)
-    np.testing.assert_allclose(np.sort(np.asarray(t[:32] + t[32:])), 1.0, atol=1e-6)
-    many = UniformTimeSampling()(getkey(), 20000, 0.0, 1.0)
-    assert abs(float(jnp.mean(many)) - 0.5) < 5 * math.sqrt(1 / 12 / 20000)
+    np.testing.assert_allclose(np.asarray(t[32:]), 1.0 - np.asarray(t[:32]), atol=1e-6)
+    for sampling in (UniformTimeSampling(), AntitheticTimeSampling(), StratifiedTimeSampling()):
+        many = np.concatenate([np.asarray(sampling(getkey(), 1000, 0.1, 0.9)) for _ in range(10)])
+        assert _uniform_on(many, 0.1, 0.9), type(sampling).__name__
+    assert not _uniform_on(np.full(10000, 0.5), 0.1, 0.9)  # the check tells a constant apart
 
 
 def test_norms(getkey):
