@@ -69,3 +69,28 @@ def test_generated_mixture_has_the_law_of_its_parameters():
     expected = np.asarray(law.covariance().sqrt_spectrum((jnp.asarray(k[:, None]), jnp.asarray(k[None, :])))) ** 2
     inside = ~outside
     assert np.max(np.abs(power[inside] / expected[inside] - 1)) < 6 / np.sqrt(800)
+
+
+def test_the_reports_score_error_is_relative_to_the_exact_score():
+    """`score_errors` of the oracle's own noise is zero, of a zero network one, and of the negated
+    score two, at every time: the report's figure compares the network with the exact score."""
+    import jax.random as jr
+
+    import sdeflow
+    from sdeflow.parameterisation import Epsilon
+    from train.mixture_report import score_errors
+
+    law = GaussianMixtureFields(weights=(0.3, 0.7), variance=0.05, band=8)
+    sde = sdeflow.sde.VPSDE(sdeflow.priors.Matern(dim=2, s=2.0, tau=8.0))
+    grid, times = (12, 12), [0.01, 0.3, 1.0]
+    oracle = law.oracle(sde, grid)
+
+    def network(sign):
+        return lambda t, x: -sign * sde.marginal(t)[1] * oracle.score(t, x)
+
+    def errors(model):
+        return np.asarray(score_errors(model, sde, Epsilon(), oracle, grid, times, 16, jr.key(0)))
+
+    np.testing.assert_allclose(errors(network(1.0)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(errors(network(0.0)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(errors(network(-1.0)), 2.0, rtol=1e-4)
