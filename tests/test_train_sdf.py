@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from train.config import ConfigError
-from train.data import GeneratedSource, digit_sdf, periodic_signed_distance
+from train.data import GeneratedSource, digit_sdf, load_mnist, periodic_signed_distance
+from train.data.sdf import periodic_bilinear
 from train.sdf_report import check_sdf_report, digit_images, eikonal_residual, inside_components, shape_metrics
 
 
@@ -60,7 +61,11 @@ def test_generated_sdf_cache_refuses_a_corrupt_file(tmp_path):
                              native_grid=(32, 32), train_range=(0, 2), holdout_range=(2, 3), cache_dir=tmp_path)
     fields = source.fields()
     assert fields.shape == (3, 1, 32, 32) and fields.dtype == np.float32
-    assert np.all((fields < 0).sum(axis=(1, 2, 3)) > 5)
+    images = load_mnist("t10k", [5, 8]).images.astype(np.float64) / 255.0
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # the digits on the 32-pixel torus
+    inside = np.stack([periodic_bilinear(image, 4) > 0.5 for image in padded])[:, ::4, ::4]
+    assert inside.sum() > 30
+    np.testing.assert_array_equal(fields[:, 0] < 0, inside)
     path = source.cache_path()
     np.save(path, np.zeros_like(fields))  # same shape and dtype, not the checksummed bytes
     again = source.fields()
