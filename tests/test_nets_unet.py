@@ -40,9 +40,16 @@ def test_batched_gradients_and_no_batchnorm(getkey):
 
 
 def test_one_dimensional_with_coordinates(getkey):
-    model = _small(getkey(), dim=1, coordinates="periodic", attention_levels=())
-    out = eqx.filter_jit(model)(0.5, jnp.ones((1, 12)))
-    assert out.shape == (1, 12)
+    """In 1-d with coordinate channels, the network knows where it is: a shift of the input by 2
+    points (which shifts the output of the network without them, as in the 2-d test above) does not
+    shift its output."""
+    key, u = getkey(), jr.normal(getkey(), (1, 12))
+    for coordinates, equivariant in (("periodic", False), (None, True)):
+        model = eqx.filter_jit(_small(key, dim=1, coordinates=coordinates, attention_levels=()))
+        out = model(0.5, u)
+        assert out.shape == (1, 12)
+        gap = float(jnp.max(jnp.abs(model(0.5, jnp.roll(u, 2, axis=1)) - jnp.roll(out, 2, axis=1))))
+        assert (gap <= 1e-5) == equivariant, (coordinates, gap)
 
 
 def test_errors(getkey):

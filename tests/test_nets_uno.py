@@ -4,6 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import pytest
 
 import nets
@@ -137,6 +138,10 @@ def test_clipped_modes_start_a_coarse_level(getkey):
     batched = eqx.filter_jit(lambda net, u: net.batched(t, u))  # one program per call, not op by op
     out = batched(clipped, u8)
     assert out.shape == (2, 1, 8, 8) and bool(jnp.all(jnp.isfinite(out)))
+    # the inner level's block works on the 8-grid of a 16-input (not the 4-grid of half of 8)
+    fields = [f.shape[1:] for f in clipped.intermediates(0.1, u8[0])]
+    assert fields == [(8, 8)] * 6, fields
+    np.testing.assert_allclose(clipped.intermediates(0.7, u8[1])[-1], out[1], rtol=1e-4, atol=1e-5)
     u16 = jr.normal(getkey(), (2, 1, 16, 16))
     assert float(jnp.max(jnp.abs(batched(clipped, u16) - batched(strict, u16)))) == 0.0
     # the FNO takes the option alike (shapes only: nothing is allocated)
