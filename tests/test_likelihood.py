@@ -13,20 +13,31 @@ import sdeflow
 from sdeflow import likelihood, samplers
 from sdeflow.parameterisation import Epsilon, V
 from sdeflow.priors import Laplacian, Matern
-from sdeflow.sde import VPSDE
+from sdeflow.sde import OUBridge, VESDE, VPSDE
 
 
-def _oracle(grid):
+def _oracle(grid, kind="vp"):
+    """Gaussian data under a VP SDE; or a VE SDE (its terminal law wide, s(1) = 50), or an
+    Ornstein-Uhlenbeck bridge toward a target away from zero (terminal law off the origin)."""
     d = len(grid)
-    sde = VPSDE(Matern(d, 1.5 if d == 1 else 2.0, 2 * np.pi))
+    prior = Matern(d, 1.5 if d == 1 else 2.0, 2 * np.pi)
     x = sdeflow.coordinates(grid)
+    if kind == "vp":
+        sde = VPSDE(prior)
+    elif kind == "ve":
+        sde = VESDE(prior, 0.01, 50.0)
+    else:
+        sde = OUBridge(prior, target=1.5 + 0.8 * jnp.cos(2 * jnp.pi * x[:1]), theta=4.0, eta=2.0 ** 1.5)
     mean = jnp.sin(2 * jnp.pi * x[:1]) + 0.3 * jnp.cos(2 * jnp.pi * x[-1:])
     return samplers.GaussianOracle(sde, mean, Matern(d, 2.0, 8.0, variance=0.2))
 
 
-@pytest.mark.parametrize("grid", [(9,), (6, 6)])
-def test_exact_trace_matches_exact_log_density(grid):
-    oracle = _oracle(grid)
+@pytest.mark.parametrize("grid, kind", [((9,), "vp"), ((6, 6), "vp"), ((9,), "ve"), ((9,), "bridge")])
+def test_exact_trace_matches_exact_log_density(grid, kind):
+    """The probability-flow log-likelihood with the exact trace is the exact log-density, for
+    terminal laws with s(1) far from 1 (VE) and with an offset (the bridge's target): the terminal
+    density's Jacobian and shift count."""
+    oracle = _oracle(grid, kind)
     score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
     x = oracle.sample(jr.key(3), oracle.sde.t0)
     exact = float(oracle.log_density(oracle.sde.t0, x))
@@ -81,9 +92,13 @@ def test_bits_per_dim_and_dimensions():
         likelihood.bits_per_dim(ll, 729, bin_width=1 / 127.5) - likelihood.bits_per_dim(ll, 729),
         math.log2(127.5),
     )
-    x = jnp.round((jr.uniform(jr.key(0), (1, 4, 4)) * 255)) / 127.5 - 1
+    x = jnp.round((jr.uniform(jr.key(0), (1, 32, 32)) * 255)) / 127.5 - 1
     deq = likelihood.uniform_dequantise(jr.key(1), x)
     assert np.all((deq >= x) & (deq < x + 1 / 127.5))
+    # uniform within the bin: the offset in bins has mean 1/2 and variance 1/12 (1024 points)
+    offset = np.asarray((deq - x) * 127.5, np.float64)
+    assert abs(offset.mean() - 0.5) < 5 * math.sqrt(1 / 12 / offset.size)
+    assert abs(offset.var() - 1 / 12) < 0.01
 
 
 def test_degenerate_prior_and_bad_options_raise():
