@@ -198,6 +198,15 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     assert 0 < result["frechet_distance_se"] < result["frechet_distance"]
     # An untrained (zero-noise) model is far from the digits; two halves of real digits are close.
     assert result["riesz_mmd"] > 5 * abs(result["riesz_mmd_real"])
+    assert result["sliced_wasserstein"] > 10 * result["sliced_wasserstein_real"]
+    assert result["power_spectrum_error"] > 10 * result["power_spectrum_error_real"]
+    # The spectrum error is the mean absolute log ratio of the two reported spectra over the shells
+    # both resolve (7 on the 16-grid), the samples' against the reference's.
+    spectra = result["power_spectrum"]
+    ratio = np.log(np.asarray(spectra["samples"])[1:8]) - np.log(np.asarray(spectra["reference"])[1:8])
+    assert result["power_spectrum_error"] == pytest.approx(float(np.mean(np.abs(ratio))), rel=1e-4)
+    # The samples' Vendi score is theirs: at most their count, and not the reference's.
+    assert 1 <= result["vendi_samples"] <= 24 and result["vendi_samples"] != pytest.approx(result["vendi_reference"])
     assert result["mean_network_evaluations"] == 9  # 8 steps + the denoising step
     assert result["num_reference"] == 400 and sum(result["class_histogram"]) == 24
     # The real-vs-real baselines compare two halves of the reference digits, neither of which
