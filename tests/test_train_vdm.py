@@ -69,3 +69,38 @@ def test_vdm_run_trains_checkpoints_and_restores_its_learned_schedule(tmp_path):
 def test_vdm_config_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):
         validate(compose("+exp=smoke", "loss=vdm", *overrides))
+
+
+def test_elbo_bits_averages_the_draws_in_bits_per_dimension():
+    """`elbo_bits` is, per example, the mean over its `repeats` draws of the three terms' sum, in
+    bits per dimension (nats over D ln 2), and `first` reports the first examples alone: computed
+    here from `vdm_terms` with the same keys."""
+    import math
+
+    import jax.random as jr
+
+    from sdeflow.likelihood import model_dimensions
+    from sdeflow.losses import GaussianDecoder, StratifiedTimeSampling, vdm_terms
+    from sdeflow.parameterisation import Epsilon
+    from sdeflow.priors import Matern
+    from sdeflow.sde import VPSDE
+    from train.elbo import elbo_bits
+
+    sde = VPSDE(Matern(2, 2.0, 2 * math.pi))
+    model = lambda t, x: 0.5 * x
+    fields = np.asarray(jr.uniform(jr.key(1), (5, 1, 8, 8), minval=-1.0, maxval=1.0))
+    options = dict(parameterisation=Epsilon(), time_sampling=StratifiedTimeSampling(), decoder=GaussianDecoder(),
+                   variance_reduction=False)
+    key = jr.key(2)
+    result = elbo_bits(model, sde, fields, options, key, repeats=2, first=1)
+    draws = [vdm_terms(model, sde, jnp.asarray(fields), jr.fold_in(k, 0), **options) for k in jr.split(key, 2)]
+    per_example = sum(np.asarray(sum(d.values())) for d in draws) / 2
+    scale = 1 / (model_dimensions(fields.shape[1:]) * math.log(2))
+    assert result["dimensions"] == 7 * 7 and result["repeats"] == 2
+    np.testing.assert_allclose(result["bits_per_dim"], per_example.mean() * scale, rtol=1e-5)
+    np.testing.assert_allclose(result["bits_per_dim_first_1"], per_example[0] * scale, rtol=1e-5)
+    for name in ("diffusion", "prior", "reconstruction"):
+        term = sum(np.asarray(d[name]) for d in draws) / 2
+        np.testing.assert_allclose(result["terms_bits_per_dim"][name], term.mean() * scale, rtol=1e-5, atol=1e-7)
+    # the two draws differ, so the average is not either one
+    assert abs(float(np.sum(np.asarray(sum(draws[0].values())) - np.asarray(sum(draws[1].values()))))) > 1e-3
