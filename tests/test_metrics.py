@@ -133,6 +133,17 @@ def test_vendi_identical_and_orthogonal(kernel):
     assert np.allclose(metrics.vendi_score(ortho, kernel=kernel, bandwidth=1.0), 7.0, rtol=1e-4)
 
 
+def test_vendi_rbf_kernel_between_two_points():
+    """Two points at distance d with bandwidth h: $K/n$ has eigenvalues $(1 \pm k)/2$ with
+    $k = \exp(-d^2 / 2h^2)$, so the score is $\exp(H((1 + k)/2, (1 - k)/2))$; at d = h, k = e^{-1/2}."""
+    for d, h in ((1.0, 1.0), (3.0, 2.0), (0.5, 1.5)):
+        x = jnp.array([[0.0, 0.0], [d, 0.0]])
+        k = math.exp(-d**2 / (2 * h**2))
+        p = np.array([(1 + k) / 2, (1 - k) / 2])
+        expected = math.exp(-float(np.sum(p * np.log(p))))
+        assert np.isclose(float(metrics.vendi_score(x, kernel="rbf", bandwidth=h)), expected, rtol=1e-4), (d, h)
+
+
 def test_vendi_repeated_orthogonal_both_paths():
     # k orthogonal directions, each repeated r times: K/n has k eigenvalues 1/k, so the score is k.
     basis = jnp.eye(4)

@@ -104,6 +104,11 @@ def test_vp_preserves_variance_and_schedules():
         gamma = jax.vmap(schedule.gamma)(ts)
         assert bool(jnp.all(jnp.diff(gamma) > 0)), type(schedule).__name__
         np.testing.assert_allclose(jax.vmap(sde.gamma)(ts), gamma, rtol=1e-4, atol=1e-4)
+    # Cosine (Nichol and Dhariwal): m^2 = min + (1 - min) cos^2(pi/2 (t + s)/(1 + s)) / cos^2(pi/2 s/(1 + s)).
+    sde = VPSDE(PRIOR, CosineSchedule(offset=0.008, min_alpha_bar=1e-5))
+    for t in (0.25, 0.5, 0.9):
+        alpha_bar = math.cos(math.pi / 2 * (t + 0.008) / 1.008) ** 2 / math.cos(math.pi / 2 * 0.008 / 1.008) ** 2
+        np.testing.assert_allclose(sde.marginal(t)[0] ** 2, 1e-5 + (1 - 1e-5) * alpha_bar, rtol=1e-5)
     # Linear: B(t) = beta_min t + (beta_max - beta_min) t^2 / 2 and m^2 = exp(-B).
     sde = VPSDE(PRIOR, LinearSchedule(0.1, 20.0))
     m, _ = sde.marginal(0.5)
