@@ -212,3 +212,15 @@ def test_a_failed_solve_is_reported_by_its_result():
             samplers.check_results(result)
     with pytest.raises(Exception, match="maximum number of solver steps"):  # throw=True: at run time
         jax.block_until_ready(jax.jit(lambda k: short.sample(score, k, (1, 8)).samples)(keys[0]))
+
+
+@pytest.mark.parametrize("times", [dict(t_start=5.0), dict(t_end=-0.5), dict(t_start=0.1, t_end=0.5)])
+def test_times_outside_the_sde_or_the_wrong_way_round_are_refused(times):
+    """Times beyond [t0, t1] gave NaN samples and t_end above t_start a meaningless one."""
+    oracle = gaussian_oracle(8)
+    score = samplers.PreconditionedScore(oracle, oracle.sde, Epsilon())
+    with pytest.raises(ValueError, match="need t0 <= t_end < t_start <= t1"):
+        samplers.EulerMaruyama(4).sample(score, jr.key(0), (1, 8), **times)
+    if times.get("t_start", 1.0) > 1.0:  # an edit from beyond t1 likewise
+        with pytest.raises(ValueError, match="need t0 <= t_end < t_start <= t1"):
+            samplers.edit(samplers.DDIM(4), score, jr.key(0), jnp.zeros((1, 8)), times["t_start"])

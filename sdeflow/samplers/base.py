@@ -200,8 +200,10 @@ class AbstractSampler(eqx.Module):
         A `SampleResult`.
         """
         sde = score.sde
-        t_start = jnp.asarray(sde.t1 if t_start is None else t_start, jnp.float32)
-        t_end = jnp.asarray(sde.t0 if t_end is None else t_end, jnp.float32)
+        t_start = sde.t1 if t_start is None else t_start
+        t_end = sde.t0 if t_end is None else t_end
+        check_times(sde, t_start, t_end)
+        t_start, t_end = jnp.asarray(t_start, jnp.float32), jnp.asarray(t_end, jnp.float32)
         key_init, key_path, key_obs, key_first = jr.split(key, 4)
         shape = start_shape(shape, x_start)
         if x_start is None:
@@ -287,6 +289,22 @@ class AbstractSampler(eqx.Module):
         if observation is not None:
             out = observation.insert(out, observation.values)
         return SampleResult(out, evaluations, num_steps, ts, states, solution.result)
+
+
+def check_times(sde, t_start, t_end) -> None:
+    """Raise a `ValueError` unless $t_0 \\le$ `t_end` $<$ `t_start` $\\le t_1$ of `sde`, where the
+    times are concrete (traced times are the caller's to check); float32 round-off of the end
+    points is allowed."""
+    values = (t_start, t_end, sde.t0, sde.t1)
+    if any(isinstance(v, jax.core.Tracer) for v in values):
+        return
+    t_start, t_end, t0, t1 = (float(v) for v in values)
+    slack = 1e-6 * max(1.0, abs(t0), abs(t1))
+    if not (t0 - slack <= t_end < t_start <= t1 + slack):
+        raise ValueError(
+            f"the sampler integrates from `t_start` down to `t_end` within the SDE's [t0, t1] = [{t0}, {t1}]: "
+            f"need t0 <= t_end < t_start <= t1, got t_start = {t_start}, t_end = {t_end}."
+        )
 
 
 def in_reverse_time(vector_field):
