@@ -209,6 +209,12 @@ def test_bad_input_raises_naming_the_argument(getkey):
         Matern(1, s=1.0, tau=0.0)
     with pytest.raises(ValueError, match="`dim`"):
         Matern(4, s=3.0)
+    # a smoothness whose normalising scale overflows float32 (the samples were inf or NaN)
+    with pytest.raises(ValueError, match="s = 25.0 makes the spectrum overflow float32"):
+        Matern(1, s=25.0)
+    with pytest.raises(ValueError, match="overflow float32"):
+        Laplacian(1, s=40.0)
+    assert bool(jnp.all(jnp.isfinite(Matern(1, s=12.0).sample(getkey(), (1, 32)))))
     prior = Matern(2, s=2.0)
     with pytest.raises(ValueError, match="`shape`"):
         prior.sample(getkey(), (8, 8))

@@ -23,6 +23,21 @@ def check_trace_class(s: float, dim: int, name: str = "s") -> float:
     return s
 
 
+def check_float32_spectrum(scale: float, base: float, s: float, what: str) -> None:
+    """Raise a `ValueError` unless the largest eigenvalue's square root $\\sqrt{a}\\, b^{-s/2}$,
+    computed as the priors compute it in float32 ($a$ the scale, $b$ the base of the power at the
+    lowest charged mode), is a positive finite number: a large `s` overflows the scale."""
+    import numpy as np
+
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        root = np.sqrt(np.float32(scale)) * np.float32(base) ** np.float32(-s / 2)
+    if not (np.isfinite(root) and root > 0):
+        raise ValueError(
+            f"{what}: s = {s} makes the spectrum overflow float32 (its normalising scale is {scale:.3g}); "
+            "use a smaller `s`."
+        )
+
+
 def check_dim(dim: int) -> int:
     if int(dim) not in (1, 2, 3):
         raise ValueError(f"`dim` must be 1, 2 or 3 (the dimension of the torus), got {dim}.")

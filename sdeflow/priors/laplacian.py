@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, Real
 
 from ..checks import check_positive
 from ..custom_types import Grid
-from ._base import AbstractPrior, check_dim, check_trace_class
+from ._base import AbstractPrior, check_dim, check_float32_spectrum, check_trace_class
 from ._lattice import radial_lattice_sum
 
 
@@ -42,6 +42,7 @@ class Laplacian(AbstractPrior):
             lambda k2: (4 * math.pi**2 * k2) ** (-self.s), self.dim, 2 * self.s, exclude_zero=True
         )
         self.scale = self.variance / raw
+        check_float32_spectrum(self.scale, 4 * math.pi**2, self.s, "Laplacian")
 
     def sqrt_spectrum(self, k: tuple[Real[Array, "..."], ...]) -> Float[Array, "..."]:
         k2 = sum(jnp.asarray(ki, jnp.float32) ** 2 for ki in k)
