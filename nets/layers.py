@@ -199,6 +199,8 @@ def value_fourier_features(u: Array, exponents: Sequence[int], axis: int = 0) ->
     exponents = tuple(int(k) for k in exponents)
     if not exponents:
         return u
+    if not jnp.issubdtype(u.dtype, jnp.floating):  # integer values: the angles in float32, not rounded
+        u = u.astype(jnp.float32)
     scales = jnp.asarray([2.0**k * math.pi for k in exponents], u.dtype)
     shape = [1] * (u.ndim + 1)
     shape[axis + 1 if axis >= 0 else axis] = len(exponents)

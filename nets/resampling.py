@@ -62,6 +62,7 @@ def band_limited(f: Callable[[Array], Array], h: Float[Array, "c *grid"],
 
     An array shaped like `h`.
     """
+    factor = check_oversample(factor)
     if factor == 1.0:
         return f(h)
     grid = tuple(h.shape[1:])
@@ -71,6 +72,7 @@ def band_limited(f: Callable[[Array], Array], h: Float[Array, "c *grid"],
 def band_limited_spatial_major(f: Callable[[Array], Array], h: Float[Array, "*grid_rev b c"],
                                factor: float) -> Float[Array, "*grid_rev b c"]:
     """`band_limited` on a spatial-major batch `(n_d, ..., n_1, B, c)` of `d = h.ndim - 2` axes."""
+    factor = check_oversample(factor)
     if factor == 1.0:
         return f(h)
     grid = tuple(h.shape[: h.ndim - 2])[::-1]

@@ -56,3 +56,18 @@ def check_instance(
             "configs, which map them to the classes through the library's table)"
         )
     raise TypeError(message + ".")
+
+
+def check_adaptive_controls(rtol: float, atol: float, max_steps: int) -> None:
+    """A `ValueError` naming the argument unless the tolerances of an adaptive solve are positive
+    and finite and `max_steps` is a positive integer (a negative tolerance accepts every step).
+
+    **Arguments:**
+
+    - `rtol`, `atol`: the PID controller's tolerances.
+    - `max_steps`: the most steps the solve may take.
+    """
+    check_positive(rtol, "rtol")
+    check_positive(atol, "atol")
+    if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps}.")

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .checks import check_adaptive_controls
 from .custom_types import Field
 from .grid import field_grid, fourier, inverse_fourier, kept_modes
 from .samplers.probability_flow import probability_flow
@@ -182,6 +183,7 @@ def log_likelihood(
         raise ValueError(f"`probe` must be one of {PROBES}, got {probe!r}.")
     if trace == "hutchinson" and int(num_probes) < 1:
         raise ValueError(f"`num_probes` must be a positive integer, got {num_probes}.")
+    check_adaptive_controls(rtol, atol, max_steps)
     grid = field_grid(x)
     sde = score.sde
     sde.prior.require_non_degenerate("the likelihood's terminal density")

@@ -111,3 +111,5 @@ def test_degenerate_prior_and_bad_options_raise():
         likelihood.log_likelihood(oracle_score, jnp.zeros((1, 9)), trace="approximate")
     with pytest.raises(ValueError, match="key"):
         likelihood.log_likelihood(oracle_score, jnp.zeros((1, 9)))
+    with pytest.raises(ValueError, match="`rtol` must be a positive finite number"):
+        likelihood.log_likelihood(oracle_score, jnp.zeros((1, 9)), trace="exact", rtol=-1.0)

@@ -32,6 +32,12 @@ def test_band_limited_square_is_the_truncated_product(factor, getkey):
     assert float(jnp.max(jnp.abs(jnp.square(h) - exact))) >= 0.1 * scale  # aliased on the grid
 
 
+def test_band_limited_refuses_a_coarser_grid(getkey):
+    """A factor below 1 would evaluate the nonlinearity on a coarser grid (and return zeros)."""
+    with pytest.raises(ValueError, match="`oversample` must be a factor >= 1"):
+        nets.band_limited(jnp.tanh, _rough(getkey(), 8), 0.5)
+
+
 def test_exactly_consistent_operators_have_zero_gaps():
     """A spectral multiplier is the same operator on every grid: every gap is round-off."""
 

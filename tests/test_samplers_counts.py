@@ -224,3 +224,17 @@ def test_times_outside_the_sde_or_the_wrong_way_round_are_refused(times):
     if times.get("t_start", 1.0) > 1.0:  # an edit from beyond t1 likewise
         with pytest.raises(ValueError, match="need t0 <= t_end < t_start <= t1"):
             samplers.edit(samplers.DDIM(4), score, jr.key(0), jnp.zeros((1, 8)), times["t_start"])
+
+
+def test_adaptive_controls_and_step_counts_are_checked():
+    """A negative tolerance accepted every step of an adaptive solve, and `max_steps` <= 0 or a
+    grid of 0 steps failed deep inside diffrax or numpy."""
+    with pytest.raises(ValueError, match="`rtol` must be a positive finite number, got -1.0"):
+        samplers.ProbabilityFlow(rtol=-1.0, atol=0.0)
+    with pytest.raises(ValueError, match="`atol` must be a positive finite number"):
+        samplers.ReverseSDE(diffrax.ShARK(), None, atol=0.0)
+    with pytest.raises(ValueError, match="`max_steps` must be a positive integer, got -5"):
+        samplers.ProbabilityFlow(max_steps=-5)
+    oracle = gaussian_oracle(8)
+    with pytest.raises(ValueError, match="`num_steps` must be a positive integer, got 0"):
+        samplers.time_grid(oracle.sde, 0, 1.0, 0.001)

@@ -246,6 +246,8 @@ def test_the_library_tables_are_the_choices():
         ("model.modes=8", "train.levels[0].grid = 16 does not suit model=FNO: modes (8, 8) do not fit the input grid (16, 16)"),
         ("train.sample_grids=[16,32,7]", "train.sample_grids[2] = 7 does not suit model=FNO"),
         ("train.evaluation={grid:8}", "train.evaluation.grid = 8 does not suit model=FNO"),
+        ("train.evaluation={elbo:{grids:[16,8]}}", "train.evaluation.elbo.grids[1] = 8 does not suit model=FNO"),
+        ("train.evaluation={likelihood:{rtol:-1}}", "train.evaluation.likelihood.rtol must be a number > 0, got -1"),
     ],
 )
 def test_wrong_values_name_their_field(override, message):

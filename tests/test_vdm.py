@@ -218,6 +218,10 @@ def test_fourier_features_are_pointwise_on_every_grid(getkey):
     assert features.shape == (2, 5, 32, 32)
     expected = [u[:, 0]] + [f(2.0**k * jnp.pi * u[:, 0]) for f in (jnp.sin, jnp.cos) for k in (6, 7)]
     np.testing.assert_allclose(features, jnp.stack(expected, axis=1), atol=1e-5)
+    # integer values get the same features as their float values (not angles scaled by an integer pi)
+    ints = jnp.arange(-3, 3).reshape(1, 1, 6)
+    np.testing.assert_allclose(nets.value_fourier_features(ints, [0, 1], axis=1),
+                               nets.value_fourier_features(ints.astype(jnp.float32), [0, 1], axis=1), atol=1e-6)
     np.testing.assert_allclose(features[..., ::2, ::2], nets.value_fourier_features(u[..., ::2, ::2], [6, 7], axis=1))
     net = nets.FNO(1, 1, width=8, modes=3, depth=1, groups=4, fourier_features=[6, 7], key=getkey())
     assert net.lift.in_channels == 5 + 4  # 1 + 2 x 2 value features, 4 periodic coordinates

@@ -13,6 +13,7 @@ from .base import (
     rk_evaluations,
 )
 from .score import PreconditionedScore
+from ..checks import check_adaptive_controls
 from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 from .variables import AbstractNoiseLevel, AbstractVariables, check_variables, ReversedTime
 
@@ -77,6 +78,7 @@ class ProbabilityFlow(AbstractSampler):
                 f"LogNoiseLevel(), got {type(self.variables).__name__}."
             )
         check_num_steps(self.num_steps, optional=True)
+        check_adaptive_controls(self.rtol, self.atol, self.max_steps)
         if self.num_steps is None and not isinstance(self.solver, diffrax.AbstractAdaptiveSolver):
             raise ValueError(
                 f"adaptive steps (`num_steps=None`) need a solver with an error estimate such as "

@@ -16,6 +16,7 @@ from .base import (
     rk_evaluations,
 )
 from .score import PreconditionedScore
+from ..checks import check_adaptive_controls
 from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 
 
@@ -77,6 +78,7 @@ class ReverseSDE(AbstractSampler):
     def __check_init__(self):
         check_spacing(self.spacing)
         check_num_steps(self.num_steps, optional=True)
+        check_adaptive_controls(self.rtol, self.atol, self.max_steps)
         has_error = isinstance(self.solver, diffrax.AbstractAdaptiveSolver) or (
             getattr(getattr(self.solver, "tableau", None), "b_error", None) is not None
         )

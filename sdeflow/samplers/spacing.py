@@ -75,6 +75,8 @@ def time_grid(
 
     The times, shape `(num_steps + 1,)`, exactly `t_start` first and `t_end` last.
     """
+    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps}.")
     u = jnp.linspace(0.0, 1.0, int(num_steps) + 1)
     ts = check_spacing(spacing)(sde, u, t_start, t_end)
     return ts.at[0].set(t_start).at[-1].set(t_end)

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from .errors import Choice, fail, positive
+from .errors import Choice, fail, number, positive
 from .sampler import SamplerConfig
 
 
@@ -38,12 +38,14 @@ class LikelihoodSettings:
 
     num_digits: int = 64  # held-out examples whose bits/dim are estimated (0: skip; each is one ODE solve)
     num_probes: int = 4  # Hutchinson probes per example
-    rtol: float = 1.0e-4  # tolerances of the likelihood ODE (Tsit5 + PID)
-    atol: float = 1.0e-4  # absolute tolerance of the likelihood ODE
+    rtol: float = 1.0e-4  # relative tolerance of the likelihood ODE (Tsit5 + PID), > 0
+    atol: float = 1.0e-4  # absolute tolerance of the likelihood ODE, > 0
 
     def check(self, where: str) -> None:
         positive(f"{where}.num_digits", self.num_digits, 0)
         positive(f"{where}.num_probes", self.num_probes)
+        number(f"{where}.rtol", self.rtol, lambda v: v > 0, "a number > 0")
+        number(f"{where}.atol", self.atol, lambda v: v > 0, "a number > 0")
 
 
 @dataclasses.dataclass

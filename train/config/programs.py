@@ -335,4 +335,8 @@ def _grids(run: RunConfig) -> list[tuple[str, int]]:
             grids.append(("train.evaluation.sample_grid", run.train.evaluation.sample_grid))
         if run.train.evaluation.sampler.coarse_grid is not None:
             grids.append(("train.evaluation.sampler.coarse_grid", run.train.evaluation.sampler.coarse_grid))
+        if run.train.evaluation.elbo.num_examples:
+            grids += [(f"train.evaluation.elbo.grids[{i}]", n) for i, n in enumerate(run.train.evaluation.elbo.grids)]
+    if run.train.report.name is not None:
+        grids += [(f"train.report.grids[{i}]", n) for i, n in enumerate(run.train.report.grids)]
     return grids
