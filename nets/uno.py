@@ -146,8 +146,9 @@ class UNO(eqx.Module):
                 f"`multipliers` must hold one positive int per level ({len(levels)}), got "
                 f"{multipliers}."
             )
-        if int(width) < 1:
-            raise ValueError(f"`width` must be a positive integer, got {width}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
+            if int(value) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
         n_blocks = len(levels) - 1
         if isinstance(modes, int):
             block_modes = tuple(int(modes * min(levels[i], levels[i + 1])) for i in range(n_blocks))

@@ -62,6 +62,8 @@ def uniform_dequantise(
 
     `x + u * width` with $u \\sim U[0, 1)$ per value.
     """
+    if int(levels) != levels or levels < 2 or not high > low:
+        raise ValueError(f"need at least 2 `levels` and `low` < `high`, got levels={levels}, low={low}, high={high}.")
     width = (high - low) / (levels - 1)
     return x + width * jr.uniform(key, x.shape, x.dtype)
 

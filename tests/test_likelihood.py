@@ -99,6 +99,8 @@ def test_bits_per_dim_and_dimensions():
     offset = np.asarray((deq - x) * 127.5, np.float64)
     assert abs(offset.mean() - 0.5) < 5 * math.sqrt(1 / 12 / offset.size)
     assert abs(offset.var() - 1 / 12) < 0.01
+    with pytest.raises(ValueError, match="at least 2 `levels`"):
+        likelihood.uniform_dequantise(jr.key(1), x, levels=1)
 
 
 def test_degenerate_prior_and_bad_options_raise():

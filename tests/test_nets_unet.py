@@ -58,6 +58,11 @@ def test_errors(getkey):
         model(0.1, jnp.zeros((1, 15, 16)))
     with pytest.raises(ValueError, match="attention_levels"):
         _small(getkey(), attention_levels=(3,))
+    # no channels: a clear error, not a division by zero in the initialisation
+    with pytest.raises(ValueError, match="`in_channels` and `out_channels` must be positive"):
+        nets.UNet(0, 1, dim=2, key=getkey())
+    with pytest.raises(ValueError, match="`c_in` and `c_out` must be positive"):
+        nets.CircularConv(2, 1, 0, 3, key=getkey())
 
 
 def test_defaults_instantiate(getkey):

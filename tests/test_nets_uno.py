@@ -107,6 +107,8 @@ def test_errors(getkey):
         nets.UNO(1, 1, levels=(0.5, 1), multipliers=(1, 1), key=getkey())
     with pytest.raises(ValueError, match="multipliers"):
         nets.UNO(1, 1, levels=(1, 0.5, 1), multipliers=(1, 2), key=getkey())
+    with pytest.raises(ValueError, match="`in_channels` must be a positive integer, got 0"):
+        nets.UNO(0, 1, key=getkey())
     model = _small(getkey())
     with pytest.raises(ValueError, match=r"level-1 grid \(8, 8\)"):  # modes 4 need 9 points
         model(0.1, jnp.zeros((1, 16, 16)))

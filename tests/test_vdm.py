@@ -228,3 +228,10 @@ def test_fourier_features_are_pointwise_on_every_grid(getkey):
     t, x = jnp.array([0.2, 0.7]), u[..., ::2, ::2]
     batched = eqx.filter_jit(lambda net, t, x: net.batched(t, x))(net, t, x)
     np.testing.assert_allclose(batched, eqx.filter_jit(lambda net, t, x: jax.vmap(net)(t, x))(net, t, x), atol=1e-5)
+
+
+def test_a_fixed_schedule_without_noise_at_t0_is_refused(getkey):
+    """With a fixed schedule and t0 = 0, s(t0) = 0 and the decoder's term was -inf or NaN."""
+    sde = VPSDE(Matern(1, 1.5), t0=0.0)
+    with pytest.raises(ValueError, match="needs noise at t0"):
+        vdm_terms(lambda t, x: 0 * x, sde, jnp.zeros((2, 1, 8)), getkey())

@@ -143,6 +143,13 @@ def vdm_terms(
         raise TypeError(f"`decoder` must be an AbstractDecoder (e.g. sdeflow.losses.GaussianDecoder()), got {decoder!r}.")
     if sde.prior.degenerate:
         raise ValueError("the ELBO needs a non-degenerate prior (its log-density); use Matern.")
+    with jax.ensure_compile_time_eval():  # a fixed schedule's s(t0) is known while tracing
+        _, s0 = sde.marginal(sde.t0)
+    if not isinstance(s0, jax.core.Tracer) and not float(s0) > 0:
+        raise ValueError(
+            f"the ELBO's reconstruction term needs noise at t0: s(t0) = {float(s0)} at t0 = {sde.t0}; "
+            "use t0 > 0, or a LearnedSchedule (whose gamma(0) is finite)."
+        )
     batch = x0.shape[0]
     t_key, noise_key, decoder_key = jr.split(key, 3)
     t = time_sampling(t_key, batch, sde.t0, sde.t1)
