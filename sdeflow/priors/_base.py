@@ -58,8 +58,8 @@ class AbstractPrior(eqx.Module):
     """
 
     dim: eqx.AbstractVar[int]
-    degenerate: eqx.AbstractVar[bool]
-    trace_class: eqx.AbstractVar[bool]
+    degenerate: eqx.AbstractClassVar[bool]
+    trace_class: eqx.AbstractClassVar[bool]
 
     @abc.abstractmethod
     def sqrt_spectrum(self, k: tuple[Real[Array, "..."], ...]) -> Float[Array, "..."]:
