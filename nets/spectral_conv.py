@@ -41,6 +41,17 @@ def check_modes_fit(modes: Sequence[int], grid: Sequence[int], name: str = "grid
     The rule is $2 m_i + 1 \\le n_i$ on every axis (the last one included): the kept frequencies are
     then a subset of `sdeflow.kept_modes(grid)`, distinct modulo $n_i$, and never touch the
     ambiguous Nyquist bin $\\pm n_i / 2$ of an even grid.
+
+    **Arguments:**
+
+    - `modes`: the largest frequency $m_i$ kept on each axis, non-negative ints.
+    - `grid`: the spatial shape `(n_1, ..., n_d)`, as many axes as `modes`.
+    - `name`: what the grid is, for the message (e.g. `"grid"` or `"output grid"`).
+
+    **Returns:**
+
+    None; it raises a `ValueError` when `grid` has another number of axes than `modes` or
+    $2 m_i + 1 > n_i$ on some axis.
     """
     grid = tuple(int(n) for n in grid)
     if len(grid) != len(modes):
@@ -61,7 +72,19 @@ def check_modes_fit(modes: Sequence[int], grid: Sequence[int], name: str = "grid
 
 def clipped_modes(modes: Sequence[int], *grids: Sequence[int]) -> tuple[int, ...]:
     """`modes` reduced, axis by axis, to what every one of `grids` holds:
-    $\\min(m_i, \\lfloor (n_i - 1)/2 \\rfloor)$ over the grids (see `check_modes_fit`)."""
+    $\\min(m_i, \\lfloor (n_i - 1)/2 \\rfloor)$ over the grids (see `check_modes_fit`).
+
+    **Arguments:**
+
+    - `modes`: the largest frequency $m_i$ wanted on each axis.
+    - `*grids`: any number of spatial shapes `(n_1, ..., n_d)`, each with as many axes as `modes`
+      (a `ValueError` otherwise).
+
+    **Returns:**
+
+    A tuple of ints, one per axis, that fits every one of `grids` in the sense of
+    `check_modes_fit`; `modes` as ints when no grid is given.
+    """
     out = tuple(int(m) for m in modes)
     for grid in grids:
         if len(grid) != len(out):

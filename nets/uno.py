@@ -32,7 +32,19 @@ from .spectral_conv import check_modes_fit, Method
 def level_grid(grid: Sequence[int], fraction: float | int,
                reference: int | None = None) -> tuple[int, ...]:
     """The grid of a level: `max(1, round(fraction * n_i))` on every axis, with `n_i` the input
-    grid's, or, for an inner level (`fraction < 1`) with a `reference` grid size, `reference`."""
+    grid's, or, for an inner level (`fraction < 1`) with a `reference` grid size, `reference`.
+
+    **Arguments:**
+
+    - `grid`: the input grid `(n_1, ..., n_d)`.
+    - `fraction`: the level's size as a fraction of the input grid (1 for the outer levels).
+    - `reference`: `None`, or one grid size used on every axis in place of `n_i` for inner levels
+      (`fraction < 1`); ignored for `fraction >= 1`.
+
+    **Returns:**
+
+    The level's grid, a tuple of `d` positive ints.
+    """
     if reference is not None and fraction < 1:
         grid = (int(reference),) * len(grid)
     return tuple(max(1, int(round(fraction * n))) for n in grid)

@@ -86,7 +86,17 @@ def coordinates(grid: Sequence[int]) -> Float[Array, "d *grid"]:
 
 
 def integer_frequencies(n: int) -> np.ndarray:
-    """The physical integer frequencies of the `fft` bins of an `n`-grid, in `fft` order."""
+    """The physical integer frequencies of the `fft` bins of an `n`-grid, in `fft` order.
+
+    **Arguments:**
+
+    - `n`: the number of points on the axis, a positive integer.
+
+    **Returns:**
+
+    A NumPy `int64` array of shape `(n,)`: `0, 1, ..., (n - 1) // 2`, then `-(n // 2), ..., -1`
+    (`np.fft.fftfreq(n, d=1/n)` rounded); on an even grid the Nyquist bin holds $-n/2$.
+    """
     return np.rint(np.fft.fftfreq(n, d=1.0 / n)).astype(np.int64)
 
 
@@ -114,13 +124,31 @@ def rfft_frequencies(grid: Sequence[int]) -> tuple[Int[Array, "..."], ...]:
 
 
 def rfft_shape(grid: Sequence[int]) -> Grid:
-    """The shape of `rfftn` over a grid: `(n_1, ..., n_{d-1}, n_d // 2 + 1)`."""
+    """The shape of `rfftn` over a grid: `(n_1, ..., n_{d-1}, n_d // 2 + 1)`.
+
+    **Arguments:**
+
+    - `grid`: the spatial shape `(n_1, ..., n_d)`, positive sizes.
+
+    **Returns:**
+
+    The tuple `(n_1, ..., n_{d-1}, n_d // 2 + 1)`.
+    """
     grid = _as_grid(grid, "grid")
     return grid[:-1] + (grid[-1] // 2 + 1,)
 
 
 def squared_wavenumber(grid: Sequence[int]) -> Float[Array, "*rfft"]:
-    """$|k|^2$ on the `rfftn` layout of a grid, for physical integer frequencies $k$."""
+    """$|k|^2$ on the `rfftn` layout of a grid, for physical integer frequencies $k$.
+
+    **Arguments:**
+
+    - `grid`: the spatial shape `(n_1, ..., n_d)`.
+
+    **Returns:**
+
+    A float array of shape `rfft_shape(grid)` holding $\\sum_i k_i^2$ at each bin.
+    """
     ks = rfft_frequencies(grid)
     return sum(k.astype(jnp.float32) ** 2 for k in ks) * jnp.ones(rfft_shape(grid))
 
@@ -136,6 +164,11 @@ def kept_modes(grid: Sequence[int], band: Sequence[int] | None = None) -> Bool[A
     - `grid`: the grid whose `rfftn` layout the mask is on.
     - `band`: another grid $m$ (same number of axes), to mark on `grid`'s layout the modes that `band`
         keeps, $|k_i| < m_i / 2$; default `grid` itself.
+
+    **Returns:**
+
+    A boolean array of shape `rfft_shape(grid)`, `True` where $2 |k_i| < m_i$ on every axis $i$
+    ($m$ = `band`, else `grid`).
     """
     grid = _as_grid(grid, "grid")
     band = grid if band is None else _as_grid(band, "band")

@@ -35,12 +35,31 @@ PROBES = ("rademacher", "gaussian")
 
 def model_dimensions(shape: tuple[int, ...]) -> int:
     """The dimension $D$ of the kept span for fields of shape `(c, n_1, ..., n_d)`:
-    $c \\prod_i (n_i - 1)$ over even $n_i$ and $n_i$ over odd ones."""
+    $c \\prod_i (n_i - 1)$ over even $n_i$ and $n_i$ over odd ones.
+
+    **Arguments:**
+
+    - `shape`: the shape `(c, n_1, ..., n_d)` of one sample, channels first.
+
+    **Returns:**
+
+    $D$, a Python `int`.
+    """
     return int(shape[0]) * math.prod(n - 1 if n % 2 == 0 else n for n in shape[1:])
 
 
 def project(u: Field) -> Field:
-    """The orthogonal projection of point values onto the span of the kept modes."""
+    """The orthogonal projection of point values onto the span of the kept modes.
+
+    **Arguments:**
+
+    - `u`: one sample of shape `(c, n_1, ..., n_d)`, channels first.
+
+    **Returns:**
+
+    The projected field, same shape and dtype as `u`: its Nyquist components (on even axes) set to
+    zero, every other mode unchanged.
+    """
     grid = field_grid(u)
     return inverse_fourier(fourier(u) * kept_modes(grid), grid).astype(u.dtype)
 

@@ -150,7 +150,16 @@ PARAMETERISATIONS: dict[str, type[AbstractParameterisation]] = {
 
 def check_parameterisation(parameterisation: object) -> AbstractParameterisation:
     """`parameterisation` if it is an `AbstractParameterisation`, else a `TypeError` saying which
-    object to pass (a config's name such as `"v"` is answered with `V()`)."""
+    object to pass (a config's name such as `"v"` is answered with `V()`).
+
+    **Arguments:**
+
+    - `parameterisation`: the object to check.
+
+    **Returns:**
+
+    `parameterisation` itself, unchanged.
+    """
     return check_instance(
         parameterisation, "parameterisation", AbstractParameterisation, PARAMETERISATIONS,
         "sdeflow.parameterisation",

@@ -45,7 +45,22 @@ def perturb_batch(
     sde: AbstractSDE, key: PRNGKeyArray, t: Float[Array, " batch"], x0: Float[Array, "batch c *grid"]
 ) -> tuple[Array, Array, Array, Array, Array]:
     """Noisy inputs of a batch: `(x_t, eps, m, s, b)` with $x_t = m x_0 + b + s \\epsilon$ per sample
-    ($m$, $s$ broadcastable against the fields)."""
+    ($m$, $s$ broadcastable against the fields).
+
+    **Arguments:**
+
+    - `sde`: the forward SDE.
+    - `key`: a JAX random key, split into one key per sample.
+    - `t`: the batch's times, shape `(batch,)`.
+    - `x0`: a batch of clean fields, `(batch, c, *grid)`.
+
+    **Returns:**
+
+    A tuple `(x_t, eps, m, s, b)`: the noisy fields `x_t` and the noise `eps` $\\sim N(0, C)$, both
+    of shape `(batch, c, *grid)`; the marginal coefficients `m` and `s` at each sample's time, of
+    shape `(batch, 1, ..., 1)` (as many axes as `x0`); and the offsets `b` $= b(t)$, the mean of
+    $X_t$ given $X_0 = 0$, of shape `(batch, c, *grid)`.
+    """
     x_t, eps = jax.vmap(sde.perturb)(jr.split(key, x0.shape[0]), t, x0)
     m, s = jax.vmap(sde.marginal)(t)
     b = jax.vmap(sde.mean)(t, jnp.zeros_like(x0))

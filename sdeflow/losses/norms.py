@@ -49,7 +49,13 @@ class InterpolatedNorm(AbstractNorm):
     the $L^2$ norm weighs by their small eigenvalues, by $(\\lambda_{\\max} / \\lambda_k)^r$. For
     $\\epsilon \\sim N(0, C)$ the expected square is $\\sum_k \\lambda_{\\max}^r \\lambda_k^{1 - r}$,
     finite as the grid is refined when $C^{1 - r}$ is trace class (a Matérn prior of exponent $s$ on
-    the $d$-torus: $(1 - r) s > d / 2$)."""
+    the $d$-torus: $(1 - r) s > d / 2$).
+
+    **Arguments:**
+
+    - `power`: the exponent $r$, in $[0, 1]$ (0: `L2Norm`; 1: the Cameron-Martin norm divided by
+      $\\lambda_{\\max}$); default 0.25.
+    """
 
     power: float = 0.25
 

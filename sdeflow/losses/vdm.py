@@ -136,7 +136,26 @@ def vdm_terms(
     variance_reduction: bool = False,
 ) -> dict[str, Float[Array, " batch"]]:
     """The three terms of the negative ELBO per example, in nats on the grid of `x0` (see
-    `vdm_elbo`, which takes their batch means; the arguments are the same)."""
+    `vdm_elbo`, which takes their batch means; the arguments are the same).
+
+    **Arguments:**
+
+    As for `vdm_elbo`:
+
+    - `model`: acts on one sample, `model(t, x_t) -> output`.
+    - `sde`: the forward SDE.
+    - `x0`: a batch of clean fields `(batch, c, *grid)`.
+    - `key`: a JAX random key.
+    - `parameterisation`: what the model predicts, an `AbstractParameterisation`.
+    - `time_sampling`: how the diffusion term's times are drawn, an `AbstractTimeSampling`.
+    - `decoder`: the reconstruction term's decoder, an `AbstractDecoder`.
+    - `variance_reduction`: the variance-reducing gradient of a learned schedule (see `vdm_elbo`).
+
+    **Returns:**
+
+    A dict with keys `"diffusion"`, `"prior"` and `"reconstruction"`, each an array of shape
+    `(batch,)` holding that term for every example, in nats.
+    """
     check_parameterisation(parameterisation)
     check_time_sampling(time_sampling)
     if not isinstance(decoder, AbstractDecoder):

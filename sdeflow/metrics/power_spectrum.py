@@ -28,7 +28,16 @@ def num_shells(grid: tuple[int, ...]) -> int:
 
 def resolved_shells(grid: tuple[int, ...]) -> int:
     """The largest shell $K$ such that every frequency with $|k| \\le K$ is kept by the grid
-    ($|k_i| < n_i / 2$ on every axis): $K = \\min_i \\lfloor (n_i - 1) / 2 \\rfloor$."""
+    ($|k_i| < n_i / 2$ on every axis): $K = \\min_i \\lfloor (n_i - 1) / 2 \\rfloor$.
+
+    **Arguments:**
+
+    - `grid`: the spatial shape `(n_1, ..., n_d)`.
+
+    **Returns:**
+
+    $K$, a Python `int` (0 when some axis has fewer than 3 points).
+    """
     return min((n - 1) // 2 for n in grid)
 
 

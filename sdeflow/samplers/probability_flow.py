@@ -1,5 +1,7 @@
 """The probability-flow ODE $dX/dt = f X + h - \\tfrac12 g^2 C \\nabla \\log p_t$."""
 
+from collections.abc import Callable
+
 import diffrax
 from jaxtyping import Array, Int, PRNGKeyArray
 
@@ -18,8 +20,20 @@ from .spacing import AbstractSpacing, check_spacing, UniformSpacing
 from .variables import AbstractNoiseLevel, AbstractVariables, check_variables, ReversedTime
 
 
-def probability_flow(score: PreconditionedScore):
-    """The probability-flow vector field $f(t) x + h(t) - \\tfrac12 g(t)^2 S(t, x)$, of `(t, x)`."""
+def probability_flow(score: PreconditionedScore) -> Callable[..., Field]:
+    """The probability-flow vector field $f(t) x + h(t) - \\tfrac12 g(t)^2 S(t, x)$, of `(t, x)`.
+
+    **Arguments:**
+
+    - `score`: the preconditioned score $S(t, x) = C \\nabla \\log p_t(x)$, whose `sde` gives
+      $f$, $h$ and $g$.
+
+    **Returns:**
+
+    A function `vector_field(t, x, cond=None)` of a time `t` and one field `x` of shape `(c, *grid)`,
+    returning $dx/dt$ in forward time, a field of the shape of `x`; `cond` is passed on to `score`
+    (the estimate of $x_0$ a self-conditioned model is given). One network evaluation per call.
+    """
 
     def vector_field(t, x, cond=None):
         g = score.sde.diffusion(t)

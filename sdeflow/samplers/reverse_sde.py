@@ -1,5 +1,7 @@
 """The reverse-time SDE $dX = [f X + h - g^2 C \\nabla \\log p_t] dt + g C^{1/2} d\\bar W$."""
 
+from collections.abc import Callable
+
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
@@ -30,8 +32,20 @@ def levy_area_for(solver: diffrax.AbstractSolver) -> type:
     return diffrax.BrownianIncrement
 
 
-def reverse_drift(score: PreconditionedScore):
-    """The drift $f(t) x + h(t) - g(t)^2 S(t, x)$ of the reverse SDE, as a function of `(t, x)`."""
+def reverse_drift(score: PreconditionedScore) -> Callable[..., Field]:
+    """The drift $f(t) x + h(t) - g(t)^2 S(t, x)$ of the reverse SDE, as a function of `(t, x)`.
+
+    **Arguments:**
+
+    - `score`: the preconditioned score $S(t, x) = C \\nabla \\log p_t(x)$, whose `sde` gives
+      $f$, $h$ and $g$.
+
+    **Returns:**
+
+    A function `vector_field(t, x, cond=None)` of a time `t` and one field `x` of shape `(c, *grid)`,
+    returning the drift in forward time, a field of the shape of `x`; `cond` is passed on to `score`
+    (the estimate of $x_0$ a self-conditioned model is given). One network evaluation per call.
+    """
 
     def vector_field(t, x, cond=None):
         g = score.sde.diffusion(t)
@@ -119,7 +133,18 @@ class ReverseSDE(AbstractSampler):
 
 
 def EulerMaruyama(num_steps: int = 200, *, denoise: bool = False) -> ReverseSDE:
-    """The reverse SDE with Euler–Maruyama and `num_steps` equal steps (`ReverseSDE(diffrax.Euler())`)."""
+    """The reverse SDE with Euler–Maruyama and `num_steps` equal steps (`ReverseSDE(diffrax.Euler())`).
+
+    **Arguments:**
+
+    - `num_steps`: the number of equal steps from start to end, a positive integer (default 200).
+    - `denoise`: finish with Tweedie's denoising step at $t_0$ (one more evaluation).
+
+    **Returns:**
+
+    A `ReverseSDE` sampler with solver `diffrax.Euler()`, `num_steps` fixed steps in uniform
+    spacing, and the other options at their defaults.
+    """
     return ReverseSDE(diffrax.Euler(), num_steps, denoise=denoise)
 
 
