@@ -134,8 +134,8 @@ def test_vendi_identical_and_orthogonal(kernel):
 
 
 def test_vendi_rbf_kernel_between_two_points():
-    """Two points at distance d with bandwidth h: $K/n$ has eigenvalues $(1 \pm k)/2$ with
-    $k = \exp(-d^2 / 2h^2)$, so the score is $\exp(H((1 + k)/2, (1 - k)/2))$; at d = h, k = e^{-1/2}."""
+    """Two points at distance d with bandwidth h: $K/n$ has eigenvalues $(1 \\pm k)/2$ with
+    $k = \\exp(-d^2 / 2h^2)$, so the score is $\\exp(H((1 + k)/2, (1 - k)/2))$; at d = h, k = e^{-1/2}."""
     for d, h in ((1.0, 1.0), (3.0, 2.0), (0.5, 1.5)):
         x = jnp.array([[0.0, 0.0], [d, 0.0]])
         k = math.exp(-d**2 / (2 * h**2))
