@@ -201,6 +201,10 @@ def test_time_sampling(getkey):
         many = np.concatenate([np.asarray(sampling(getkey(), 1000, 0.1, 0.9)) for _ in range(10)])
         assert _uniform_on(many, 0.1, 0.9), type(sampling).__name__
     assert not _uniform_on(np.full(10000, 0.5), 0.1, 0.9)  # the check tells a constant apart
+    with pytest.raises(ValueError, match="`batch` must be a positive integer, got -1"):
+        UniformTimeSampling()(getkey(), -1, 0.0, 1.0)
+    with pytest.raises(ValueError, match="non-empty batch"):  # an empty batch's mean was NaN
+        dsm_loss(lambda t, x: x, VPSDE(PRIOR), jnp.zeros((0, 1, *GRID)), getkey())
 
 
 def test_norms(getkey):

@@ -121,8 +121,8 @@ def dsm_loss(
         raise TypeError(f"`consistency` must be None or a sdeflow.losses.ResolutionConsistency, got {consistency!r}.")
     if self_conditioning is not None and not 0.0 <= self_conditioning <= 1.0:
         raise ValueError(f"`self_conditioning` must be a probability, got {self_conditioning}.")
-    if x0.ndim < 3:
-        raise ValueError(f"`x0` must be a batch of fields (batch, c, *grid), got shape {x0.shape}.")
+    if x0.ndim < 3 or x0.shape[0] < 1:
+        raise ValueError(f"`x0` must be a non-empty batch of fields (batch, c, *grid), got shape {x0.shape}.")
     batch = x0.shape[0]
     t_key, noise_key, sc_key = jr.split(key, 3)
     t = time_sampling(t_key, batch, sde.t0, sde.t1)

@@ -33,6 +33,8 @@ class AbstractTimeSampling(eqx.Module):
 
         An array of shape `(batch,)`.
         """
+        if isinstance(batch, bool) or int(batch) != batch or batch < 1:
+            raise ValueError(f"`batch` must be a positive integer, got {batch}.")
         return t0 + (t1 - t0) * self.fractions(key, batch)
 
 
