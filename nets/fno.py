@@ -85,7 +85,11 @@ class FourierBlock(eqx.Module):
     def __call__(self, h: Float[Array, "c *grid"], emb: Float[Array, " e"],
                  out_grid: Sequence[int] | None = None) -> Float[Array, "o *out"]:
         """Apply to one sample; `out_grid` changes the resolution (pointwise path resampled)."""
-        out = tuple(h.shape[1:]) if out_grid is None else tuple(out_grid)
+        out = tuple(h.shape[1:]) if out_grid is None else tuple(int(n) for n in out_grid)
+        if len(out) != h.ndim - 1 or min(out) < 1:
+            raise ValueError(f"`out_grid` must be {h.ndim - 1} positive sizes (the grid of `h`), got {out_grid}.")
+        if emb.shape != (self.time.in_features,):
+            raise ValueError(f"`emb` must be a time embedding of shape ({self.time.in_features},), got {emb.shape}.")
         skip = self.pointwise(h)
         if self.difference is not None:
             skip = skip + self.difference_mix(self.difference(h))

@@ -113,6 +113,11 @@ def test_errors(getkey):
                           (dict(depth=0), "depth")]:
         with pytest.raises(ValueError, match=match):  # raised before any weight is drawn
             nets.FNO(1, 1, **({"width": 8, "modes": 3, "groups": 4} | kwargs), key=getkey())
+    block = nets.FourierBlock(4, 4, (3, 3), 8, norm=None, groups=1, method="dft", key=getkey())
+    with pytest.raises(ValueError, match=r"`emb` must be a time embedding of shape \(8,\)"):
+        block(jnp.ones((4, 16, 16)), jnp.ones(5))
+    with pytest.raises(ValueError, match="`out_grid` must be 2 positive sizes"):
+        block(jnp.ones((4, 16, 16)), jnp.ones(8), (16,))
 
 
 def test_defaults_instantiate_and_summary(getkey):
