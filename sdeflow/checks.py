@@ -1,6 +1,7 @@
 """Argument checks shared across sdeflow's subpackages."""
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -58,6 +59,24 @@ def check_instance(
     raise TypeError(message + ".")
 
 
+def check_positive_int(value: int, name: str) -> int:
+    """`value` as an int, or a `ValueError` naming the argument `name` unless it is a positive
+    integer (an integral float such as `3.0` counts; a bool does not).
+
+    **Arguments:**
+
+    - `value`: the number to check.
+    - `name`: the argument's name, for the message.
+
+    **Returns:**
+
+    `int(value)`.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+    return int(value)
+
+
 def check_adaptive_controls(rtol: float, atol: float, max_steps: int) -> None:
     """A `ValueError` naming the argument unless the tolerances of an adaptive solve are positive
     and finite and `max_steps` is a positive integer (a negative tolerance accepts every step).
@@ -69,5 +88,4 @@ def check_adaptive_controls(rtol: float, atol: float, max_steps: int) -> None:
     """
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
-    if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
-        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps}.")
+    check_positive_int(max_steps, "max_steps")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..checks import check_instance
+from ..checks import check_instance, check_positive_int
 from ..custom_types import RealScalarLike
 
 
@@ -33,9 +33,7 @@ class AbstractTimeSampling(eqx.Module):
 
         An array of shape `(batch,)`.
         """
-        if isinstance(batch, bool) or int(batch) != batch or batch < 1:
-            raise ValueError(f"`batch` must be a positive integer, got {batch}.")
-        return t0 + (t1 - t0) * self.fractions(key, batch)
+        return t0 + (t1 - t0) * self.fractions(key, check_positive_int(batch, "batch"))
 
 
 class UniformTimeSampling(AbstractTimeSampling):

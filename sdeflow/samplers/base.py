@@ -11,6 +11,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ..checks import check_positive_int
 from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid
 from ..sde import AbstractSDE
@@ -102,9 +103,7 @@ def fixed_stepping(
 def check_num_steps(num_steps: int | None, name: str = "num_steps", *, optional: bool = False):
     if num_steps is None and optional:
         return None
-    if num_steps is None or int(num_steps) < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {num_steps}.")
-    return int(num_steps)
+    return check_positive_int(num_steps, name)
 
 
 def _terminal_sample(sde: AbstractSDE, key: PRNGKeyArray, shape: tuple[int, ...]) -> Field:

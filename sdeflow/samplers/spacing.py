@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..checks import check_instance
+from ..checks import check_instance, check_positive_int
 from ..custom_types import RealScalarLike
 from ..sde import AbstractSDE
 from .variables import inverse_gamma
@@ -75,8 +75,6 @@ def time_grid(
 
     The times, shape `(num_steps + 1,)`, exactly `t_start` first and `t_end` last.
     """
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps}.")
-    u = jnp.linspace(0.0, 1.0, int(num_steps) + 1)
+    u = jnp.linspace(0.0, 1.0, check_positive_int(num_steps, "num_steps") + 1)
     ts = check_spacing(spacing)(sde, u, t_start, t_end)
     return ts.at[0].set(t_start).at[-1].set(t_end)
