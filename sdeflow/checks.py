@@ -59,7 +59,7 @@ def check_instance(
     raise TypeError(message + ".")
 
 
-def check_positive_int(value: int, name: str) -> int:
+def check_positive_int(value: object, name: str) -> int:
     """`value` as an int, or a `ValueError` naming the argument `name` unless it is a positive
     integer (an integral float such as `3.0` counts; a bool does not).
 
