@@ -220,8 +220,8 @@ def test_the_library_tables_are_the_choices():
         ("sampler.coarse_grid=2", "sampler.coarse_grid must be >= 4, got 2"),
         ("train.sample_grids=[32,-1]", "train.sample_grids must be a list of positive ints"),
         ("sampler.steps=null", "sampler.steps must be a positive int for sampler euler_maruyama, got None"),
-        ("sampler.t_end=2.0", "sampler.t_end must be null or a number in (0, sde.t1 = 1), got 2.0"),
-        ("sampler.t_end=0", "sampler.t_end must be null or a number in (0, sde.t1 = 1), got 0"),
+        ("sampler.t_end=2.0", "sampler.t_end must be null or a number in [sde.t0, sde.t1) = [0.001, 1), got 2.0"),
+        ("sampler.t_end=0.0005", "sampler.t_end must be null or a number in [sde.t0, sde.t1) = [0.001, 1), got 0.0005"),
         # the end-of-run evaluation's fields fail at start-up, not after the training
         ("train.evaluation={sampler:{name:pc,snr:0}}", "train.evaluation.sampler: `snr` must be positive"),
         ("train.evaluation={sampler:{steps:-3}}", "train.evaluation.sampler.steps must be a positive int, got -3"),

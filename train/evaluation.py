@@ -229,10 +229,13 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
                     and tuple(source.native_grid) == (grid,) * source.dim)
     self_conditioning = build.self_conditioned(run_cfg.loss)
     result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, exact_pixels, self_conditioning)
+    from .elbo import elbo_report, elbo_skip_reason
+
     if self_conditioning:
         result["elbo"] = {"skipped": "the ELBO of a self-conditioned network is not computed"}
+    elif int(cfg.elbo.num_examples) > 0 and elbo_skip_reason(sde):
+        result["elbo"] = {"skipped": elbo_skip_reason(sde)}
     elif int(cfg.elbo.num_examples) > 0:
-        from .elbo import elbo_report
 
         grids = list(dict.fromkeys([grid, *cfg.elbo.grids]))
         result["elbo"] = elbo_report(model, sde, run_cfg, cfg.elbo, grids, int(cfg.seed),

@@ -49,7 +49,7 @@ class SamplerConfig:
     eta: float = 0.0  # ddim only: noise of each step in [0, 1]; 0 deterministic, 1 the ancestral (DDPM) sampler
     clip: Optional[List[float]] = None  # ddim only: [lo, hi], the range each step's x0 estimate is clipped to (the data's range); null: off
     denoise: bool = True  # finish with Tweedie's denoising step (one more evaluation)
-    t_end: Optional[float] = None  # null: solve down to the SDE's t0; else stop at this time in (0, sde.t1)
+    t_end: Optional[float] = None  # null: solve down to the SDE's t0; else stop at this time in [sde.t0, sde.t1)
     coarse_grid: Optional[int] = None  # null: the target grid throughout; n >= 4: on the n-grid down to switch_time first
     switch_time: float = 0.1  # with coarse_grid: the time the sample moves to the target grid, in (sde.t0, sde.t1)
 
@@ -74,7 +74,8 @@ class SamplerConfig:
             if self.name != SamplerName.ddim:
                 raise ConfigError(f"{where}.clip applies to the ddim sampler only, got sampler {self.name.value!r}.")
         if self.t_end is not None:
-            number(f"{where}.t_end", self.t_end, lambda v: 0 < v < t1, f"null or a number in (0, sde.t1 = {t1:g})")
+            number(f"{where}.t_end", self.t_end, lambda v: t0 <= v < t1,
+                   f"null or a number in [sde.t0, sde.t1) = [{t0:g}, {t1:g})")
         if self.coarse_grid is not None:
             positive(f"{where}.coarse_grid", self.coarse_grid, 4)
             number(f"{where}.switch_time", self.switch_time, lambda v: t0 < v < t1,
