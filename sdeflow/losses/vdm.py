@@ -140,16 +140,7 @@ def vdm_terms(
 
     **Arguments:**
 
-    As for `vdm_elbo`:
-
-    - `model`: acts on one sample, `model(t, x_t) -> output`.
-    - `sde`: the forward SDE.
-    - `x0`: a batch of clean fields `(batch, c, *grid)`.
-    - `key`: a JAX random key.
-    - `parameterisation`: what the model predicts, an `AbstractParameterisation`.
-    - `time_sampling`: how the diffusion term's times are drawn, an `AbstractTimeSampling`.
-    - `decoder`: the reconstruction term's decoder, an `AbstractDecoder`.
-    - `variance_reduction`: the variance-reducing gradient of a learned schedule (see `vdm_elbo`).
+    Those of `vdm_elbo` (the same names and meanings).
 
     **Returns:**
 
