@@ -135,6 +135,8 @@ def test_bad_input_errors():
         sdeflow.resample(u, (2, 4, 4))
     with pytest.raises(ValueError, match="positive"):
         sdeflow.coordinates((0, 3))
+    with pytest.raises(ValueError, match="`n` must be a positive number of grid points"):
+        sdeflow.integer_frequencies(0)
 
 
 def test_kept_modes_of_a_coarser_band_is_the_projection_onto_that_grid():

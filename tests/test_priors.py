@@ -215,6 +215,13 @@ def test_bad_input_raises_naming_the_argument(getkey):
     with pytest.raises(ValueError, match="overflow float32"):
         Laplacian(1, s=40.0)
     assert bool(jnp.all(jnp.isfinite(Matern(1, s=12.0).sample(getkey(), (1, 32)))))
+    # the lattice sums behind the normalisations: the torus's dimensions, and convergent tails only
+    with pytest.raises(ValueError, match="`dim` must be 1, 2 or 3"):
+        sdeflow.priors.radial_lattice_sum(lambda k2: (1 + k2) ** -2.0, 4, 4.0)
+    with pytest.raises(ValueError, match="`decay` must exceed `dim` = 2"):
+        sdeflow.priors.radial_lattice_sum(lambda k2: (1 + k2) ** -0.5, 2, 1.0)
+    with pytest.raises(ValueError, match="`dim` must be 1, 2 or 3"):
+        sdeflow.priors.lattice_trace(lambda k: 1.0, 4)
     prior = Matern(2, s=2.0)
     with pytest.raises(ValueError, match="`shape`"):
         prior.sample(getkey(), (8, 8))

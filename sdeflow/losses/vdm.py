@@ -69,7 +69,9 @@ class DiscretisedDecoder(AbstractDecoder):
     number of grid values and $\\log 2$.
 
     On an even grid the latent keeps the Nyquist components of $x_0$ (the prior does not charge
-    them), so the bound is then one on the other values given those.
+    them), so the bound is then one on the other values given those. Values of $x_0$ are read as
+    their nearest level: data outside [`low`, `high`] (not scaled to the levels' range) are taken
+    as the end levels, so scale 8-bit data to that range first.
 
     **Arguments:**
 

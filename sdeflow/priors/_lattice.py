@@ -55,6 +55,10 @@ def radial_lattice_sum(
 
     The sum, as a Python float.
     """
+    if dim not in _BOX:
+        raise ValueError(f"`dim` must be 1, 2 or 3 (the dimension of the torus), got {dim}.")
+    if not decay > dim:
+        raise ValueError(f"`decay` must exceed `dim` = {dim} for the sum to converge, got {decay}.")
     box = _BOX[dim]
     k = np.arange(-box, box + 1, dtype=np.float64)
     k2 = sum(np.meshgrid(*([k**2] * dim), indexing="ij", sparse=True))
@@ -81,6 +85,8 @@ def lattice_trace(sqrt_spectrum: Callable[..., Array], dim: int) -> Float[Array,
     The trace, as a 0-d array (differentiable in the spectrum's parameters). The power-law decay of
     the far tail is read off the spectrum itself.
     """
+    if dim not in (1, 2, 3):
+        raise ValueError(f"`dim` must be 1, 2 or 3 (the dimension of the torus), got {dim}.")
     box = {1: 4096, 2: 128, 3: 24}[dim]
     k = jnp.arange(-box, box + 1)
     ks = tuple(k.reshape([-1 if i == j else 1 for j in range(dim)]) for i in range(dim))
