@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from sdeflow.checks import check_positive_int
+
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
@@ -42,8 +44,8 @@ class CircularConv(eqx.Module):
             raise ValueError(f"`kernel` must be a positive odd int, got {kernel}.")
         if stride < 1:
             raise ValueError(f"`stride` must be a positive int, got {stride}.")
-        if c_in < 1 or c_out < 1:
-            raise ValueError(f"`c_in` and `c_out` must be positive channel counts, got {c_in}, {c_out}.")
+        check_positive_int(c_in, "c_in")
+        check_positive_int(c_out, "c_out")
         wkey, bkey = jr.split(key)
         limit = 1.0 / math.sqrt(c_in * kernel**dim)  # eqx.nn.Conv's (and torch's) initialisation
         self.weight = jr.uniform(wkey, (c_out, c_in) + (kernel,) * dim, minval=-limit, maxval=limit)

@@ -9,6 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import sdeflow
+from sdeflow.checks import check_positive_int
 from sdeflow.custom_types import RealScalarLike
 
 from .difference import DifferenceKernel
@@ -273,8 +274,7 @@ class FNO(eqx.Module):
         self.clip_modes = bool(clip_modes)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("width", width), ("depth", depth), ("projection", projection)):
-            if int(value) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+            check_positive_int(value, name)
         self.modes = normalise_modes(modes, dim)
         make_norm(norm, int(width), groups)  # validate before drawing any weight
         coordinate_channels(coordinates, dim)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from sdeflow.checks import check_positive_int
 from sdeflow.custom_types import RealScalarLike
 
 from .circular_conv import CircularConv
@@ -137,8 +138,8 @@ class UNet(eqx.Module):
             )
         if int(blocks) < 1 or int(channels) < 1:
             raise ValueError(f"`blocks` and `channels` must be positive, got {blocks}, {channels}.")
-        if int(in_channels) < 1 or int(out_channels) < 1:
-            raise ValueError(f"`in_channels` and `out_channels` must be positive, got {in_channels}, {out_channels}.")
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(out_channels, "out_channels")
         attention_levels = tuple(sorted(int(a) for a in attention_levels))
         if any(not 0 <= a < len(multipliers) for a in attention_levels):
             raise ValueError(

@@ -9,6 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import sdeflow
+from sdeflow.checks import check_positive_int
 from sdeflow.custom_types import RealScalarLike
 
 from .fno import batch_times, FourierBlock, pointwise_last, spatial_major_input, spatial_major_output
@@ -159,8 +160,7 @@ class UNO(eqx.Module):
                 f"{multipliers}."
             )
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
-            if int(value) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+            check_positive_int(value, name)
         n_blocks = len(levels) - 1
         if isinstance(modes, int):
             block_modes = tuple(int(modes * min(levels[i], levels[i + 1])) for i in range(n_blocks))

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from .checks import check_positive_int
 from .custom_types import Field, Grid
 
 
@@ -97,8 +98,7 @@ def integer_frequencies(n: int) -> np.ndarray:
     A NumPy `int64` array of shape `(n,)`: `0, 1, ..., (n - 1) // 2`, then `-(n // 2), ..., -1`
     (`np.fft.fftfreq(n, d=1/n)` rounded); on an even grid the Nyquist bin holds $-n/2$.
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"`n` must be a positive number of grid points, got {n}.")
+    n = check_positive_int(n, "n")
     return np.rint(np.fft.fftfreq(n, d=1.0 / n)).astype(np.int64)
 
 

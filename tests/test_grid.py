@@ -135,7 +135,7 @@ def test_bad_input_errors():
         sdeflow.resample(u, (2, 4, 4))
     with pytest.raises(ValueError, match="positive"):
         sdeflow.coordinates((0, 3))
-    with pytest.raises(ValueError, match="`n` must be a positive number of grid points"):
+    with pytest.raises(ValueError, match="`n` must be a positive integer, got 0"):
         sdeflow.integer_frequencies(0)
 
 

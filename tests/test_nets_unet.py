@@ -59,9 +59,9 @@ def test_errors(getkey):
     with pytest.raises(ValueError, match="attention_levels"):
         _small(getkey(), attention_levels=(3,))
     # no channels: a clear error, not a division by zero in the initialisation
-    with pytest.raises(ValueError, match="`in_channels` and `out_channels` must be positive"):
+    with pytest.raises(ValueError, match="`in_channels` must be a positive integer, got 0"):
         nets.UNet(0, 1, dim=2, key=getkey())
-    with pytest.raises(ValueError, match="`c_in` and `c_out` must be positive"):
+    with pytest.raises(ValueError, match="`c_out` must be a positive integer, got 0"):
         nets.CircularConv(2, 1, 0, 3, key=getkey())
 
 

@@ -104,17 +104,3 @@ def test_elbo_bits_averages_the_draws_in_bits_per_dimension():
         np.testing.assert_allclose(result["terms_bits_per_dim"][name], term.mean() * scale, rtol=1e-5, atol=1e-7)
     # the two draws differ, so the average is not either one
     assert abs(float(np.sum(np.asarray(sum(draws[0].values())) - np.asarray(sum(draws[1].values()))))) > 1e-3
-
-
-def test_the_elbo_is_skipped_where_the_schedule_has_no_noise_at_t0():
-    """A fixed schedule with t0 = 0 has s(t0) = 0, where the ELBO's decoder term is undefined: the
-    evaluation says so instead of failing after the run (a learned schedule's gamma(0) is finite)."""
-    import jax.random as jr
-
-    from sdeflow.priors import Matern
-    from sdeflow.sde import VPSDE
-    from train.elbo import elbo_skip_reason
-
-    assert "needs noise at t0" in elbo_skip_reason(VPSDE(Matern(2, 2.0), t0=0.0))
-    assert elbo_skip_reason(VPSDE(Matern(2, 2.0))) is None
-    assert elbo_skip_reason(VPSDE(Matern(2, 2.0), LearnedSchedule(key=jr.key(0)), t0=0.0)) is None

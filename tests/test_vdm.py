@@ -231,7 +231,14 @@ def test_fourier_features_are_pointwise_on_every_grid(getkey):
 
 
 def test_a_fixed_schedule_without_noise_at_t0_is_refused(getkey):
-    """With a fixed schedule and t0 = 0, s(t0) = 0 and the decoder's term was -inf or NaN."""
+    """With a fixed schedule and t0 = 0, s(t0) = 0 and the decoder's term was -inf or NaN: the
+    ELBO says why (which the evaluation reports instead of failing); a learned schedule's gamma(0)
+    is finite, and a trained (traced) one is not judged."""
     sde = VPSDE(Matern(1, 1.5), t0=0.0)
     with pytest.raises(ValueError, match="needs noise at t0"):
         vdm_terms(lambda t, x: 0 * x, sde, jnp.zeros((2, 1, 8)), getkey())
+    assert "needs noise at t0" in sdeflow.losses.elbo_undefined(sde)
+    assert sdeflow.losses.elbo_undefined(VPSDE(Matern(1, 1.5))) is None
+    learned = VPSDE(Matern(1, 1.5), LearnedSchedule(key=getkey()), t0=0.0)
+    assert sdeflow.losses.elbo_undefined(learned) is None
+    assert jax.jit(lambda sde: sdeflow.losses.elbo_undefined(sde) is None)(learned)

@@ -44,15 +44,6 @@ def elbo_options(run_cfg: DictConfig, exact_pixels: bool) -> tuple[dict, str | N
     return options, why
 
 
-def elbo_skip_reason(sde) -> str | None:
-    """Why the ELBO of `sde` cannot be computed (its decoder term needs noise at $t_0$, which a
-    fixed schedule with $t_0 = 0$ has not), or None."""
-    s0 = float(sde.marginal(sde.t0)[1])
-    if s0 > 0:
-        return None
-    return f"s(t0) = {s0} at sde.t0 = {sde.t0}: the ELBO's decoder term needs noise at t0 (use sde.t0 > 0)"
-
-
 def elbo_bits(model, sde, fields: np.ndarray, options: dict, key, repeats: int, batch_size: int = 64,
               first: int = 0) -> dict:
     """The negative ELBO of `fields` `(count, c, *grid)` in nats per example and bits per dimension,

@@ -229,12 +229,14 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
                     and tuple(source.native_grid) == (grid,) * source.dim)
     self_conditioning = build.self_conditioned(run_cfg.loss)
     result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, exact_pixels, self_conditioning)
-    from .elbo import elbo_report, elbo_skip_reason
+    from sdeflow.losses import elbo_undefined
+
+    from .elbo import elbo_report
 
     if self_conditioning:
         result["elbo"] = {"skipped": "the ELBO of a self-conditioned network is not computed"}
-    elif int(cfg.elbo.num_examples) > 0 and elbo_skip_reason(sde):
-        result["elbo"] = {"skipped": elbo_skip_reason(sde)}
+    elif int(cfg.elbo.num_examples) > 0 and elbo_undefined(sde):
+        result["elbo"] = {"skipped": elbo_undefined(sde)}
     elif int(cfg.elbo.num_examples) > 0:
 
         grids = list(dict.fromkeys([grid, *cfg.elbo.grids]))

@@ -26,6 +26,7 @@ from .vdm import (
     DECODERS as DECODERS,
     DiscretisedDecoder as DiscretisedDecoder,
     GaussianDecoder as GaussianDecoder,
+    elbo_undefined as elbo_undefined,
     vdm_elbo as vdm_elbo,
     vdm_terms as vdm_terms,
 )

@@ -126,6 +126,27 @@ DECODERS: dict[str, type[AbstractDecoder]] = {"gaussian": GaussianDecoder, "disc
 """The decoders by name, for programs that choose one in a config."""
 
 
+def elbo_undefined(sde: AbstractSDE) -> str | None:
+    """Why the ELBO of `sde` is undefined, or None: its decoder term needs noise at $t_0$, which a
+    fixed schedule with $t_0 = 0$ has not ($s(t_0) = 0$). A schedule given as traced arrays (a
+    trained one) is not judged here.
+
+    **Arguments:**
+
+    - `sde`: the forward SDE.
+
+    **Returns:**
+
+    The reason, a string, or None.
+    """
+    with jax.ensure_compile_time_eval():  # a fixed schedule's s(t0) is known while tracing
+        _, s0 = sde.marginal(sde.t0)
+    if isinstance(s0, jax.core.Tracer) or float(s0) > 0:
+        return None
+    return (f"the ELBO's reconstruction term needs noise at t0: s(t0) = {float(s0)} at t0 = {sde.t0}; "
+            "use t0 > 0, or a LearnedSchedule (whose gamma(0) is finite).")
+
+
 def vdm_terms(
     model: Callable[..., Field],
     sde: AbstractSDE,
@@ -155,13 +176,9 @@ def vdm_terms(
         raise TypeError(f"`decoder` must be an AbstractDecoder (e.g. sdeflow.losses.GaussianDecoder()), got {decoder!r}.")
     if sde.prior.degenerate:
         raise ValueError("the ELBO needs a non-degenerate prior (its log-density); use Matern.")
-    with jax.ensure_compile_time_eval():  # a fixed schedule's s(t0) is known while tracing
-        _, s0 = sde.marginal(sde.t0)
-    if not isinstance(s0, jax.core.Tracer) and not float(s0) > 0:
-        raise ValueError(
-            f"the ELBO's reconstruction term needs noise at t0: s(t0) = {float(s0)} at t0 = {sde.t0}; "
-            "use t0 > 0, or a LearnedSchedule (whose gamma(0) is finite)."
-        )
+    reason = elbo_undefined(sde)
+    if reason is not None:
+        raise ValueError(reason)
     batch = x0.shape[0]
     t_key, noise_key, decoder_key = jr.split(key, 3)
     t = time_sampling(t_key, batch, sde.t0, sde.t1)

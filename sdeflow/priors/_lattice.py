@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._base import check_dim
+
 
 # Half-widths of the box summed exactly; beyond it a radial integral estimates the tail.
 _BOX = {1: 4096, 2: 256, 3: 40}
@@ -55,8 +57,7 @@ def radial_lattice_sum(
 
     The sum, as a Python float.
     """
-    if dim not in _BOX:
-        raise ValueError(f"`dim` must be 1, 2 or 3 (the dimension of the torus), got {dim}.")
+    dim = check_dim(dim)
     if not decay > dim:
         raise ValueError(f"`decay` must exceed `dim` = {dim} for the sum to converge, got {decay}.")
     box = _BOX[dim]
@@ -85,8 +86,7 @@ def lattice_trace(sqrt_spectrum: Callable[..., Array], dim: int) -> Float[Array,
     The trace, as a 0-d array (differentiable in the spectrum's parameters). The power-law decay of
     the far tail is read off the spectrum itself.
     """
-    if dim not in (1, 2, 3):
-        raise ValueError(f"`dim` must be 1, 2 or 3 (the dimension of the torus), got {dim}.")
+    dim = check_dim(dim)
     box = {1: 4096, 2: 128, 3: 24}[dim]
     k = jnp.arange(-box, box + 1)
     ks = tuple(k.reshape([-1 if i == j else 1 for j in range(dim)]) for i in range(dim))
