@@ -116,9 +116,7 @@ def elbo_report(model, sde, run_cfg: DictConfig, settings: DictConfig, grids: li
     out = {}
     for n in grids:
         fields = source.converter(as_grid(n, source.dim))(values)
-        exact = (holdout.values.dtype == np.uint8 and float(getattr(source, "smoothing", 0.0)) == 0.0
-                 and tuple(source.native_grid) == (n,) * source.dim)
-        options, why = elbo_options(run_cfg, exact)
+        options, why = elbo_options(run_cfg, source.pixel_bin_width(holdout.values, n) is not None)
         result = elbo_bits(model, sde, fields, options, jr.key(seed + 3), int(settings.repeats), first=first)
         if why:
             result["why_gaussian_decoder"] = why

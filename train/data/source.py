@@ -92,6 +92,27 @@ class AbstractSource(abc.ABC):
         - `grid`: the target grid, one size per axis, or an int for the same size on every axis.
         """
 
+    def pixel_bin_width(self, values: np.ndarray, grid: int | Sequence[int]) -> float | None:
+        """The quantisation bin of the functions on `grid`, when their values are exactly 8-bit data.
+
+        8-bit values (`uint8`) seen on the native grid without blur (`smoothing` 0) are the levels
+        `low + j * w`, $j = 0..255$, of `value_range`: the bin width $w = (high - low) / 255$
+        (MNIST in $[-1, 1]$: $1 / 127.5$). Any other grid, a blur or float data have no bins.
+
+        **Arguments:**
+
+        - `values`: raw values of this source (`load(part).values`).
+        - `grid`: the grid the functions are seen on.
+
+        **Returns:**
+
+        The bin width $w$, or `None`.
+        """
+        exact = (np.asarray(values).dtype == np.uint8 and float(getattr(self, "smoothing", 0.0)) == 0.0
+                 and tuple(self.native_grid) == as_grid(grid, self.dim))
+        low, high = self.value_range
+        return (high - low) / 255 if exact else None
+
     def to_functions(self, values: np.ndarray, grid: int | Sequence[int]) -> np.ndarray:
         """Raw values `(B, ...)` as float32 functions `(B, c, *grid)` (see `converter`)."""
         return self.converter(grid)(values)
