@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Complex, Float, Inexact, Int
 
 from .checks import check_positive_int
 from .custom_types import Field, Grid
@@ -183,7 +183,7 @@ def kept_modes(grid: Sequence[int], band: Sequence[int] | None = None) -> Bool[A
     return mask
 
 
-def fourier(u: Field) -> Array:
+def fourier(u: Field) -> Complex[Array, "c *freq"]:
     """Fourier coefficients $\\hat u_k$ of a field over its spatial axes (`norm="forward"`).
 
     **Arguments:**
@@ -198,7 +198,7 @@ def fourier(u: Field) -> Array:
     return jnp.fft.rfftn(u, axes=tuple(range(1, len(grid) + 1)), norm="forward")
 
 
-def inverse_fourier(u_hat: Array, grid: Sequence[int]) -> Float[Array, "c *out_grid"]:
+def inverse_fourier(u_hat: Inexact[Array, "c *freq"], grid: Sequence[int]) -> Float[Array, "c *out_grid"]:
     """Point values $\\sum_k \\hat u_k e^{2\\pi i k \\cdot x_j}$ on `grid` from `rfftn`-layout coefficients.
 
     **Arguments:**

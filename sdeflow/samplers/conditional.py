@@ -1,13 +1,14 @@
 """Conditional sampling by replacement: inpainting and super-resolution, and editing (SDEdit)."""
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
 from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid, prolong, restrict
@@ -63,7 +64,7 @@ class Inpainting(AbstractObservation):
     mask: Bool[Array, "c *grid"]
     values: Float[Array, "c *grid"]
 
-    def __init__(self, mask: Array, values: Array):
+    def __init__(self, mask: ArrayLike, values: ArrayLike):
         mask, values = jnp.asarray(mask, bool), jnp.asarray(values, jnp.float32)
         field_grid(values, "values")
         if mask.shape != values.shape:
@@ -100,7 +101,7 @@ class SuperResolution(AbstractObservation):
     values: Float[Array, "c *coarse"]
     grid: tuple[int, ...] = eqx.field(static=True)
 
-    def __init__(self, values: Array, grid: tuple[int, ...]):
+    def __init__(self, values: ArrayLike, grid: Sequence[int]):
         values = jnp.asarray(values, jnp.float32)
         coarse = field_grid(values, "values")
         grid = tuple(int(n) for n in grid)
