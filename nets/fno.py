@@ -218,7 +218,8 @@ class FNO(eqx.Module):
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None` (see
       `nets.coordinate_features`).
     - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
-      input's values appended as channels (`nets.value_fourier_features`; empty: none).
+      input's values appended as channels (`nets.value_fourier_features`; empty: none). They tie
+      the network to one grid: `oversample` does not band-limit them.
     - `oversample`: the factor of the grid on which every GELU is evaluated before its result is
       band-limited back to the grid (`nets.band_limited`; 1: on the grid itself). With 2, the
       aliasing of the nonlinearities' harmonics, which makes a field's output on a coarse grid
@@ -340,7 +341,7 @@ class FNO(eqx.Module):
     def batched(
         self, t: Float[Array, " b"] | RealScalarLike, u: Float[Array, "b c *grid"]
     ) -> Float[Array, "b o *grid"]:
-        """The same network on a batch, computed spatial-major: equals `jax.vmap(self.single)`.
+        """The same network on a batch, computed spatial-major: equals `jax.vmap(self)`.
 
         **Arguments:**
 

@@ -184,7 +184,10 @@ def value_fourier_features(u: Array, exponents: Sequence[int], axis: int = 0) ->
     features, which make the fine bits of 8-bit values visible to the network).
 
     They are functions of the value at each point, not of position, so they are defined on every
-    grid: the features of a field on one grid are those on another at the common points.
+    grid: the features of a field on one grid are those on another at the common points. Their
+    harmonics, though, lie far above any grid's band, so the spectral layers after them see them
+    aliased differently on each grid: a network with them is not discretisation-consistent,
+    whatever its `oversample` (they serve the exact values of one grid, such as 8-bit pixels).
 
     **Arguments:**
 

@@ -89,6 +89,8 @@ def clipped_modes(modes: Sequence[int], *grids: Sequence[int]) -> tuple[int, ...
     for grid in grids:
         if len(grid) != len(out):
             raise ValueError(f"grid {tuple(grid)} has {len(grid)} axes, the modes {out} {len(out)}.")
+        if any(int(n) < 1 for n in grid):
+            raise ValueError(f"grid {tuple(grid)} must hold positive sizes.")
         out = tuple(min(m, (int(n) - 1) // 2) for m, n in zip(out, grid))
     return out
 
@@ -515,6 +517,9 @@ class SpectralConv(eqx.Module):
         """The modes used between the input grid `grid` and the output grid `out`, with their
         weights: all of them where they fit both grids; with `clip_modes`, those the grids hold
         (`clipped_modes`); otherwise a `ValueError` names the grid."""
+        for name, g in (("input grid", grid), ("output grid", out)):
+            if any(int(n) < 1 for n in g):
+                raise ValueError(f"the {name} {tuple(g)} must hold positive sizes.")
         if not self.clip_modes:
             check_modes_fit(self.modes, grid, "input grid")
             check_modes_fit(self.modes, out, "output grid")

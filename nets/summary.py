@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 
 def count_parameters(model: eqx.Module) -> int:
-    """The number of trainable scalars: the sizes of all floating-point array leaves.
+    """The number of learned scalars: the sizes of all floating-point array leaves (a VQ-VAE's
+    codebook statistics, which follow moving averages instead of gradients, among them).
 
     **Arguments:**
 

@@ -83,7 +83,8 @@ class UNO(eqx.Module):
       (see `FourierBlock`; off by default).
     - `coordinates`: coordinate channels, `"periodic"` (default), `"linear"` or `None`.
     - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
-      input's values appended as channels (`nets.value_fourier_features`; empty: none).
+      input's values appended as channels (`nets.value_fourier_features`; empty: none). They tie
+      the network to one grid: `oversample` does not band-limit them.
     - `oversample`: the factor of the grid on which every GELU is evaluated before its result is
       band-limited back (`nets.band_limited`; 1: on the grid itself; see `FNO`).
     - `reference_grid`: if given, the inner levels (fraction < 1) have the grid

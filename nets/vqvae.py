@@ -141,7 +141,8 @@ class VectorQuantiser(eqx.Module):
         **Arguments:**
 
         - `z`: the batch's encodings, of shape `(B, D, *grid)`.
-        - `indices`: their code indices, of shape `(B, *grid)` (from `quantise`).
+        - `indices`: their code indices, of shape `(B, *grid)` (from `quantise`; indices outside
+          `[0, K)` would be dropped, as JAX drops out-of-bounds scatters).
         - `key`: a JAX random key (the encodings chosen for restarts).
 
         **Returns:**
@@ -176,7 +177,8 @@ class VectorQuantiser(eqx.Module):
 
         **Arguments:**
 
-        - `indices`: code indices of any shape.
+        - `indices`: code indices of any shape, in `[0, K)` (as `quantise` gives them; others are
+          not counted).
 
         **Returns:**
 

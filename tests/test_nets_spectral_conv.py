@@ -203,6 +203,14 @@ def test_modes_that_do_not_fit_are_refused(getkey):
         conv(jnp.zeros((1, 7, 9)), (7,))
     with pytest.raises(ValueError, match="shape"):
         conv(jnp.zeros((2, 7, 9)))
+    # An empty or negative output grid, also where the modes are clipped to the grids.
+    clipped = nets.SpectralConv(1, 1, 3, dim=1, clip_modes=True, key=getkey())
+    for out in ((0,), (-4,)):
+        for c in (conv, clipped):
+            with pytest.raises(ValueError, match=r"output grid \(-?\d+,.*positive sizes"):
+                c(jnp.zeros((1,) + (7, 9)[: len(c.modes)]), out + (9,)[: len(c.modes) - 1])
+    with pytest.raises(ValueError, match=r"grid \(0,\) must hold positive sizes"):
+        nets.clipped_modes((3,), (0,))
     with pytest.raises(ValueError, match="method"):
         nets.SpectralConv(1, 1, 3, dim=1, method="fast", key=getkey())
     with pytest.raises(ValueError, match="dim"):

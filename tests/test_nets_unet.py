@@ -27,8 +27,11 @@ def test_shift_equivariance_on_the_torus(getkey):
 
 def test_batched_gradients_and_no_batchnorm(getkey):
     model = _small(getkey())
-    assert not any(isinstance(x, eqx.nn.BatchNorm)
-                   for x in jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, eqx.Module)))
+    def is_norm(x):
+        return isinstance(x, (eqx.nn.BatchNorm, eqx.nn.GroupNorm))
+
+    norms = [x for x in jax.tree.leaves(model, is_leaf=is_norm) if is_norm(x)]
+    assert norms and not any(isinstance(x, eqx.nn.BatchNorm) for x in norms)  # (the search finds the GroupNorms)
     u = jr.normal(getkey(), (2, 1, 8, 8))
     t = jnp.array([0.1, 0.9])
     out, grads = eqx.filter_jit(lambda m: (m.batched(t, u), eqx.filter_grad(

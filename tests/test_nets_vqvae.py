@@ -172,3 +172,61 @@ def test_jitted_training_lowers_the_reconstruction_error(getkey):
     assert np.mean(errors[-5:]) < 0.5 * errors[0], errors
     assert np.all(np.asarray(encoder_grads) > 0) and np.all(np.asarray(codebook_grads) == 0)
     assert max_abs(params.quantiser.counts, counts[-1]) == 0.0  # the last update, put back
+
+
+def test_loss_in_closed_form_and_the_commitment_term_pulls_encodings_to_their_codes(getkey):
+    """`vqvae_loss` is $\\mathrm{mean}(\\hat x - x)^2 + \\beta\\,\\mathrm{mean}(z_e - \\mathrm{sg}(z_q))^2$:
+    its value, and the commitment term's gradient, which reaches the encoder as that of the
+    distance to fixed codes (and no code)."""
+    model = nets.VQVAE(**TINY, downsamplings=1, key=getkey())
+    x = jr.normal(getkey(), (3, 1, 8, 8))
+    key = getkey()
+
+    @eqx.filter_jit
+    def terms(model, beta):
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        (loss, (_, metrics)), grads = jax.value_and_grad(
+            lambda p: (lambda out: (out[0], out[1:]))(nets.vqvae_loss(eqx.combine(p, static), x, key,
+                                                                      commitment=beta)), has_aux=True)(params)
+        return loss, metrics, grads
+
+    @eqx.filter_jit
+    def by_hand(model):
+        z_e = jax.vmap(model.encode)(x)
+        z_q = jax.lax.stop_gradient(jax.vmap(model.quantise)(z_e)[0])
+        reconstruction = jnp.mean((jax.vmap(model.decode)(z_q) - x) ** 2)
+
+        def distance(model):
+            return jnp.mean((jax.vmap(model.encode)(x) - z_q) ** 2)
+
+        return reconstruction, distance(model), eqx.filter_grad(distance)(model)
+
+    reconstruction, distance, grad_distance = by_hand(model)
+    loss, metrics, grads = terms(model, 0.25)
+    loss0, _, grads0 = terms(model, 0.0)
+    assert float(distance) > 1e-3  # the encodings are not on their codes at initialisation
+    assert float(metrics["reconstruction"]) == pytest.approx(float(reconstruction), rel=1e-5)
+    assert float(metrics["commitment"]) == pytest.approx(float(distance), rel=1e-5)
+    assert float(loss) == pytest.approx(float(reconstruction + 0.25 * distance), rel=1e-5)
+    assert float(loss0) == pytest.approx(float(reconstruction), rel=1e-5)
+    # The commitment term's share of the gradient: 0.25 times the distance's, on the encoder.
+    share = jax.tree.map(lambda a, b: a - b, grads.encoder_in.weight, grads0.encoder_in.weight)
+    expected = 0.25 * grad_distance.encoder_in.weight
+    assert max_abs(share, expected) < 1e-4 * float(jnp.max(jnp.abs(expected)))
+    assert float(jnp.max(jnp.abs(expected))) > 0
+    assert float(jnp.max(jnp.abs(grads.quantiser.sums))) == 0.0
+
+
+def test_residual_block_adds_its_branch_to_its_input(getkey):
+    """A residual block is `h + branch(h)`: with the branch's last convolution zero it is the
+    identity, and a model with residual blocks is still shift-equivariant."""
+    block = nets.vqvae.ResidualBlock(2, 4, key=getkey())
+    h = jr.normal(getkey(), (4, 8, 8))
+    silent = eqx.tree_at(lambda b: (b.conv1.weight, b.conv1.bias), block,
+                         (jnp.zeros_like(block.conv1.weight), jnp.zeros_like(block.conv1.bias)))
+    assert max_abs(silent(h), h) == 0.0
+    assert max_abs(block(h), h) > 1e-3
+    model = nets.VQVAE(**{**TINY, "res_blocks": 1}, downsamplings=1, key=getkey())
+    x = jr.normal(getkey(), (1, 8, 8))
+    z, shifted = eqx.filter_jit(lambda m: (m.encode(x), m.encode(jnp.roll(x, (2, -4), axis=(1, 2)))))(model)
+    assert max_abs(shifted, jnp.roll(z, (1, -2), axis=(1, 2))) < 1e-5
