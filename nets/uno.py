@@ -46,6 +46,8 @@ def level_grid(grid: Sequence[int], fraction: float | int,
 
     The level's grid, a tuple of `d` positive ints.
     """
+    if not fraction > 0:
+        raise ValueError(f"a level's `fraction` of the input grid must be positive, got {fraction}.")
     if reference is not None and fraction < 1:
         grid = (int(reference),) * len(grid)
     return tuple(max(1, int(round(fraction * n))) for n in grid)

@@ -24,6 +24,11 @@ def test_levels_modes_and_skips(getkey):
     assert model.block_modes == (4, 2, 2, 4)  # floor(8 * min(f_(i-1), f_i))
     assert [model._skip(i) for i in range(1, 5)] == [None, None, None, 1]
     assert nets.level_grid((32, 48), 0.25) == (8, 12)
+    assert nets.level_grid((32, 48), 0.25, 16) == (4, 4) and nets.level_grid((32, 48), 1, 16) == (32, 48)
+    assert nets.level_grid((32,), 0.001) == (1,)  # at least one point
+    for fraction in (0, -0.5):
+        with pytest.raises(ValueError, match="must be positive"):
+            nets.level_grid((32, 48), fraction)
     assert [b.spectral.modes for b in model.blocks] == [(4, 4), (2, 2), (2, 2), (4, 4)]
     assert [b.spectral.in_channels for b in model.blocks] == [4, 8, 8, 8 + 8]  # + level 1 output
 
