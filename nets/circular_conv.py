@@ -53,7 +53,18 @@ class CircularConv(eqx.Module):
         self.stride = int(stride)
 
     def __call__(self, x: Float[Array, "c *grid"]) -> Float[Array, "o *grid2"]:
-        """The convolution of one sample `(c_in, n_1, ..., n_d)`."""
+        """The convolution of one sample `(c_in, n_1, ..., n_d)`.
+
+        **Arguments:**
+
+        - `x`: one sample of shape `(c_in, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(c_out, ceil(n_1 / stride), ..., ceil(n_d / stride))` (the grid of `x`
+        for `stride=1`). A `ValueError` is raised when `x` has another number of axes or of
+        channels.
+        """
         dim = self.weight.ndim - 2
         if x.ndim != dim + 1 or x.shape[0] != self.weight.shape[1]:
             raise ValueError(f"`x` must have shape ({self.weight.shape[1]}, n_1, ..., n_{dim}), "

@@ -49,12 +49,34 @@ class ClippedEstimate(eqx.Module):
         return jnp.concatenate([state, jnp.clip(estimate, self.low, self.high)], axis=axis)
 
     def __call__(self, t: RealScalarLike, u: Float[Array, "c2 *grid"]) -> Float[Array, "o *grid"]:
-        """The network on one sample, its estimate channels clipped."""
+        """The network on one sample, its estimate channels clipped.
+
+        **Arguments:**
+
+        - `t`: a scalar time.
+        - `u`: one sample of shape `(2 c, *grid)`: the state, then the estimate of $x_0$.
+
+        **Returns:**
+
+        `network(t, u')`, with `u'` the input whose last `c` channels are clipped to
+        `[low, high]`. A `ValueError` is raised when `u` has not `2 c` channels on axis 0.
+        """
         return self.network(t, self._clip(u, 0))
 
     def batched(self, t: Float[Array, " b"] | RealScalarLike,
                 u: Float[Array, "b c2 *grid"]) -> Float[Array, "b o *grid"]:
-        """`jax.vmap(self)(t, u)`, through the network's own `batched` where it has one."""
+        """`jax.vmap(self)(t, u)`, through the network's own `batched` where it has one.
+
+        **Arguments:**
+
+        - `t`: times of shape `(B,)` (or one scalar for all).
+        - `u`: a batch of shape `(B, 2 c, *grid)`.
+
+        **Returns:**
+
+        The network's output on the batch with its estimate channels clipped, e.g. of shape
+        `(B, o, *grid)`. A `ValueError` is raised when `u` has not `2 c` channels on axis 1.
+        """
         u = self._clip(u, 1)
         batched = getattr(self.network, "batched", None)
         if callable(batched):
@@ -63,7 +85,17 @@ class ClippedEstimate(eqx.Module):
         return jax.vmap(self.network)(t, u)
 
     def check_grid(self, grid: Sequence[int]) -> None:
-        """The wrapped network's grid check, where it has one."""
+        """The wrapped network's grid check, where it has one.
+
+        **Arguments:**
+
+        - `grid`: the spatial shape `(n_1, ..., n_d)`.
+
+        **Returns:**
+
+        None; it raises what `network.check_grid(grid)` raises, and accepts every grid when the
+        network has no `check_grid`.
+        """
         check = getattr(self.network, "check_grid", None)
         if callable(check):
             check(grid)

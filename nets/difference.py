@@ -55,7 +55,17 @@ class DifferenceKernel(eqx.Module):
         self.weight = jr.uniform(key, (channels, 3**dim - 1), minval=-lim, maxval=lim)
 
     def __call__(self, h: Float[Array, "c *grid"]) -> Float[Array, "c *grid"]:
-        """Apply to one sample of shape `(channels, n_1, ..., n_d)`."""
+        """Apply to one sample of shape `(channels, n_1, ..., n_d)`.
+
+        **Arguments:**
+
+        - `h`: one sample of shape `(channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        $D h$, an array shaped like `h`. A `ValueError` is raised when `h` has another number of
+        axes or of channels.
+        """
         if h.ndim != self.dim + 1 or h.shape[0] != self.channels:
             raise ValueError(
                 f"`h` must have shape ({self.channels}, n_1, ..., n_{self.dim}), got "
@@ -66,7 +76,17 @@ class DifferenceKernel(eqx.Module):
         return self._apply(h, axes, lambda w: w.reshape(shape), h.shape[1:])
 
     def spatial_major(self, h: Float[Array, "*grid_rev b c"]) -> Float[Array, "*grid_rev b c"]:
-        """The same kernel on a batch stored as `(n_d, ..., n_1, B, c)` (see `nets.FNO`)."""
+        """The same kernel on a batch stored as `(n_d, ..., n_1, B, c)` (see `nets.FNO`).
+
+        **Arguments:**
+
+        - `h`: a batch of shape `(n_d, ..., n_1, B, channels)` (grid axes reversed).
+
+        **Returns:**
+
+        $D h$ of every sample, an array shaped like `h`. A `ValueError` is raised when `h` has
+        another number of axes or of channels.
+        """
         if h.ndim != self.dim + 2 or h.shape[-1] != self.channels:
             raise ValueError(
                 f"`h` must have shape (n_{self.dim}, ..., n_1, batch, {self.channels}), got "

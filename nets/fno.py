@@ -85,7 +85,20 @@ class FourierBlock(eqx.Module):
 
     def __call__(self, h: Float[Array, "c *grid"], emb: Float[Array, " e"],
                  out_grid: Sequence[int] | None = None) -> Float[Array, "o *out"]:
-        """Apply to one sample; `out_grid` changes the resolution (pointwise path resampled)."""
+        """Apply to one sample; `out_grid` changes the resolution (pointwise path resampled).
+
+        **Arguments:**
+
+        - `h`: one sample of shape `(in_channels, n_1, ..., n_d)`.
+        - `emb`: its time embedding, of shape `(time_dim,)`.
+        - `out_grid`: the output grid `(n'_1, ..., n'_d)`; defaults to the grid of `h`.
+
+        **Returns:**
+
+        An array of shape `(out_channels, *out_grid)`. A `ValueError` is raised when `out_grid`
+        is not `d` positive sizes, `emb` has another shape, or (without `clip_modes`) the modes
+        do not fit the input or output grid.
+        """
         out = tuple(h.shape[1:]) if out_grid is None else tuple(int(n) for n in out_grid)
         if len(out) != h.ndim - 1 or min(out) < 1:
             raise ValueError(f"`out_grid` must be {h.ndim - 1} positive sizes (the grid of `h`), got {out_grid}.")
@@ -107,7 +120,20 @@ class FourierBlock(eqx.Module):
     def spatial_major(self, h: Float[Array, "*grid_rev b c"], emb: Float[Array, "b e"],
                       out_grid: Sequence[int] | None = None) -> Float[Array, "*out_rev b o"]:
         """The same block on a batch stored as `(n_d, ..., n_1, B, c)` (see `FNO`); `out_grid`
-        (natural order) changes the resolution as in `__call__`."""
+        (natural order) changes the resolution as in `__call__`.
+
+        **Arguments:**
+
+        - `h`: a batch of shape `(n_d, ..., n_1, B, in_channels)` (grid axes reversed).
+        - `emb`: the time embeddings, of shape `(B, time_dim)`.
+        - `out_grid`: the output grid `(n'_1, ..., n'_d)` (natural order); defaults to the input
+          grid.
+
+        **Returns:**
+
+        An array of shape `(n'_d, ..., n'_1, B, out_channels)`, equal to `__call__` on each
+        sample up to the layout and float32 round-off.
+        """
         d = len(self.spectral.modes)
         grid = tuple(h.shape[:d])[::-1]
         out = grid if out_grid is None else tuple(int(n) for n in out_grid)
@@ -126,7 +152,20 @@ class FourierBlock(eqx.Module):
 
 
 def batch_times(t: Array | RealScalarLike, u: Array, in_channels: int, dim: int) -> Array:
-    """Check that `u` is a batch `(B, in_channels, n_1, ..., n_dim)`; return `t` as `(B,)` times."""
+    """Check that `u` is a batch `(B, in_channels, n_1, ..., n_dim)`; return `t` as `(B,)` times.
+
+    **Arguments:**
+
+    - `t`: one scalar time for the whole batch, or times of shape `(B,)`.
+    - `u`: the batch.
+    - `in_channels`: the channels `u` must have on axis 1.
+    - `dim`: the number of grid axes `u` must have after the channels.
+
+    **Returns:**
+
+    `t` broadcast to shape `(B,)` in the dtype of `u`. A `ValueError` is raised when `u` has
+    another number of axes or of channels.
+    """
     if u.ndim != dim + 2 or u.shape[1] != in_channels:
         raise ValueError(
             f"`u` must have shape (batch, {in_channels}, n_1, ..., n_{dim}), got {tuple(u.shape)}."
@@ -136,7 +175,19 @@ def batch_times(t: Array | RealScalarLike, u: Array, in_channels: int, dim: int)
 
 def spatial_major_input(u: Array, coordinates: str | None) -> Array:
     """A batch `(B, c, n_1, ..., n_d)` as `(n_d, ..., n_1, B, c + k)` with the `k` coordinate
-    channels of `coordinate_features` appended (the input of the networks' batched paths)."""
+    channels of `coordinate_features` appended (the input of the networks' batched paths).
+
+    **Arguments:**
+
+    - `u`: a batch of shape `(B, c, n_1, ..., n_d)`.
+    - `coordinates`: `"periodic"`, `"linear"` or `None` (see `coordinate_features`; a
+      `ValueError` for anything else).
+
+    **Returns:**
+
+    An array of shape `(n_d, ..., n_1, B, c + k)` in the dtype of `u`: the channels of `u`, then
+    the same `k` coordinate channels for every sample.
+    """
     b, _, *grid = u.shape
     d = len(grid)
     coords = coordinate_features(coordinates, grid).astype(u.dtype)
@@ -146,13 +197,32 @@ def spatial_major_input(u: Array, coordinates: str | None) -> Array:
 
 
 def spatial_major_output(h: Array) -> Array:
-    """`(n_d, ..., n_1, B, o)` back to `(B, o, n_1, ..., n_d)`."""
+    """`(n_d, ..., n_1, B, o)` back to `(B, o, n_1, ..., n_d)`.
+
+    **Arguments:**
+
+    - `h`: a spatial-major batch of shape `(n_d, ..., n_1, B, o)`, `d = h.ndim - 2`.
+
+    **Returns:**
+
+    The same values as a channels-first batch of shape `(B, o, n_1, ..., n_d)` (a transpose).
+    """
     d = h.ndim - 2
     return h.transpose(d, d + 1, *range(d - 1, -1, -1))
 
 
 def pointwise_last(layer: Pointwise, h: Array) -> Array:
-    """A `Pointwise` layer on channels-last data `(..., c)`, as one 2-d matmul."""
+    """A `Pointwise` layer on channels-last data `(..., c)`, as one 2-d matmul.
+
+    **Arguments:**
+
+    - `layer`: the `Pointwise` layer, whose weight and bias (if any) are used.
+    - `h`: an array of shape `(..., layer.in_channels)`, such as a spatial-major batch.
+
+    **Returns:**
+
+    An array of shape `(..., layer.out_channels)`: $W h + b$ at every leading index.
+    """
     v = h.reshape(-1, h.shape[-1]) @ layer.weight.T
     if layer.bias is not None:
         v = v + layer.bias
@@ -164,6 +234,17 @@ def group_norm_last(norm: eqx.nn.GroupNorm, h: Array) -> Array:
 
     The grid averages are matmuls with a row of $1/N$ (XLA's CPU backend runs these 2-3x faster
     than a reduction over the leading and trailing axes); the variance is two-pass.
+
+    **Arguments:**
+
+    - `norm`: the `eqx.nn.GroupNorm`, whose `groups`, `eps` and (with `channelwise_affine`)
+      per-channel `weight` and `bias` are used; its groups must divide `c`.
+    - `h`: a batch of shape `(n_d, ..., n_1, B, c)`.
+
+    **Returns:**
+
+    An array shaped like `h`: each sample's channels normalised by group, over the grid and the
+    group's channels, as `norm` does to one sample `(c, n_1, ..., n_d)`.
     """
     *grid_rev, b, c = h.shape
     g = norm.groups
@@ -300,7 +381,17 @@ class FNO(eqx.Module):
 
     def check_grid(self, grid: Sequence[int]) -> None:
         """Raise a `ValueError` unless the kept modes fit `grid` ($n_i \\ge 2 m_i + 1$); with
-        `clip_modes`, every grid is accepted."""
+        `clip_modes`, every grid is accepted.
+
+        **Arguments:**
+
+        - `grid`: the spatial shape `(n_1, ..., n_d)`.
+
+        **Returns:**
+
+        None; without `clip_modes` it raises a `ValueError` when `grid` has another number of
+        axes than `dim` or $2 m_i + 1 > n_i$ on some axis.
+        """
         if not self.clip_modes:
             check_modes_fit(self.modes, tuple(grid), "input grid")
 
@@ -321,7 +412,20 @@ class FNO(eqx.Module):
     def intermediates(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> tuple[Array, ...]:
         """The fields the network computes on one sample, in order: the lifted input, each block's
         output and the network's output (the last), each of shape `(channels, n_1, ..., n_d)`
-        (what `nets.discretisation_gaps` compares across grids)."""
+        (what `nets.discretisation_gaps` compares across grids).
+
+        **Arguments:**
+
+        - `t`: a scalar time.
+        - `u`: one sample of shape `(in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        A tuple of `depth + 2` arrays: the lifted input and the `depth` block outputs, each of
+        shape `(width, n_1, ..., n_d)`, then the output of shape `(out_channels, n_1, ..., n_d)`.
+        A `ValueError` is raised when `u` has another shape or (see `check_grid`) the modes do
+        not fit its grid.
+        """
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
                 f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "

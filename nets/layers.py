@@ -42,7 +42,17 @@ class Pointwise(eqx.Module):
         self.bias = jr.uniform(kb, (out_channels,), minval=-lim, maxval=lim) if use_bias else None
 
     def __call__(self, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
-        """Apply to one sample of shape `(in_channels, *grid)`."""
+        """Apply to one sample of shape `(in_channels, *grid)`.
+
+        **Arguments:**
+
+        - `u`: one sample of shape `(in_channels, n_1, ..., n_d)`, at least one grid axis.
+
+        **Returns:**
+
+        An array of shape `(out_channels, n_1, ..., n_d)`: $W u(x) + b$ at every point. A
+        `ValueError` is raised when `u` has no grid axis or another number of channels.
+        """
         if u.ndim < 2 or u.shape[0] != self.in_channels:
             raise ValueError(
                 f"`u` must have shape ({self.in_channels}, *grid), got {tuple(u.shape)}."
@@ -110,7 +120,17 @@ class TimeEmbedding(eqx.Module):
         self.linear2 = eqx.nn.Linear(hidden, hidden, key=k2)
 
     def __call__(self, t: RealScalarLike) -> Float[Array, " h"]:
-        """The embedding of one scalar time."""
+        """The embedding of one scalar time.
+
+        **Arguments:**
+
+        - `t`: a scalar time (a 0-d array or a Python number).
+
+        **Returns:**
+
+        An array of shape `(hidden,)`: the MLP of `sinusoidal_embedding(t, features, scale)`.
+        A `ValueError` is raised when `t` is not a scalar.
+        """
         t = jnp.asarray(t)
         if t.ndim != 0:
             raise ValueError(

@@ -13,7 +13,18 @@ from .spectral_conv import batched_matmul
 
 def resample_spatial_major(h: Array, out_grid: Sequence[int]) -> Array:
     """`sdeflow.resample` of every sample of a spatial-major batch `(n_d, ..., n_1, B, c)` to
-    `out_grid` (natural order), one axis at a time as a canonical (batched) matmul."""
+    `out_grid` (natural order), one axis at a time as a canonical (batched) matmul.
+
+    **Arguments:**
+
+    - `h`: a batch of shape `(n_d, ..., n_1, B, c)`, `d = len(out_grid)`.
+    - `out_grid`: the output grid `(n'_1, ..., n'_d)` (natural order).
+
+    **Returns:**
+
+    An array of shape `(n'_d, ..., n'_1, B, c)`; axes whose size does not change are left as
+    they are.
+    """
     d = len(out_grid)
     grid = tuple(h.shape[:d])[::-1]
     for i, (n, m) in enumerate(zip(grid, out_grid)):
@@ -71,7 +82,18 @@ def band_limited(f: Callable[[Array], Array], h: Float[Array, "c *grid"],
 
 def band_limited_spatial_major(f: Callable[[Array], Array], h: Float[Array, "*grid_rev b c"],
                                factor: float) -> Float[Array, "*grid_rev b c"]:
-    """`band_limited` on a spatial-major batch `(n_d, ..., n_1, B, c)` of `d = h.ndim - 2` axes."""
+    """`band_limited` on a spatial-major batch `(n_d, ..., n_1, B, c)` of `d = h.ndim - 2` axes.
+
+    **Arguments:**
+
+    - `f`: an elementwise function.
+    - `h`: a batch of shape `(n_d, ..., n_1, B, c)`.
+    - `factor`: the oversampling factor, >= 1 (1: `f(h)` on the grid; a `ValueError` below 1).
+
+    **Returns:**
+
+    An array shaped like `h`: `f` evaluated on the grid `ceil(factor n_i)` and resampled back.
+    """
     factor = check_oversample(factor)
     if factor == 1.0:
         return f(h)

@@ -281,12 +281,35 @@ def _constant_product(product, matrix: np.ndarray, a: Array) -> Array:
 
 
 def batched_matmul(matrix: np.ndarray, a: Array, batch: int) -> Array:
-    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast)."""
+    """`matrix @ a[k]` for each k < batch, as a canonical batched dot (matrix broadcast).
+
+    **Arguments:**
+
+    - `matrix`: a constant NumPy matrix of shape `(p, q)`, cast to the dtype of `a`.
+    - `a`: an array of shape `(batch, q, r)`.
+    - `batch`: the size of the leading axis of `a`.
+
+    **Returns:**
+
+    An array of shape `(batch, p, r)`; reverse mode runs the same product with `matrix.T`
+    (`nets.linear_map`).
+    """
     return _constant_product(lambda m, a: _broadcast_matmul(m, a, batch), matrix, a)
 
 
 def const_matmul(matrix: np.ndarray, a: Array) -> Array:
-    """`matrix @ a` for a 2-d `a`."""
+    """`matrix @ a` for a 2-d `a`.
+
+    **Arguments:**
+
+    - `matrix`: a constant NumPy matrix of shape `(p, q)`, cast to the dtype of `a`.
+    - `a`: an array of shape `(q, r)`.
+
+    **Returns:**
+
+    An array of shape `(p, r)`; reverse mode runs the same product with `matrix.T`
+    (`nets.linear_map`).
+    """
     return _constant_product(lambda m, a: _const(m, a.dtype) @ a, matrix, a)
 
 
@@ -516,7 +539,20 @@ class SpectralConv(eqx.Module):
     def fitted(self, grid: Sequence[int], out: Sequence[int]) -> tuple[tuple[int, ...], Array, Array]:
         """The modes used between the input grid `grid` and the output grid `out`, with their
         weights: all of them where they fit both grids; with `clip_modes`, those the grids hold
-        (`clipped_modes`); otherwise a `ValueError` names the grid."""
+        (`clipped_modes`); otherwise a `ValueError` names the grid.
+
+        **Arguments:**
+
+        - `grid`: the input grid `(n_1, ..., n_d)`.
+        - `out`: the output grid `(n'_1, ..., n'_d)`.
+
+        **Returns:**
+
+        `(modes, weight_real, weight_imag)`: the modes used per axis and the weights of those
+        modes, each of shape `(K_1, ..., K_d, in_channels, out_channels)` for them (the central
+        sub-box of the stored weights when clipped). A `ValueError` is raised when a size is not
+        positive, or, without `clip_modes`, when the modes do not fit either grid.
+        """
         for name, g in (("input grid", grid), ("output grid", out)):
             if any(int(n) < 1 for n in g):
                 raise ValueError(f"the {name} {tuple(g)} must hold positive sizes.")

@@ -43,6 +43,19 @@ class ResBlock(eqx.Module):
     def __call__(
         self, h: Float[Array, "c *grid"], emb: Float[Array, " e"]
     ) -> Float[Array, "o *grid"]:
+        """Apply the residual block to one sample.
+
+        **Arguments:**
+
+        - `h`: one sample of shape `(c_in, n_1, ..., n_d)`.
+        - `emb`: its time embedding, of shape `(time_dim,)`, added per channel after the first
+          convolution.
+
+        **Returns:**
+
+        An array of shape `(c_out, n_1, ..., n_d)`: the two convolutions' output plus `h`
+        (through the 1-convolution when `c_in != c_out`).
+        """
         y = self.conv1(jax.nn.silu(self.norm1(h)))
         y = y + self.time(emb).reshape(-1, *([1] * (h.ndim - 1)))
         y = self.conv2(jax.nn.silu(self.norm2(y)))
@@ -64,6 +77,17 @@ class Attention(eqx.Module):
                                                    use_output_bias=True, key=key)
 
     def __call__(self, h: Float[Array, "c *grid"]) -> Float[Array, "c *grid"]:
+        """Apply the attention to one sample, each grid point a token.
+
+        **Arguments:**
+
+        - `h`: one sample of shape `(channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array shaped like `h`: `h` plus the self-attention of its GroupNorm over all
+        $n_1 \\cdots n_d$ grid points (the channels as features).
+        """
         x = self.norm(h).reshape(h.shape[0], -1).T
         return h + self.attention(x, x, x).T.reshape(h.shape)
 
@@ -196,7 +220,17 @@ class UNet(eqx.Module):
 
     def check_grid(self, grid: Sequence[int]) -> None:
         """Raise a `ValueError` unless every level can halve `grid` (sizes divisible by
-        `2^(levels - 1)`)."""
+        `2^(levels - 1)`).
+
+        **Arguments:**
+
+        - `grid`: the spatial shape `(n_1, ..., n_d)`.
+
+        **Returns:**
+
+        None; it raises a `ValueError` when some $n_i$ is not a multiple of $2^{L-1}$, with $L$
+        the number of levels (`len(multipliers)`).
+        """
         factor = 2 ** (len(self.multipliers) - 1)
         if any(n % factor for n in grid):
             raise ValueError(
@@ -205,7 +239,18 @@ class UNet(eqx.Module):
             )
 
     def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
-        """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
+        """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`.
+
+        **Arguments:**
+
+        - `t`: a scalar time.
+        - `u`: one sample of shape `(in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(out_channels, n_1, ..., n_d)`. A `ValueError` is raised when `u` has
+        another shape or a grid size is not divisible by $2^{L-1}$ (see `check_grid`).
+        """
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
                 f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
@@ -244,7 +289,17 @@ class UNet(eqx.Module):
 
     def batched(self, t: Float[Array, " b"] | RealScalarLike,
                 u: Float[Array, "b c *grid"]) -> Float[Array, "b o *grid"]:
-        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`)."""
+        """`jax.vmap(self)(t, u)` (the common batched interface of `nets`).
+
+        **Arguments:**
+
+        - `t`: times of shape `(B,)` (or one scalar for all).
+        - `u`: a batch of shape `(B, in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(B, out_channels, n_1, ..., n_d)`, with the errors of `__call__`.
+        """
         t = jnp.broadcast_to(jnp.asarray(t, u.dtype), u.shape[:1])
         return jax.vmap(self)(t, u)
 

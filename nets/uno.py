@@ -204,12 +204,34 @@ class UNO(eqx.Module):
         return len(self.levels) - i if i - 1 > mid else None
 
     def level_grid(self, grid: Sequence[int], level: int) -> tuple[int, ...]:
-        """The grid of `level` for the input grid `grid` (`nets.level_grid`)."""
+        """The grid of `level` for the input grid `grid` (`nets.level_grid`).
+
+        **Arguments:**
+
+        - `grid`: the input grid `(n_1, ..., n_d)`.
+        - `level`: a level index, `0` to `len(levels) - 1`.
+
+        **Returns:**
+
+        The level's grid, a tuple of `d` positive ints: `max(1, round(levels[level] * n_i))` per
+        axis, with `reference_grid` in place of `n_i` for an inner level where it is set.
+        """
         return level_grid(grid, self.levels[level], self.reference_grid)
 
     def check_grid(self, grid: Sequence[int]) -> None:
         """Raise a `ValueError` unless every block's modes fit its input and output grids (with
-        `clip_modes`, every grid is accepted)."""
+        `clip_modes`, every grid is accepted).
+
+        **Arguments:**
+
+        - `grid`: the input grid `(n_1, ..., n_d)`.
+
+        **Returns:**
+
+        None; without `clip_modes` it raises a `ValueError` when `grid` has another number of
+        axes than `dim`, or block $i$'s modes $m_i$ break $2 m_i + 1 \\le n$ on the grid of level
+        $i - 1$ or of level $i$ (`level_grid`).
+        """
         if self.clip_modes:
             return
         for i, m in enumerate(self.block_modes, start=1):
@@ -218,13 +240,38 @@ class UNO(eqx.Module):
             check_modes_fit(modes, self.level_grid(grid, i), f"level-{i} grid")
 
     def __call__(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> Float[Array, "o *grid"]:
-        """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`."""
+        """Evaluate on one sample `u` of shape `(in_channels, n_1, ..., n_d)` at time `t`.
+
+        **Arguments:**
+
+        - `t`: a scalar time.
+        - `u`: one sample of shape `(in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(out_channels, n_1, ..., n_d)`. A `ValueError` is raised when `u` has
+        another shape or the modes do not fit its grid (see `check_grid`).
+        """
         return self.intermediates(t, u)[-1]
 
     def intermediates(self, t: RealScalarLike, u: Float[Array, "c *grid"]) -> tuple[Array, ...]:
         """The fields the network computes on one sample, in order: the lifted input, each block's
         output (on its level's grid) and the network's output (the last), each of shape
-        `(channels, *grid)` (what `nets.discretisation_gaps` compares across grids)."""
+        `(channels, *grid)` (what `nets.discretisation_gaps` compares across grids).
+
+        **Arguments:**
+
+        - `t`: a scalar time.
+        - `u`: one sample of shape `(in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        A tuple of `len(levels) + 1` arrays: the lifted input, of shape
+        `(width * multipliers[0], n_1, ..., n_d)`; the output of block $i$, of shape
+        `(width * multipliers[i], *level_grid(grid, i))`, for $i$ = 1 to `len(levels) - 1`; and the
+        output, of shape `(out_channels, n_1, ..., n_d)`. A `ValueError` is raised when `u` has
+        another shape or the modes do not fit its grid (see `check_grid`).
+        """
         if u.ndim != self.dim + 1 or u.shape[0] != self.in_channels:
             raise ValueError(
                 f"`u` must have shape ({self.in_channels}, n_1, ..., n_{self.dim}) (one sample; "
@@ -251,6 +298,16 @@ class UNO(eqx.Module):
         """`jax.vmap(self)(t, u)` (the common batched interface of `nets`; arguments and result as
         in `FNO.batched`), computed spatial-major like it: the batch is stored `(n_d, ..., n_1, B, c)`
         throughout, so that every transform, resampling included, is a matmul in XLA's canonical form.
+
+        **Arguments:**
+
+        - `t`: times of shape `(B,)` (or one scalar for all).
+        - `u`: a batch of shape `(B, in_channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        An array of shape `(B, out_channels, n_1, ..., n_d)`. A `ValueError` is raised when `u`
+        has another number of axes or channels, or the modes do not fit its grid.
         """
         t = batch_times(t, u, self.in_channels, self.dim)
         grid = tuple(u.shape[2:])

@@ -94,7 +94,17 @@ class VectorQuantiser(eqx.Module):
         return self.sums / self.smoothed(self.counts, self.epsilon)[:, None]
 
     def nearest(self, vectors: Float[Array, "M D"]) -> Int[Array, " M"]:
-        """The index of the nearest code (squared Euclidean distance) of each row of `vectors`."""
+        """The index of the nearest code (squared Euclidean distance) of each row of `vectors`.
+
+        **Arguments:**
+
+        - `vectors`: an array of shape `(M, D)`.
+
+        **Returns:**
+
+        An int32 array of shape `(M,)` of code indices in `[0, K)`; of equally near codes, the
+        lowest index.
+        """
         codebook = self.codebook
         distances = (
             jnp.sum(vectors**2, axis=1, keepdims=True)
@@ -213,6 +223,16 @@ class ResidualBlock(eqx.Module):
         self.conv1 = _conv(dim, channels, channels, 1, k1)
 
     def __call__(self, h: Float[Array, "c *grid"]) -> Float[Array, "c *grid"]:
+        """Apply the block to one sample.
+
+        **Arguments:**
+
+        - `h`: one sample of shape `(channels, n_1, ..., n_d)`.
+
+        **Returns:**
+
+        `h + conv1(silu(conv3(silu(h))))`, an array shaped like `h`.
+        """
         return h + self.conv1(jax.nn.silu(self.conv3(jax.nn.silu(h))))
 
 
@@ -301,7 +321,17 @@ class VQVAE(eqx.Module):
 
     def check_grid(self, grid: Sequence[int]) -> None:
         """Raise a `ValueError` unless `grid` has `dim` axes, each a multiple of
-        `2**downsamplings`."""
+        `2**downsamplings`.
+
+        **Arguments:**
+
+        - `grid`: the spatial shape `(n_1, ..., n_d)`.
+
+        **Returns:**
+
+        None; it raises a `ValueError` when `grid` has another number of axes than `dim`, or a
+        size is smaller than or not a multiple of `2**downsamplings`.
+        """
         factor = 2**self.downsamplings
         grid = tuple(int(n) for n in grid)
         if len(grid) != self.dim:
@@ -315,7 +345,17 @@ class VQVAE(eqx.Module):
 
     def latent_grid(self, grid: Sequence[int]) -> tuple[int, ...]:
         """The latent grid of the input grid `grid`: each size divided by `2**downsamplings`
-        (after `check_grid`)."""
+        (after `check_grid`).
+
+        **Arguments:**
+
+        - `grid`: the input grid `(n_1, ..., n_d)`.
+
+        **Returns:**
+
+        The tuple `(n_1 / 2**downsamplings, ..., n_d / 2**downsamplings)` of ints; a
+        `ValueError` from `check_grid` when `grid` does not fit.
+        """
         self.check_grid(grid)
         return tuple(int(n) // 2**self.downsamplings for n in grid)
 
@@ -347,7 +387,17 @@ class VQVAE(eqx.Module):
         self, z: Float[Array, "D *latent"]
     ) -> tuple[Float[Array, "D *latent"], Int[Array, "*latent"]]:
         """`self.quantiser.quantise(z)`: the nearest codes (straight-through) and their
-        indices."""
+        indices.
+
+        **Arguments:**
+
+        - `z`: one latent of shape `(latent_channels, *latent)`.
+
+        **Returns:**
+
+        `(z_q, indices)`: the quantised latent, shaped like `z` (its value the codes, its
+        derivative with respect to `z` the identity), and the code indices of shape `latent`.
+        """
         return self.quantiser.quantise(z)
 
     def decode(self, z: Float[Array, "D *latent"]) -> Float[Array, "c *grid"]:
