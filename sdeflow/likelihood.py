@@ -234,8 +234,7 @@ def log_likelihood(
     z, integrals = solution.ys[0][-1], solution.ys[1][-1]
     dimensions = model_dimensions(x.shape)
     _, s1 = sde.marginal(sde.t1)
-    b1 = sde.mean(sde.t1, jnp.zeros_like(z))
-    prior_term = sde.prior.log_density((z - b1) / s1) - dimensions * jnp.log(s1)
+    prior_term = sde.prior.log_density((z - sde.terminal_mean(z)) / s1) - dimensions * jnp.log(s1)
     values = prior_term + integrals
     stderr = jnp.std(values, ddof=1) / jnp.sqrt(num) if num > 1 else jnp.zeros(())
     return LikelihoodResult(

@@ -25,6 +25,7 @@ from sdeflow.losses import (
     dsm_loss,
     perturb_batch,
     vdm_elbo,
+    vdm_terms,
 )
 from sdeflow.parameterisation import Score, V, X0
 from sdeflow.priors import Matern
@@ -380,3 +381,20 @@ def test_resolution_consistency_penalises_what_changes_with_the_grid(getkey):
     for bad in (dict(weight=-1.0), dict(weight=1.0, examples=0), dict(weight=1.0, factor=1)):
         with pytest.raises(ValueError):
             ResolutionConsistency(**bad)
+
+
+def test_the_elbo_prior_term_measures_against_the_terminal_law():
+    """The prior term is $KL(N(m_1 x_0 + b_1, s_1^2 C) \\| N(\\mu_1, s_1^2 C))$: $m_1^2 \\|x_0\\|_C^2 / (2 s_1^2)$
+    for a VP SDE, $m_1^2 \\|x_0 - x^*\\|_C^2 / (2 s_1^2)$ for a bridge (its terminal law is centred at its
+    target), so zero for data at the target."""
+    target = 0.7 + jnp.sin(4 * jnp.pi * sdeflow.coordinates(GRID))
+    bridge = OUBridge(PRIOR, target=target, theta=2.0, eta=2.0)
+    x0 = jnp.stack([target, target + 0.3 * jnp.cos(2 * jnp.pi * sdeflow.coordinates(GRID)), 0 * target])
+    model = lambda t, x: 0 * x
+    for sde, centre in ((VPSDE(PRIOR), 0 * target), (bridge, target)):
+        m1, s1 = sde.marginal(sde.t1)
+        prior = vdm_terms(model, sde, x0, jr.key(0))["prior"]
+        expected = [0.5 * m1**2 * PRIOR.cameron_martin_norm2(x - centre) / s1**2 for x in x0]
+        np.testing.assert_allclose(prior, jnp.stack(expected), rtol=1e-5, atol=1e-8)
+    assert float(vdm_terms(model, bridge, x0, jr.key(0))["prior"][0]) < 1e-8
+

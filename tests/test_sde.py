@@ -127,14 +127,31 @@ def test_learned_schedule_endpoints_fixed_or_learned():
 
 
 def test_ou_bridge_target_is_a_function():
-    """The target given on a 5-grid is used as the same function on any grid; the terminal law is
-    centred at (1 - m) x* and the drift pulls toward x*."""
+    """The target given on a 5-grid is used as the same function on any grid; the law at t1 from
+    0 is centred at (1 - m) x*, the terminal law at x* itself, and the drift pulls toward x*."""
     sde = _sdes()["ou-bridge"]
     x = jnp.zeros((1, 16))
     target16 = 0.5 * jnp.cos(2 * jnp.pi * sdeflow.coordinates((16,)))
-    m, _ = sde.marginal(1.0)
+    m, s = sde.marginal(1.0)
     np.testing.assert_allclose(sde.mean(1.0, x), (1 - m) * target16, atol=1e-6)
     np.testing.assert_allclose(sde.drift(0.2, target16), 0.0, atol=1e-6)
+    np.testing.assert_allclose(sde.terminal_mean(x), target16, atol=1e-6)
+    # terminal_sample draws N(x*, s(1)^2 C): its mean over many draws is x*, within 4 standard errors.
+    draws = jax.vmap(lambda k: sde.terminal_sample(k, (1, 16)))(jr.split(jr.key(0), 4000))
+    error = float(jnp.max(jnp.abs(draws.mean(0) - target16)))
+    assert error < 4 * float(s) * float(jnp.sqrt(PRIOR.trace() / 4000))  # tr C bounds the grid variance, error
+
+
+def test_terminal_law_of_the_other_sdes_is_their_law_from_zero():
+    """VP, VE and sub-VP end at N(b(t1), s(t1)^2 C) with b = 0: `terminal_mean` is zero and
+    `terminal_sample` is `perturb` from zero with the same key."""
+    x = jnp.ones((1, *GRID))
+    for name, sde in _sdes().items():
+        if name == "ou-bridge":
+            continue
+        np.testing.assert_array_equal(sde.terminal_mean(x), sde.mean(sde.t1, jnp.zeros_like(x)))
+        key = jr.key(1)
+        np.testing.assert_allclose(sde.terminal_sample(key, x.shape), sde.perturb(key, sde.t1, 0 * x)[0], atol=1e-6)
 
 
 def test_bad_arguments():

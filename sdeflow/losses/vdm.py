@@ -189,8 +189,8 @@ def vdm_terms(
         eps_hat = parameterisation.to_epsilon(apply_batched(model, t, x_t), x_t, m, s, b)
         gamma_prime = jax.vmap(sde.gamma_derivative)(t)
         diffusion = 0.5 * (sde.t1 - sde.t0) * gamma_prime * jax.vmap(lambda v: _cm(sde, v))(eps_hat - eps)
-    m1, s1 = sde.marginal(sde.t1)
-    prior = 0.5 * m1**2 * jax.vmap(lambda x: _cm(sde, x))(x0) / s1**2
+    _, s1 = sde.marginal(sde.t1)
+    prior = 0.5 * jax.vmap(lambda x: _cm(sde, sde.mean(sde.t1, x) - sde.terminal_mean(x)))(x0) / s1**2
     return {"diffusion": diffusion, "prior": prior, "reconstruction": decoder.reconstruction(sde, x0, decoder_key)}
 
 
@@ -211,8 +211,9 @@ def vdm_elbo(
 
     - diffusion: $\\frac12 (t_1 - t_0) E_t[\\gamma'(t) \\|\\hat\\epsilon - \\epsilon\\|_C^2]$ (Kingma et al.,
       2021, continuous time), the only term with gradients to the network (and to a learned schedule);
-    - prior: $KL(N(m_1 x_0 + b_1, s_1^2 C) \\| N(b_1, s_1^2 C)) = m_1^2 \\|x_0\\|_C^2 / (2 s_1^2)$ against the
-      terminal law the samplers start from;
+    - prior: $KL(N(m_1 x_0 + b_1, s_1^2 C) \\| N(\\mu_1, s_1^2 C)) = \\|m_1 x_0 + b_1 - \\mu_1\\|_C^2 / (2 s_1^2)$
+      against the terminal law the samplers start from (`AbstractSDE.terminal_mean`; $m_1^2 \\|x_0\\|_C^2 / (2 s_1^2)$
+      when $\\mu_1 = b_1$);
     - reconstruction: $-E \\log p(x_0 | z_{t_0})$ of the `decoder`: `GaussianDecoder()` (a density,
       for continuous data) or `DiscretisedDecoder()` (the probability of 8-bit values).
 

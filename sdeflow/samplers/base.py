@@ -107,7 +107,7 @@ def check_num_steps(num_steps: int | None, name: str = "num_steps", *, optional:
 
 
 def _terminal_sample(sde: AbstractSDE, key: PRNGKeyArray, shape: tuple[int, ...]) -> Field:
-    """A draw of $N(b(t_1), s(t_1)^2 C)$, the law of `sde.terminal_sample`, from point noise.
+    """A draw of $N(\\mu_1, s(t_1)^2 C)$, the law of `sde.terminal_sample`, from point noise.
 
     `sde.terminal_sample` draws each Fourier mode from its own key so that the same key gives the
     same function at every resolution; that costs seconds of compilation per grid. Samplers only
@@ -117,7 +117,7 @@ def _terminal_sample(sde: AbstractSDE, key: PRNGKeyArray, shape: tuple[int, ...]
     field_grid(jnp.zeros(shape), "shape")
     _, s = sde.marginal(sde.t1)
     noise = sde.prior.from_white_noise(jr.normal(key, shape, jnp.float32))
-    return sde.mean(sde.t1, jnp.zeros(shape, jnp.float32)) + s * noise
+    return sde.terminal_mean(noise) + s * noise
 
 
 def start_shape(shape: Sequence[int] | None, x_start: Field | None) -> tuple[int, ...]:

@@ -81,8 +81,25 @@ class AbstractSDE(eqx.Module):
         _, s = self.marginal(t)
         return self.mean(t, x0) + s * eps, eps
 
+    def terminal_mean(self, x: Field) -> Field:
+        r"""The mean $\mu_1$ of the terminal law $N(\mu_1, s(t_1)^2 C)$ on the grid of `x`: the SDE's
+        law at $t_1$ from its reference point, here $x_0 = 0$, so $\mu_1 = b(t_1)$.
+
+        Reverse-time samplers start from this law, and the likelihood and the ELBO's prior term
+        measure against it; the mismatch with the true law at $t_1$ is $m(t_1)(E[X_0] - x_{\mathrm{ref}})$.
+
+        **Arguments:**
+
+        - `x`: any field of shape `(c, *grid)` (only its shape and dtype are used).
+
+        **Returns:**
+
+        A field shaped like `x`.
+        """
+        return self.mean(self.t1, jnp.zeros_like(x))
+
     def terminal_sample(self, key: PRNGKeyArray, shape: Sequence[int]) -> Field:
-        """Draw from the law at $t_1$ started from $x_0 = 0$: $N(b(t_1), s(t_1)^2 C)$.
+        r"""Draw from the terminal law $N(\mu_1, s(t_1)^2 C)$ (`terminal_mean`).
 
         **Arguments:**
 
@@ -94,8 +111,8 @@ class AbstractSDE(eqx.Module):
         A field of shape `shape`, where reverse-time samplers start.
         """
         zeros = jnp.zeros(tuple(shape), jnp.float32)
-        x, _ = self.perturb(key, self.t1, zeros)
-        return x
+        _, s = self.marginal(self.t1)
+        return self.terminal_mean(zeros) + s * self.prior.sample(key, zeros.shape)
 
     def noise_operator(self, t: RealScalarLike, x: Field) -> lx.AbstractLinearOperator:
         """The linear map $dW \\mapsto g(t) C^{1/2} dW$ on grid white noise of unit variance per point.

@@ -17,6 +17,11 @@ class OUBridge(AbstractSDE):
     $m = e^{-\\theta t}$, $b = (1 - m) x^*$. The target is a function: given on one grid, it is
     resampled spectrally to the grid of each state.
 
+    Its terminal law is centred on the target, $N(x^*, s(t_1)^2 C)$ (`terminal_mean`): the law at
+    $t_1$ of the bridge started from $x^*$. A datum's mean at $t_1$ is then $e^{-\\theta t_1}(x_0 - x^*)$
+    away from it, so a target near the data's mean (fitted from the data) shrinks the mismatch and
+    the ELBO's prior term.
+
     **Arguments:**
 
     - `prior`: the Gaussian prior whose $C^{1/2}$ drives the noise.
@@ -60,6 +65,10 @@ class OUBridge(AbstractSDE):
 
     def drift(self, t: RealScalarLike, x: Field) -> Field:
         return -self.theta * (x - self._target_on(x))
+
+    def terminal_mean(self, x: Field) -> Field:
+        """The target $x^*$ on the grid of `x` (see the class docstring)."""
+        return self._target_on(x)
 
     def drift_coefficient(self, t: RealScalarLike) -> Float[Array, ""]:
         return jnp.full((), -self.theta, jnp.float32)
