@@ -30,7 +30,7 @@ def test_tiny_gmm_run_with_a_learned_prior(tmp_path):
         "sampler.steps=3", "optim.warmup_steps=1", "train.report.grids=[16,24]", "train.report.times=3",
         "train.report.score_samples=4", "train.report.num_samples=4", "train.report.batch_size=4",
         "prior=fno", "prior.radius=3", "prior.fit_grid=16", "prior.fit_count=64", "prior.learn=true",
-        "+optim_parts={prior:{lr:0.05,warmup_steps:1,ema_decay:0.0}}",
+        "+optim_parts={prior:{lr:0.05,warmup_steps:1,ema_decay:0.0}}", "sde.t0=0.0",
     )
     state = run(cfg, progress_bar=False)
     # The prior was a part: fitted at start-up, then moved by the loss's gradient.
@@ -43,7 +43,8 @@ def test_tiny_gmm_run_with_a_learned_prior(tmp_path):
     np.testing.assert_array_equal(np.asarray(sde.prior.log_weights), np.asarray(state.ema["prior"].log_weights))
     report = json.loads((run_dir / "mixture_report.json").read_text())
     assert report["weights"] == [0.3, 0.7] and len(report["times"]) == 3
-    assert report["times"][0] == cfg.sde.t0 and abs(report["times"][-1] - cfg.sde.t1) < 1e-9
+    # Log-spaced to t1 from t0, or from 1e-3 t1 when t0 = 0 (as here).
+    assert report["times"][0] == 1e-3 * cfg.sde.t1 and abs(report["times"][-1] - cfg.sde.t1) < 1e-9
     for n in ("16", "24"):
         grid = report["grids"][n]
         assert len(grid["relative_score_error"]) == 3 and all(np.isfinite(grid["relative_score_error"]))
@@ -94,3 +95,17 @@ def test_the_reports_score_error_is_relative_to_the_exact_score():
     np.testing.assert_allclose(errors(network(1.0)), 0.0, atol=1e-4)
     np.testing.assert_allclose(errors(network(0.0)), 1.0, rtol=1e-5)
     np.testing.assert_allclose(errors(network(-1.0)), 2.0, rtol=1e-4)
+
+
+def test_whole_numbers_are_parameters_and_a_fractional_band_is_refused():
+    """A config's whole numbers (`variance=1`, `s=3`) give the law of the same floats; `band` must
+    be a whole number of points."""
+    import pytest
+
+    whole = GaussianMixtureFields(weights=(0.3, 0.7), variance=1, s=3, amplitude=2, band=8.0)
+    assert whole == GaussianMixtureFields(weights=(0.3, 0.7), variance=1.0, s=3.0, amplitude=2.0, band=8)
+    assert whole.covariance().base.s == 3.0 and isinstance(whole.band, int)
+    for bad in ({"band": 15.5}, {"band": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GaussianMixtureFields(weights=(0.3, 0.7), **bad)
+

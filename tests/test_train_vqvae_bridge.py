@@ -114,3 +114,38 @@ def test_tiny_two_stage_run_resumes_across_the_boundary_and_reports(tmp_path):
         assert (run_dir / f"{name}.png").stat().st_size > 200
     with pytest.raises(ConfigError, match="latent maps of an autoencoder"):
         load_run(run_dir)
+
+
+def test_the_target_option_fits_a_field_or_one_mean_per_channel():
+    """`sde.target=field` fits the per-position mean of the latent maps, `constant` one mean per
+    channel: after the same batches, the first is the maps' mean, the second its spatial average."""
+    maps = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4, 8, 8)) + np.arange(8.0)[None, None, :, None],
+                       jnp.float32)
+    values = {}
+    for option in ("field", "constant"):
+        target = build.build_target(compose(f"sde.target={option}"), jr.key(0))
+        assert target.per_position == (option == "field")
+        values[option] = np.asarray(target.updated(maps[:2]).updated(maps[2:]).value())
+    np.testing.assert_allclose(values["field"], np.asarray(maps.mean(0)), atol=1e-5)
+    np.testing.assert_allclose(values["constant"], np.broadcast_to(np.asarray(maps.mean((0, 2, 3)))[:, None, None],
+                                                                   (4, 8, 8)), atol=1e-5)
+
+
+def test_the_report_inpaints_the_patch_and_keeps_the_context():
+    """The report's inpaintings of a latent map are the map itself outside the central patch and
+    new draws inside it (replacement puts the observation back after the last step)."""
+    from sdeflow import samplers
+    from sdeflow.parameterisation import Epsilon
+    from sdeflow.priors import Matern
+    from train.vqvae_report import inpaint_patch
+
+    observed = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8)), jnp.float32)
+    sde = OUBridge(Matern(2, 2.0, 16 * np.pi), target=jnp.zeros((2, 8, 8)))
+    inside = centre_square((8, 8), 0.5)
+    drawn = np.asarray(inpaint_patch(lambda t, x: jnp.zeros_like(x), sde, Epsilon(), samplers.EulerMaruyama(4),
+                                     jr.key(0), observed, inside, 3))
+    assert drawn.shape == (3, 2, 8, 8) and inside.sum() == 16
+    np.testing.assert_array_equal(drawn[:, :, ~inside], np.broadcast_to(np.asarray(observed)[:, ~inside], (3, 2, 48)))
+    patch = drawn[:, :, inside]
+    assert np.abs(patch - np.asarray(observed)[:, inside]).min() > 1e-4  # drawn, not kept
+    assert np.abs(patch[0] - patch[1]).max() > 0.1  # and different draws

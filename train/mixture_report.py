@@ -87,7 +87,8 @@ def write_mixture_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, ste
     sampler = build.build_sampler(cfg)
     source = build.build_source(cfg.data)
     channels, dim = source.channels, source.dim
-    times = np.geomspace(float(sde.t0), float(sde.t1), int(r.times))
+    low = float(sde.t0) or 1e-3 * float(sde.t1)  # (log-spaced: from a positive time when t0 = 0)
+    times = np.geomspace(low, float(sde.t1), int(r.times))
     key = jr.key(cfg.train.seed + 1)
     result = {"step": step, "times": times.tolist(), "weights": list(law.weights), "grids": {}}
     holdout = source.load("holdout").values

@@ -80,6 +80,25 @@ def code_frequencies(indices: np.ndarray, num_codes: int) -> np.ndarray:
     return frequencies / frequencies.sum()
 
 
+def inpaint_patch(network, sde, parameterisation, sampler, key, observed, inside: np.ndarray, count: int):
+    """`count` inpaintings of the latent map `observed` `(D, *latent)`: the positions where `inside`
+    `(*latent)` is true are drawn, the others kept (replacement, `sdeflow.samplers.Inpainting`).
+
+    **Returns:**
+
+    The inpainted maps, `(count, D, *latent)`, equal to `observed` outside the patch.
+    """
+    import jax.numpy as jnp
+
+    from sdeflow import samplers
+
+    from .sampling import draw
+
+    mask = jnp.broadcast_to(jnp.asarray(~np.asarray(inside)), observed.shape)  # observed: outside the patch
+    return draw(network, sde, parameterisation, sampler, key, tuple(observed.shape), count, count,
+                observation=samplers.Inpainting(mask, observed))[0]
+
+
 def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> list[pathlib.Path]:
     """Write the figures and `vqvae_bridge.json` described in the module's docstring.
 
@@ -163,15 +182,18 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
 
     # Inpainting of the central patch, and the cross-entropy of the true codes there.
     inside = centre_square(latent_shape[1:], 0.5)  # the central patch: half of each axis
-    mask = jnp.broadcast_to(jnp.asarray(~inside), latent_shape)  # observed: outside the patch
     score = samplers.PreconditionedScore(samplers.VmapAsBatched(network), sde, parameterisation)
     examples, per_example = int(r.inpaint_examples), int(r.inpaint_samples)
+    if examples > len(latents):
+        logger.warning(f"train.report.inpaint_examples = {examples} is more than the {len(latents)} reference "
+                       f"examples: inpainting {len(latents)}")
+        examples = len(latents)
 
     def inpaint(observed, example: int):
         """`per_example` inpaintings of the latent map `observed`, the keys
         `jr.split(jr.fold_in(key, 100 + example), per_example)`."""
-        return draw(network, sde, parameterisation, sampler, jr.fold_in(key, 100 + example), latent_shape,
-                    per_example, per_example, observation=samplers.Inpainting(mask, observed))[0]
+        return inpaint_patch(network, sde, parameterisation, sampler, jr.fold_in(key, 100 + example), observed,
+                             inside, per_example)
 
     train_codes = in_batches(lambda x: snap_decode(encode(x))[1],
                              source.converter(as_grid(grid, source.dim))(source.load("train").values[:2000]))
@@ -192,7 +214,8 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     save_grid(np.stack(shown), paths[-1], nrow=8)
 
     # A chain: the latent map decoded (without snapping) at decreasing times, then the final sample.
-    times = jnp.asarray(np.geomspace(float(sde.t1) * 0.9, float(sde.t0) * 10, 6), jnp.float32)
+    low = float(sde.t0) or 1e-3 * float(sde.t1)  # (log-spaced: from a positive time when t0 = 0)
+    times = jnp.asarray(np.geomspace(float(sde.t1) * 0.9, low * 10, 6), jnp.float32)
 
     @jax.jit
     def chain(keys):

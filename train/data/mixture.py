@@ -32,19 +32,25 @@ class GaussianMixtureFields:
     """
 
     weights: Sequence[float] = (0.3, 0.7)
-    amplitude: float = 1.0
-    s: float = 2.0
-    tau: float = 6.283185307
-    variance: float = 0.1
-    band: int = 16
+    amplitude: float | int = 1.0
+    s: float | int = 2.0
+    tau: float | int = 6.283185307
+    variance: float | int = 0.1
+    band: int | float = 16
 
     def __post_init__(self):
         weights = np.asarray(self.weights, np.float64)
         if weights.ndim != 1 or not 1 <= len(weights) <= 3 or np.any(weights <= 0) or abs(weights.sum() - 1) > 1e-6:
             raise ValueError(f"`weights` must be 1 to 3 positive numbers summing to one (one per axis), "
                              f"got {list(self.weights)}.")
-        if not self.band >= 1:
+        if isinstance(self.band, bool) or int(self.band) != self.band or not self.band >= 1:
             raise ValueError(f"`band` must be a positive int, got {self.band}.")
+        object.__setattr__(self, "band", int(self.band))
+        for name in ("amplitude", "s", "tau", "variance"):  # whole numbers from a config are floats too
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`{name}` must be a number, got {value!r}.")
+            object.__setattr__(self, name, float(value))
 
     @property
     def dim(self) -> int:
