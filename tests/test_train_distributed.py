@@ -124,3 +124,32 @@ def test_a_process_that_dies_stops_the_others(tmp_path):
     # It exits (no hang) within a few heartbeats, naming why.
     assert processes[0].returncode != 0 and waited < 6 * heartbeat
     assert any(why in output for why in ("another task died", "tasks are unhealthy", "stopped sending heartbeats")), output[-2000:]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    """SIGTERM to process 1 alone: process 0 takes the request at the same step, both checkpoint
+    there and exit with status 0, and the log names the other process's signal."""
+    import signal
+
+    run_dir = tmp_path / "run"
+    port = _free_port()
+    long = ["train.levels=[{grid:16,steps:100000}]", "train.ckpt_every=100000"]
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w")) for i in range(2)]
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        deadline = time.time() + 300
+        while not (metrics.exists() and '"loss"' in metrics.read_text()):  # both are training
+            assert time.time() < deadline and all(p.poll() is None for p in processes), logs[0].read_text()[-2000:]
+            time.sleep(0.1)
+        processes[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=120) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert codes == [0, 0], logs[0].read_text()[-2000:]
+    stop = [r for r in MetricsLog(metrics).read() if r.get("event") == "stop"]
+    assert len(stop) == 1 and stop[0]["reason"] == "on another process's signal"
+    _, _, _, step = load_run(run_dir)
+    assert step == stop[0]["step"] >= 1
