@@ -3,6 +3,7 @@ the warmstart experiment's report: its budget, the from-scratch arm's config, th
 loss and the comparison of two arms."""
 
 import copy
+import json
 import re
 import time
 
@@ -18,6 +19,8 @@ from train import build
 from train.config import ConfigError, to_schema, validate
 from train.data import Examples
 from train.heldout import heldout_batches, make_heldout_loss, TrainingClock
+from train.restore import load_run
+from train.training import run as train_run
 from train.warmstart_report import (
     _arm,
     check_warmstart,
@@ -169,3 +172,58 @@ def test_comparison_of_two_made_up_arms(tmp_path):
 
     plot_warmstart(result, tmp_path / "warmstart.png", plt)
     assert (tmp_path / "warmstart.png").stat().st_size > 1000
+
+
+def logged_records(run_dir, event):
+    """The `event` records of a run folder's metrics log, read line by line."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("event") == event]
+
+
+def test_tiny_warmstart_run_trains_the_from_scratch_arm_and_compares_the_logged_losses(tmp_path):
+    """A tiny run of the warmstart experiment (16² then 32²) and its report: the from-scratch arm it
+    trains (its budget, its folder, its first held-out loss the warm start's), and the comparison it
+    writes of the held-out losses and times both arms logged in their metrics."""
+    run_dir = tmp_path / "run"
+    cfg = compose(
+        "+exp=warmstart", f"train.run_dir={run_dir}", "data.train_range=[0,64]", "data.holdout_range=[64,80]",
+        "model.width=4", "model.levels=[1.0,0.5,1.0]", "model.multipliers=[1,2,1]", "model.modes=4",
+        "model.projection=8", "model.time_features=8", "model.time_dim=8", "model.groups=2", "train.batch_size=8",
+        "train.levels=[{grid:16,steps:4},{grid:32,steps:2}]", "train.log_every=1", "train.ckpt_every=10",
+        "train.sample_grids=[]", "optim.warmup_steps=1", "train.heldout.every=2", "train.heldout.grid=32",
+        "train.heldout.num=8", "train.heldout.batch_size=4",
+    )
+    state = train_run(cfg, progress_bar=False)
+    assert int(state.step) == 6
+    report = json.loads((run_dir / "warmstart.json").read_text())
+    warm, scratch = report["arms"]["warm_start"], report["arms"]["from_scratch"]
+    # The from-scratch arm: the same grid points on 32² (4 steps on 16² count as one), trained to
+    # its end in its own folder; it started from the same weights, evaluated on the same draws.
+    assert scratch["levels"] == [{"grid": 32, "steps": 3}] and scratch["run_dir"] == str(run_dir / "from_scratch")
+    assert warm["levels"] == [{"grid": 16, "steps": 4}, {"grid": 32, "steps": 2}]
+    assert warm["grid_points"] == scratch["grid_points"] == 3 * 32**2
+    assert load_run(run_dir / "from_scratch")[3] == 3
+    folders = {"warm_start": run_dir, "from_scratch": run_dir / "from_scratch"}
+    logged = {name: logged_records(folder, "heldout") for name, folder in folders.items()}
+    assert [r["step"] for r in logged["warm_start"]] == [0, 2, 4, 6]
+    assert [r["step"] for r in logged["from_scratch"]] == [0, 2, 3]
+    assert logged["warm_start"][0]["heldout_loss"] == pytest.approx(logged["from_scratch"][0]["heldout_loss"], rel=1e-6)
+    # The compared losses and times are those logged; the level is the worse final loss.
+    for name, records in logged.items():
+        arm = report["arms"][name]
+        assert arm["curve"]["step"] == [r["step"] for r in records]
+        assert arm["curve"]["heldout_loss"] == [r["heldout_loss"] for r in records]
+        assert arm["final_heldout_loss"] == records[-1]["heldout_loss"] and arm["train_time"] == records[-1]["train_time"]
+        assert np.all(np.isfinite(arm["curve"]["heldout_loss"])) and min(arm["curve"]["heldout_loss"]) > 0
+        assert [first["grid"] for first in arm["first_steps"]] == [level["grid"] for level in arm["levels"]]
+    finals = [records[-1]["heldout_loss"] for records in logged.values()]
+    assert report["level"] == max(finals) and report["heldout"]["grid"] == 32 and report["step"] == 6
+    for name, records in logged.items():
+        expected = time_to_reach([r["train_time"] for r in records], [r["heldout_loss"] for r in records], max(finals))
+        assert expected is not None and report["time_to_reach"][name] == pytest.approx(expected)
+        compiled = sum(r["seconds"] for r in logged_records(folders[name], "first_step") if r["train_time"] < expected)
+        assert report["time_to_reach_without_first_steps"][name] == pytest.approx(expected - compiled)
+    reach = report["time_to_reach"]
+    if reach["warm_start"] > 0 and reach["from_scratch"] > 0:
+        assert report["speedup"] == pytest.approx(reach["from_scratch"] / reach["warm_start"])
+    assert (run_dir / "warmstart.png").stat().st_size > 1000

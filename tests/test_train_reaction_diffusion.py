@@ -2,17 +2,26 @@
 exact solutions, its generator's cache and checksum, and the report's statistics on fields whose
 spectrum, mean, variance and correlation are known."""
 
+import json
 import logging
 from typing import final
 
 import diffrax
+import hydra
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from train.data import FitzHughNagumo, GeneratedSource, reaction_diffusion_fields, solve_reaction_diffusion
 from train.data.reaction_diffusion import AbstractReactionDiffusion, dealiasing_mask
+from train.data.source import FieldResampler
 from train.reaction_diffusion_report import compare, field_statistics, shell_power
+from train.training import run
+
+
+def compose(*overrides):
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        return hydra.compose("config", overrides=["+exp=reaction_diffusion", *overrides])
 
 
 @final
@@ -186,16 +195,64 @@ def test_field_statistics_and_compare_on_known_values():
 
 
 def test_report_refuses_other_data_and_miscounted_grids():
-    import hydra
-
     from train.config import ConfigError
     from train.config.programs import validate
-
-    def compose(*overrides):
-        with hydra.initialize_config_module("train.configs", version_base=None):
-            return hydra.compose("config", overrides=["+exp=reaction_diffusion", *overrides])
 
     with pytest.raises(ConfigError, match="data.generator=fitzhugh_nagumo"):
         validate(compose("data.generator=gaussian_fields"))
     with pytest.raises(ConfigError, match="train.report.grid_samples"):
         validate(compose("train.report.grid_samples=[8,8]"))
+
+
+def test_tiny_reaction_diffusion_run_reports_against_its_held_out_fields(tmp_path):
+    """A tiny run of the reaction_diffusion experiment (simulated on 16², trained on 8²) and its
+    report: the held-out fields' spectra and statistics are those of the fields simulated again here
+    (the same on 32², where the report interpolates them: every mode the data hold is kept), the
+    held-out halves' baseline is `compare` of the halves it names, and the shells, bands and counts
+    are the config's."""
+    from sdeflow.metrics.power_spectrum import resolved_shells
+
+    params = {"t_end": 0.5, "dt": 0.25, "segment": 0.5}
+    run_dir = tmp_path / "run"
+    cfg = compose(
+        f"train.run_dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.count=24", "data.seed=3",
+        "data.train_range=[0,16]", "data.holdout_range=[16,24]", "data.native_grid=[16,16]",
+        *(f"data.params.{k}={v}" for k, v in params.items()),
+        "model.width=4", "model.modes=3", "model.depth=1", "model.projection=8", "model.time_features=8",
+        "model.time_dim=8", "model.groups=2", "train.batch_size=8", "train.levels=[{grid:8,steps:3}]",
+        "train.log_every=1", "train.ckpt_every=3", "optim.warmup_steps=1", "sampler.steps=2",
+        "train.report.grids=[16,32]", "train.report.grid_samples=[6,2]", "train.report.batch_size=4",
+    )
+    run(cfg, progress_bar=False)
+    report = json.loads((run_dir / "reaction_diffusion.json").read_text())
+    holdout = reaction_diffusion_fields(24, (16, 16), 2, 3, **params)[16:]
+    assert report["step"] == 3 and report["heldout_fields"] == 8 and report["native_grid"] == [16, 16]
+    assert report["channels"] == ["u", "v"] and report["data_band"] == 5  # |k_i| < 16/3 complete to shell 5
+    trained = resolved_shells((8, 8))  # 3: the shells the training grid holds
+    for n, count in ((16, 6), (32, 2)):
+        entry = report["grids"][str(n)]
+        assert entry["num_samples"] == count and entry["shells"] == [1, 2, 3, 4, 5] and entry["band"] == trained
+        # the reference: the held-out fields simulated again, on 32² interpolated (same coefficients)
+        np.testing.assert_allclose(entry["reference_power"], shell_power(holdout)[:, 1:6], rtol=1e-4)
+        expected = field_statistics(holdout)
+        np.testing.assert_allclose(entry["reference_statistics"]["mean"], expected["mean"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(entry["reference_statistics"]["variance"], expected["variance"], rtol=1e-4)
+        assert entry["reference_statistics"]["correlation"] == pytest.approx(expected["correlation"], rel=1e-4)
+        # the baseline: the first min(count, 4) held-out fields against the last 4
+        m = min(count, 4)
+        assert entry["baseline"]["counts"] == [m, 4]
+        reference = FieldResampler(native_grid=(16, 16), grid=(n, n))(holdout)
+        baseline = compare(reference[:m], reference[4:], 5, trained)
+        for key in ("mean_relative_error", "mean_relative_error_in_band", "relative_error", "mean_difference",
+                    "variance_relative_error"):
+            np.testing.assert_allclose(entry["baseline"][key], baseline[key], rtol=1e-4, atol=1e-7)
+        assert entry["baseline"]["correlation_difference"] == pytest.approx(baseline["correlation_difference"], abs=1e-6)
+        # the samples against it: errors of their own numbers, means over the shells the report names
+        power, error = np.asarray(entry["power"]), np.asarray(entry["relative_error"])
+        assert power.shape == (2, 5) and np.all(np.isfinite(power)) and np.all(power >= 0)
+        np.testing.assert_allclose(error, np.abs(power / np.asarray(entry["reference_power"]) - 1), rtol=1e-9)
+        np.testing.assert_allclose(entry["mean_relative_error_in_band"], error[:, :trained].mean(axis=1), rtol=1e-9)
+        assert -1 <= entry["statistics"]["correlation"] <= 1 and min(entry["statistics"]["variance"]) >= 0
+        assert all(0 <= f <= 1 for f in entry["power_fraction_beyond_band"])
+        assert (run_dir / f"reaction_diffusion_{n}.png").stat().st_size > 1000
+    assert (run_dir / "reaction_diffusion_spectra.png").stat().st_size > 1000

@@ -2,6 +2,9 @@
 (`train.sdf_report`): exact distances on the torus, the gradient's unit norm, the checksum of the
 cache, connected shapes across the torus' edges, and the experiments' configs."""
 
+import json
+
+import hydra
 import numpy as np
 import pytest
 
@@ -9,6 +12,12 @@ from train.config import ConfigError
 from train.data import GeneratedSource, digit_sdf, load_mnist, periodic_signed_distance
 from train.data.sdf import periodic_bilinear
 from train.sdf_report import check_sdf_report, digit_images, eikonal_residual, inside_components, shape_metrics
+from train.training import run
+
+
+def compose(*overrides):
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        return hydra.compose("config", overrides=["+exp=mnist_sdf", *overrides])
 
 
 def torus_distance(grid: int, centre) -> np.ndarray:
@@ -108,3 +117,57 @@ def test_report_refuses_grids_that_do_not_divide_the_fine_grid():
         check_sdf_report(cfg)
     with pytest.raises(ConfigError, match="mnist_sdf"):
         check_sdf_report(OmegaConf.merge(cfg, {"data": {"generator": "gaussian_fields"}}))
+
+
+def test_tiny_mnist_sdf_run_reports_on_the_held_out_digits(tmp_path):
+    """A tiny run of the mnist_sdf experiment and its report: the held-out digits' shape metrics and
+    the classifier's real-vs-real numbers are those recomputed here from the MNIST files (the SDFs on
+    each grid by `digit_sdf`, the report's seeded split of the held-out digits, the run's classifier
+    from its folder); the counts are the config's."""
+    from sdeflow import metrics
+    from train import mnist_classifier as clf
+
+    run_dir, classifier_dir = tmp_path / "run", tmp_path / "classifier"
+    cfg = compose(
+        f"train.run_dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.count=40",
+        "data.train_range=[0,24]", "data.holdout_range=[24,40]", "data.native_grid=[16,16]", "data.params.start=100",
+        "data.params.upsample=1", "model.width=4", "model.levels=[1.0,0.5,1.0]", "model.multipliers=[1,2,1]",
+        "model.modes=4", "model.projection=8", "model.time_features=8", "model.time_dim=8", "model.groups=2",
+        "train.batch_size=8", "train.levels=[{grid:16,steps:3}]", "train.log_every=1", "train.ckpt_every=3",
+        "train.sample_grids=[]", "optim.warmup_steps=1", "sampler.steps=2", "train.report.grids=[16,32]",
+        "train.report.num_samples=4", "train.report.batch_size=4", "train.evaluation.classifier.steps=5",
+        "train.evaluation.classifier.channels=[4,4]", "train.evaluation.classifier.width=8",
+        f"train.evaluation.classifier.dir={classifier_dir}",
+    )
+    run(cfg, progress_bar=False)
+    report = json.loads((run_dir / "sdf_report.json").read_text())
+    assert report["step"] == 3 and report["scale"] == 4.0 and set(report["grids"]) == {"16", "32"}
+    # The held-out digits t10k[124:140]: half trains the classifier, the other half is the reference.
+    mnist = load_mnist("t10k", [124, 140])
+    split = clf.holdout_split(16, True)
+    assert report["num_reference"] == len(split.reference) == 8
+    classifier, info = clf.load(classifier_dir)
+    assert info["steps"] == 5 and report["classifier"]["accuracy_on_mnist_images"] == info["reference_accuracy"]
+    position = {index: i for i, index in enumerate(split.reference)}
+    half_a = [position[i] for i in split.reference_a]
+    half_b = [position[i] for i in split.reference_b]
+    for n in (16, 32):
+        entry = report["grids"][str(n)]
+        data = digit_sdf(mnist.images[split.reference], n, 1, 4.0)
+        assert entry["data"] == pytest.approx(shape_metrics(data, 4.0), rel=1e-6, abs=1e-9)
+        assert entry["data"]["empty"] == 0.0 and 0 < entry["data"]["one_shape"] <= 1  # every digit has ink
+        images = digit_images(data, 4.0)
+        fa, fb = clf.features(classifier, images[half_a]), clf.features(classifier, images[half_b])
+        expected = float(metrics.frechet_distance(fa, fb, block_size=int(cfg.train.evaluation.metrics_block_size)))
+        assert entry["frechet_distance_real"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        real_classes = clf.probabilities(classifier, images[half_b]).argmax(1)
+        assert entry["class_histogram_real"] == np.bincount(real_classes, minlength=10).tolist()
+        labels = mnist.labels[split.reference]
+        accuracy = np.mean(clf.probabilities(classifier, images).argmax(1) == labels)
+        assert entry["classifier_accuracy_real"] == pytest.approx(accuracy)
+        # The samples: as many as asked, on this grid, with metrics in their possible ranges.
+        assert entry["num_samples"] == 4 and sum(entry["class_histogram"]) == 4
+        assert all(np.isfinite(entry["sample_value_range"])) and entry["frechet_distance"] >= 0
+        assert 0 <= entry["samples"]["one_shape"] + entry["samples"]["empty"] <= 1
+        assert 0 <= entry["classifier_confident_fraction"] <= 1 and entry["samples"]["eikonal_residual"] >= 0
+        assert (run_dir / f"sdf_level_sets_{n}.png").stat().st_size > 1000
