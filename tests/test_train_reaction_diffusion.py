@@ -202,6 +202,8 @@ def test_report_refuses_other_data_and_miscounted_grids():
         validate(compose("data.generator=gaussian_fields"))
     with pytest.raises(ConfigError, match="train.report.grid_samples"):
         validate(compose("train.report.grid_samples=[8,8]"))
+    with pytest.raises(ConfigError, match=r"data.native_grid: .* square 2D grid, got \[128, 64\]"):
+        validate(compose("data.native_grid=[128,64]"))
 
 
 def test_tiny_reaction_diffusion_run_reports_against_its_held_out_fields(tmp_path):

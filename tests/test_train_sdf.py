@@ -61,6 +61,9 @@ def test_digit_sdf_puts_pixels_at_their_points_in_units_of_the_square():
     np.testing.assert_allclose(coarse, 4 * fine[:, :, ::4, ::4], rtol=1e-6)
     with pytest.raises(ValueError, match="divide the fine grid"):
         digit_sdf(image, 48)
+    for upsample in (0, -2):
+        with pytest.raises(ValueError, match=r"`upsample` must be a positive int"):
+            digit_sdf(image, 32, upsample=upsample)
 
 
 def test_generated_sdf_cache_refuses_a_corrupt_file(tmp_path):

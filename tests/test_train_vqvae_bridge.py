@@ -60,6 +60,7 @@ def test_patch_cross_entropy():
     ("train.stages.0.trainable=[autoencoder,network]", r"train.stages\[0\].trainable must be \[autoencoder\]"),
     ("train.stages.1.trainable=[network,autoencoder]", r"train.stages\[1\].trainable must not hold the autoencoder"),
     ("train.sample_grids=[32]", "train.sample_grids must be"),
+    ("train.report.grids=[32,64]", r"train.report.grids: .* on one grid"),
     ("train.stages.1.levels.0.grid=30", r"train.stages\[1\].levels\[0\].grid = 30 does not suit autoencoder=VQVAE"),
 ])
 def test_bad_configs_are_refused_naming_the_field(override, message):

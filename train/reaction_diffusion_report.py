@@ -42,6 +42,10 @@ GENERATOR = "fitzhugh_nagumo"
 def check_reaction_diffusion_report(cfg: DictConfig) -> None:
     """The run's data must be the generated reaction–diffusion fields on a square 2D grid."""
     require_generator(cfg.data, "reaction_diffusion", GENERATOR)
+    native = cfg.data.native_grid
+    if isinstance(native, int) or len(native) != 2 or native[0] != native[1]:
+        raise ConfigError(f"data.native_grid: the reaction_diffusion report's spectra need a square 2D grid, got "
+                          f"{native if isinstance(native, int) else list(native)}.")
     if cfg.data.holdout_range is None or cfg.data.holdout_range[1] - cfg.data.holdout_range[0] < 4:
         raise ConfigError(f"data.holdout_range: the reaction_diffusion report compares with at least 4 held-out "
                           f"fields, got {cfg.data.holdout_range}.")

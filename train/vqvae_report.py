@@ -39,12 +39,15 @@ logger = logging.getLogger("train.report")
 
 
 def check_vqvae_report(cfg: DictConfig) -> None:
-    """The run must model an autoencoder's latent maps, with a fixed-step sampler (inpainting by
-    replacement needs one)."""
+    """The run must model an autoencoder's latent maps, on one report grid, with a fixed-step
+    sampler (inpainting by replacement needs one)."""
     from . import build
 
     if cfg.get("autoencoder") is None:
         raise ConfigError("train.report.name=vqvae_bridge needs a run with an autoencoder (autoencoder: {...}).")
+    if len(cfg.train.report.grids) != 1:
+        raise ConfigError(f"train.report.grids: the vqvae_bridge report compares decoded samples with the "
+                          f"held-out digits on one grid, got {list(cfg.train.report.grids)}.")
     sampler = build.build_sampler(cfg)
     if getattr(sampler, "num_steps", None) is None:
         raise ConfigError(f"train.report.name=vqvae_bridge inpaints by replacement, which needs a fixed-step "

@@ -103,8 +103,10 @@ def digit_sdf(
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise ValueError(f"`images` must be uint8 of shape (B, 28, 28), got {images.dtype} {images.shape}.")
     n, m = as_grid(grid, 2)
+    if int(upsample) != upsample or upsample < 1:
+        raise ValueError(f"`upsample` must be a positive int (the fine grid is 32 * upsample), got {upsample}.")
     fine = PIXEL_GRID * int(upsample)
-    if upsample < 1 or n != m or fine % n:
+    if n != m or fine % n:
         raise ValueError(f"the grid {[n, m]} must be square and divide the fine grid {fine} = 32 * upsample.")
     if not scale > 0:
         raise ValueError(f"`scale` must be > 0, got {scale}.")
