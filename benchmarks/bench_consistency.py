@@ -15,6 +15,7 @@ Run `python -m benchmarks.bench_consistency --run-dir runs/multilevel_mnist` or
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import time
@@ -122,6 +123,7 @@ def main() -> None:
     result["smooth_t0.5"] = {"mean": values.mean(0).tolist(), "max": values.max(0).tolist()}
     result["seconds"] = time.perf_counter() - started
     result["calibration_gflops"] = [gflops_before, matmul_gflops()]
+    result["loadavg_1min"] = os.getloadavg()[0]
     out = ROOT / "benchmarks" / "results" / f"consistency_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

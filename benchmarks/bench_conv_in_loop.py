@@ -15,7 +15,9 @@ Run `python -m benchmarks.bench_conv_in_loop`; JSON goes to `benchmarks/results/
 
 import argparse
 import json
+import os
 import pathlib
+import sys
 import time
 
 
@@ -78,6 +80,7 @@ def main() -> None:
     import jax.numpy as jnp
     import jax.random as jr
 
+    sys.path.insert(0, str(ROOT))  # (run as a module or as a script)
     import nets
     from benchmarks.calibration import matmul_gflops
 
@@ -107,6 +110,7 @@ def main() -> None:
     for name, model in (("unet_circular_conv_ms", unet), ("unet_equinox_conv_ms", with_equinox_convs(unet))):
         result[name] = per_call_ms(lambda model=model: (lambda y: y + 0.01 * model.batched(t, y)), u, 10)
     result["calibration_gflops"] = {"before": before, "after": matmul_gflops()}
+    result["loadavg_1min"] = os.getloadavg()[0]
     result["devices"] = [str(d) for d in jax.devices()]
     path = pathlib.Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

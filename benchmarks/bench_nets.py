@@ -67,6 +67,9 @@ def main() -> None:
                        "device_kind": jax.devices()[0].device_kind,
                        "note": "CPU shared with other processes; see loadavg per row"},
     }
+    from benchmarks.calibration import matmul_gflops
+
+    result["calibration_matmul_gflops_before"] = matmul_gflops()
     path = pathlib.Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
@@ -93,7 +96,10 @@ def main() -> None:
                   f"   (load {row['loadavg_1min']:.1f})", flush=True)
             # written after every row, so that a run cut short keeps what it measured
             path.write_text(json.dumps({**result, "rows": rows}, indent=2))
-    print(f"wrote {path}")
+    result["calibration_matmul_gflops_after"] = matmul_gflops()
+    path.write_text(json.dumps({**result, "rows": rows}, indent=2))
+    print(f"wrote {path} (calibration {result['calibration_matmul_gflops_before']:.0f} / "
+          f"{result['calibration_matmul_gflops_after']:.0f} GFLOP/s)")
 
 
 if __name__ == "__main__":

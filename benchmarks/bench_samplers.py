@@ -22,6 +22,7 @@ MMD of a few thousand samples does not.
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import time
@@ -119,6 +120,9 @@ def main(argv=None) -> dict:
     reference_j = jnp.asarray(reference)
     only = None if args.only is None else set(args.only.split(","))
     rows = []
+    from benchmarks.calibration import matmul_gflops
+
+    calibration, load = [matmul_gflops()], [os.getloadavg()[0]]
 
     def measure(spec, seed):
         sampler = make_sampler(spec)
@@ -175,6 +179,8 @@ def main(argv=None) -> dict:
         "riesz_mmd_real": float(metrics.riesz_mmd(jnp.asarray(other), reference_j)),
         "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(other), reference_j)),
         "device": str(jax.devices()[0]),
+        "calibration_matmul_gflops": calibration + [matmul_gflops()],
+        "loadavg_1min": load + [os.getloadavg()[0]],
         "rows": rows,
         "target": target,
     }

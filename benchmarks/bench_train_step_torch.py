@@ -139,8 +139,13 @@ def main() -> None:
         import torch  # noqa: F401
     except ImportError:
         sys.exit("PyTorch is not installed: pip install torch==2.13.0 (a CUDA build for --device cuda), then run again.")
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.calibration import matmul_gflops  # JAX's float32 matmul, as every benchmark here
+
     batch, steps = (16, 2) if args.quick else (args.batch, args.steps)
+    before = matmul_gflops()
     result = run(steps, batch, 32, args.device)
+    result["calibration_matmul_gflops"] = [before, matmul_gflops()]
     result.update(config={"depth": 4, "modes": 14, "width": 32, "projection": 128, "batch": batch,
                           "grid": [32, 32], "dtype": "float32"},
                   machine=platform.platform(), cpu_count=os.cpu_count())
@@ -148,7 +153,9 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     print(f"PyTorch FNO step: median {result['median_ms']:.0f} ms (min {result['min_ms']:.0f}), "
-          f"{result['threads']} threads, load {result['loadavg_1min']:.1f}; wrote {path}")
+          f"{result['threads']} threads, load {result['loadavg_1min']:.1f}, calibration "
+          f"{result['calibration_matmul_gflops'][0]:.0f} / {result['calibration_matmul_gflops'][1]:.0f} GFLOP/s; "
+          f"wrote {path}")
 
 
 if __name__ == "__main__":

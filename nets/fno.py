@@ -301,8 +301,8 @@ class FNO(eqx.Module):
     - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
       input's values appended as channels (`nets.value_fourier_features`; empty: none). They tie
       the network to one grid: `oversample` does not band-limit them.
-    - `oversample`: the factor of the grid on which every GELU is evaluated before its result is
-      band-limited back to the grid (`nets.band_limited`; 1: on the grid itself). With 2, the
+    - `oversample`: the factor of the grid on which every GroupNorm and GELU is evaluated before
+      its result is band-limited back to the grid (`nets.band_limited`; 1: on the grid itself). With 2, the
       aliasing of the nonlinearities' harmonics, which makes a field's output on a coarse grid
       differ from its output on a fine one, is removed.
     - `clip_modes`: on grids too coarse for `modes`, keep the modes they hold instead of refusing

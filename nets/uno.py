@@ -87,8 +87,8 @@ class UNO(eqx.Module):
     - `fourier_features`: exponents $k$ of the Fourier features $\\sin, \\cos(2^k \\pi u)$ of the
       input's values appended as channels (`nets.value_fourier_features`; empty: none). They tie
       the network to one grid: `oversample` does not band-limit them.
-    - `oversample`: the factor of the grid on which every GELU is evaluated before its result is
-      band-limited back (`nets.band_limited`; 1: on the grid itself; see `FNO`).
+    - `oversample`: the factor of the grid on which every GroupNorm and GELU is evaluated before
+      its result is band-limited back (`nets.band_limited`; 1: on the grid itself; see `FNO`).
     - `reference_grid`: if given, the inner levels (fraction < 1) have the grid
       `round(fraction * reference_grid)` on every input grid, so that they hold the same band of
       frequencies at every resolution; `None`: fractions of the input grid, whose inner levels hold

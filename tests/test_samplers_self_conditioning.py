@@ -19,6 +19,7 @@ FIXED = {
     "ddim_eta": samplers.DDIM(12, eta=0.5, denoise=True),
     "pc": samplers.PredictorCorrector(6, denoise=True),
     "ode_heun": samplers.ProbabilityFlow(diffrax.Heun(), 6, denoise=True),
+    "shark": samplers.ReverseSDE(diffrax.ShARK(), 6, denoise=True),
 }
 
 

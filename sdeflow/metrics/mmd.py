@@ -52,7 +52,8 @@ def riesz_mmd(
 
     **Returns:**
 
-    The estimate of $D^2$, a scalar (in squared units of the fields).
+    The estimate of $D^2$, a scalar, in the units of the fields (the Riesz kernel's distances are
+    linear in them: scaling both sets by $a$ scales it by $a$).
     """
     check_block_size(block_size)
     xv, yv = as_vectors(x, "x"), as_vectors(y, "y")

@@ -16,7 +16,7 @@ class PipelineConfig:
 
     worker_count: int = 0  # grain worker processes preparing batches (0: in the main process; fine on CPU)
     worker_buffer_size: int = 2  # batches each worker keeps ready
-    read_threads: int = 1  # threads preparing batches in the main process (when worker_count is 0)
+    read_threads: int = 1  # threads preparing batches: in each worker process, or in the main process when worker_count is 0
     prefetch_buffer: int = 4  # batches those threads keep ready
 
     def check(self, where: str = "data") -> None:

@@ -92,7 +92,7 @@ class Schedule(Choice):
     """The noise schedules of the VP and sub-VP SDEs."""
 
     linear = "linear"  # beta(t) linear from beta_min to beta_max
-    cosine = "cosine"  # alpha_bar(t) = cos^2(pi/2 (t + s)/(1 + s)), clipped at min_alpha_bar
+    cosine = "cosine"  # alpha_bar(t) = cos^2(pi/2 (t + s)/(1 + s)) / cos^2(pi/2 s/(1 + s)), mapped to min + (1 - min) alpha_bar with min = min_alpha_bar
 
 
 @dataclasses.dataclass

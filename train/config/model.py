@@ -50,7 +50,7 @@ class FNOConfig:
     method: Method = Method.auto  # spectral conv implementation: auto | dft | fft
     local: bool = False  # add a learned finite-difference stencil to every block (a differential operator on every grid)
     fourier_features: list[int] = dataclasses.field(default_factory=list)  # exponents k of sin/cos(2^k pi u) channels of the input's values (variational diffusion); empty: none
-    oversample: float = 1.0  # GELU evaluated on a grid this many times finer, then band-limited back (>= 1; 1: on the grid; 2 removes the aliasing that makes outputs depend on the grid)
+    oversample: float = 1.0  # GroupNorm and GELU evaluated on a grid this many times finer, then band-limited back (>= 1; 1: on the grid; 2 removes the aliasing that makes outputs depend on the grid)
     clip_modes: bool = False  # on grids too coarse for the modes, keep the modes they hold; false: such grids are refused
 
 
@@ -74,7 +74,7 @@ class UNOConfig:
     method: Method = Method.auto  # spectral conv implementation: auto | dft | fft
     local: bool = False  # add a learned finite-difference stencil to every block (a differential operator on every grid)
     fourier_features: list[int] = dataclasses.field(default_factory=list)  # exponents k of sin/cos(2^k pi u) channels of the input's values (variational diffusion); empty: none
-    oversample: float = 1.0  # GELU evaluated on a grid this many times finer, then band-limited back (>= 1; 1: on the grid; 2 removes the aliasing that makes outputs depend on the grid)
+    oversample: float = 1.0  # GroupNorm and GELU evaluated on a grid this many times finer, then band-limited back (>= 1; 1: on the grid; 2 removes the aliasing that makes outputs depend on the grid)
     reference_grid: Optional[int] = None  # inner levels (fraction < 1) take their fraction of this grid size on every input grid (the same frequencies at every resolution); null: of the input grid
     clip_modes: bool = False  # on grids too coarse for a block's modes, keep the modes they hold (a first level at 16 for modes 12); false: such grids are refused
 

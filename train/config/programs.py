@@ -88,7 +88,7 @@ class EvaluateConfig(EvaluationConfig):
 
     run_dir: Optional[str] = None  # the training run folder; required
     step: Optional[int] = None  # the checkpoint step to restore; null: the latest
-    output: Optional[str] = None  # the JSON file; null: <run_dir>/evaluation/<sampler tag>_grid<n>.json
+    output: Optional[str] = None  # the JSON file; null: <run_dir>/evaluation/<sampler tag>_grid<n>.json (_grid<n>_from<m> when drawn on sample_grid m)
     oversample: Optional[float] = None  # FNO/U-NO: evaluate the nonlinearities on a grid this many times finer (>= 1; 2 removes their aliasing; the weights do not depend on it); null: as trained
 
 
