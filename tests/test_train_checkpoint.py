@@ -84,6 +84,8 @@ def test_corrupt_or_mismatched_checkpoint_names_the_folder(tmp_path, request):
         checkpointer.restore(state, step=1)
     with Checkpointer(tmp_path / "empty") as empty, pytest.raises(CheckpointError, match="no checkpoint in"):
         empty.restore(state)
+    with pytest.raises(CheckpointError, match=rf"no checkpoint 7 in {tmp_path}: it holds steps \[1, 2\]"):
+        checkpointer.restore(state, step=7)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -103,7 +105,18 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, re
     assert step == 1 and extra == {"step": 1}
     _assert_same(restored, states[1])
     assert len(lines) == 2 and f"checkpoint {tmp_path / '3'} cannot be read" in lines[0]
-    assert lines[0].endswith("Falling back to checkpoint 2.") and lines[1].endswith("Falling back to checkpoint 1.")
+    assert lines[0].endswith("Moved it to 3.corrupt; falling back to checkpoint 2.")
+    assert lines[1].endswith("Moved it to 2.corrupt; falling back to checkpoint 1.")
+    # The corrupt ones are set aside, so that the resumed run writes those steps again (and a second
+    # corruption of the same step goes beside the first).
+    assert checkpointer.all_steps() == [1] and (tmp_path / "3.corrupt").is_dir() and (tmp_path / "2.corrupt").is_dir()
+    checkpointer.save(2, states[2], {"step": 2})
+    _assert_same(checkpointer.restore(_state(8, mesh, seed=9), 2)[0], states[2])
+    for path in (tmp_path / "2" / "arrays").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    assert checkpointer.restore_latest_good(lambda step: _state(8, mesh, seed=9), log=lines.append)[2] == 1
+    assert lines[-1].endswith("Moved it to 2.corrupt-2; falling back to checkpoint 1.")
     # a checkpoint of another model is refused at once, not skipped
     with pytest.raises(CheckpointError, match="does not match"):
         checkpointer.restore_latest_good(lambda step: _state(16, mesh), log=lines.append)
@@ -148,6 +161,13 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, request, monkeyp
     with pytest.raises(CheckpointWriteError, match=r"checkpoint 2 could not be written in .* \(No space left on "
                        r"device\); checkpoint 1 is intact\. Free space"):
         checkpointer.save(2, state, {"step": 2})
+    # As TensorStore reports a full disk (no OSError in the chain, the code in the message):
+    tensorstore = ("RESOURCE_EXHAUSTED: Error writing local file \"d/abc\": [OpenFailed] "
+                   "No space left on device [os_error_code='28']")
+    monkeypatch.setattr(checkpointer._manager, "save", lambda *a, **k: (_ for _ in ()).throw(ValueError(tensorstore)))
+    with pytest.raises(CheckpointWriteError, match=r"checkpoint 2 could not be written in .* \(No space left on "
+                       r"device\); checkpoint 1 is intact\."):
+        checkpointer.save(2, state, {"step": 2})
     monkeypatch.setattr(checkpointer._manager, "save", write)
     _, extra, step = checkpointer.restore_latest_good(lambda step: _state(8, mesh, seed=9))
     assert step == 1 and extra == {"step": 1}
@@ -155,3 +175,21 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, request, monkeyp
     monkeypatch.setattr(checkpointer._manager, "save", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad tree")))
     with pytest.raises(ValueError, match="bad tree"):
         checkpointer.save(3, state)
+
+
+def test_a_checkpoint_with_non_finite_values_is_corrupt(tmp_path):
+    """Weights that hold a NaN restore as a corrupt checkpoint naming the leaf, so that a resume
+    falls back to an older one instead of training on."""
+    from train.checkpoint import CorruptCheckpointError
+
+    mesh = make_mesh(jax.devices()[:1])
+    state = _state(8, mesh)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    index = next(i for i, x in enumerate(leaves) if eqx.is_inexact_array(x) and x.size > 1)
+    leaves[index] = leaves[index].at[(0,) * leaves[index].ndim].set(jnp.nan)
+    with Checkpointer(tmp_path) as checkpointer:
+        checkpointer.save(1, state, {"step": 1})
+        checkpointer.save(2, jax.tree_util.tree_unflatten(treedef, leaves), {"step": 2})
+        with pytest.raises(CorruptCheckpointError, match=rf"checkpoint {tmp_path / '2'}: leaf .* holds non-finite"):
+            checkpointer.restore(_state(8, mesh, seed=9), 2)
+        assert checkpointer.restore_latest_good(lambda step: _state(8, mesh, seed=9), log=lambda line: None)[2] == 1

@@ -148,6 +148,12 @@ def test_wrong_keys_and_types_are_refused_by_hydra(override, field):
     assert field in message
 
 
+def test_a_seed_beyond_32_bits_is_refused():
+    validate(compose("+exp=smoke", f"train.seed={2**32 - 1}"))
+    with pytest.raises(ConfigError, match=r"train.seed must be below 2\*\*32 .*, got 4294967296"):
+        validate(compose("+exp=smoke", f"train.seed={2**32}"))
+
+
 def test_keys_appended_with_plus_are_refused_at_start_up():
     """`+key=value` makes hydra append to any node; the start-up check refuses it by name."""
     with pytest.raises(ConfigError, match=re.escape("train.levls is not a field of TrainConfig")):

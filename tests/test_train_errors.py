@@ -80,6 +80,11 @@ def test_an_unwritable_run_folder_is_named(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_batch_larger_than_the_data_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.batch_size = 1024 is more than the 512 training examples"):
+        run(compose(f"train.run_dir={tmp_path}/run", "train.batch_size=1024"), progress_bar=False)
+
+
 def test_a_prior_that_is_not_trace_class_is_warned_about():
     assert "is not trace class" in prior_warning(WhiteNoise(dim=2))
     assert prior_warning(Matern(dim=2, s=2.0)) is None

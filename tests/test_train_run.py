@@ -155,14 +155,23 @@ STAGES = ("train.stages=[{name:first,levels:[{grid:16,steps:4}]},"
 
 @pytest.mark.slow
 def test_staged_run_resumes_inside_a_stage_and_at_its_boundary(tmp_path):
-    """Two stages (each its own loss and a fresh optimiser): stopped inside the first and again
-    exactly at the boundary, then resumed, the run ends with the bits of an uninterrupted one."""
+    """Two stages (each its own loss and a fresh optimiser): stopped inside the first, again
+    exactly at the boundary and one step after it, then resumed, the run ends with the bits of an
+    uninterrupted one. The EMA goes on across the boundary: one step into the second stage it is
+    decay * (the first stage's last EMA) + (1 - decay) * (the new weights), not restarted."""
     common = [STAGES, "train.sample_grids=[]", "train.log_every=1", "optim.warmup_steps=1"]
     reference = run(compose(f"train.run_dir={tmp_path / 'whole'}", *common), progress_bar=False)
     run_dir = tmp_path / "stopped"
-    for stop in (2, 4):
-        stopped = run(compose(f"train.run_dir={run_dir}", f"train.stop_after={stop}", *common), progress_bar=False)
-        assert int(stopped.step) == stop
+    states = {}
+    for stop in (2, 4, 5):
+        states[stop] = run(compose(f"train.run_dir={run_dir}", f"train.stop_after={stop}", *common), progress_bar=False)
+        assert int(states[stop].step) == stop
+    decay = compose(*common).optim.ema_decay
+    for e5, e4, w5 in zip(_leaves(states[5].ema["network"]), _leaves(states[4].ema["network"]),
+                          _leaves(states[5].parts["network"]), strict=True):
+        np.testing.assert_allclose(e5, decay * e4 + (1 - decay) * w5, rtol=0, atol=1e-6)
+    assert max(float(np.max(np.abs(e - w))) for e, w in zip(_leaves(states[5].ema["network"]),
+                                                            _leaves(states[5].parts["network"]))) > 1e-4
     resumed = run(compose(f"train.run_dir={run_dir}", *common), progress_bar=False)
     assert int(resumed.step) == int(reference.step) == 8
     for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
@@ -170,7 +179,8 @@ def test_staged_run_resumes_inside_a_stage_and_at_its_boundary(tmp_path):
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     events = [(r["event"], r.get("stage")) for r in records if "event" in r]
     assert events == [("start", None), ("level", 0), ("stop", None), ("resume", None), ("stop", None),
-                      ("resume", None), ("stage", 1), ("level", 1), ("level", 1), ("end", None)]
+                      ("resume", None), ("stage", 1), ("level", 1), ("stop", None), ("resume", None),
+                      ("level", 1), ("end", None)]
     # the second stage's optimiser started afresh at step 4: its step counts are 4, not 8, and the
     # logged rate (of the next step) jumps from the first stage's final rate back to the peak
     counts = [int(x) for x in jax.tree.leaves(resumed.opt_state) if jnp.issubdtype(x.dtype, jnp.integer)]
@@ -222,24 +232,27 @@ def test_sigterm_checkpoints_the_step_and_the_run_resumes(uninterrupted, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["stop", "skip"])
-def test_a_non_finite_loss_stops_the_run_with_its_step(policy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("policy, ckpt_every", [("stop", None), ("skip", None), ("stop", 1)])
+def test_a_non_finite_loss_stops_the_run_with_its_step(policy, ckpt_every, tmp_path, monkeypatch):
     """Every loss NaN: `stop` ends the run at the first logged window naming step 1 and the loss,
     with nothing applied and no checkpoint written; `skip` goes on, counting the skipped steps in the
-    metrics log, until more than `train.max_skipped` were skipped."""
+    metrics log, until more than `train.max_skipped` were skipped. A checkpoint due between two
+    logged steps (every step here, logs every 2) is not written after the bad step either: the run
+    stops there, so that the checkpoint it keeps can resume it."""
     from train import build
 
     dsm = build._dsm
     monkeypatch.setattr(build, "_dsm", lambda parts, x0, key, **kw: dsm(parts, x0, key, **kw) * jnp.nan)
     run_dir = tmp_path / "run"
     cfg = compose(f"train.run_dir={run_dir}", "train.sample_grids=[]", f"train.nonfinite={policy}",
-                  "train.max_skipped=3")
+                  "train.max_skipped=3", *([] if ckpt_every is None else [f"train.ckpt_every={ckpt_every}"]))
     expected = "the loss is not finite at step 1 (the first such step; its update was not applied)"
     with pytest.raises(FloatingPointError, match=re.escape(expected)) as info:
         run(cfg, progress_bar=False)
     assert "The last checkpoint (none) is kept" in str(info.value)
     skipped = [r["skipped"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if "loss" in r]
-    assert skipped == ([2] if policy == "stop" else [2, 4])  # windows of train.log_every = 2 steps
+    # windows of train.log_every = 2 steps; with a checkpoint due at step 1, none was logged
+    assert skipped == ([] if ckpt_every == 1 else [2] if policy == "stop" else [2, 4])
     if policy == "skip":
         assert "4 steps were skipped (more than train.max_skipped = 3)" in str(info.value)
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())

@@ -10,7 +10,9 @@ Orbax writes each step into a temporary folder and renames it when complete, so 
 while saving leaves the previous checkpoint intact; only the last `keep` steps are kept.
 """
 
+import os
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +136,8 @@ class Checkpointer:
             step = self.latest_step()
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}.")
+        if int(step) not in self.all_steps():
+            raise CheckpointError(f"no checkpoint {step} in {self.directory}: it holds steps {self.all_steps()}.")
         folder = self.directory / str(step)
         leaves, names, treedef = _arrays(template)
         expected = _describe(leaves, names)
@@ -181,9 +185,10 @@ class Checkpointer:
     ) -> tuple[Any, dict, int]:
         """Restore the newest checkpoint that reads back whole, falling back past corrupt ones.
 
-        A corrupt checkpoint (`CorruptCheckpointError`) is reported in one line through `log` and
-        the next older one is tried; one of another model or config (`CheckpointError`) stops at
-        once, since an older one would not fit either.
+        A corrupt checkpoint (`CorruptCheckpointError`) is reported in one line through `log`,
+        moved aside to `<step>.corrupt` (kept for inspection; the run writes that step afresh when
+        it gets there) and the next older one is tried; one of another model or config
+        (`CheckpointError`) stops at once, since an older one would not fit either.
 
         **Arguments:**
 
@@ -203,12 +208,28 @@ class Checkpointer:
                 tree, extra = self.restore(template(step), step)
             except CorruptCheckpointError as error:
                 older = [s for s in steps if s < step]
-                log(f"{error} Falling back to checkpoint {older[0]}." if older else str(error))
+                if not older:
+                    log(str(error))
+                    continue
+                aside = self._move_aside(step)
+                log(f"{error} Moved it to {aside.name}; falling back to checkpoint {older[0]}.")
                 continue
             return tree, extra, step
         raise CorruptCheckpointError(
             f"every checkpoint in {self.directory} is corrupt ({steps}); start a new run folder."
         )
+
+    def _move_aside(self, step: int) -> pathlib.Path:
+        """Rename checkpoint `step`'s folder to `<step>.corrupt` (`.corrupt-2`... if taken), out of
+        the manager's steps."""
+        aside = self.directory / f"{step}.corrupt"
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.directory / f"{step}.corrupt-{n}"
+        (self.directory / str(step)).rename(aside)
+        self._manager.reload()
+        return aside
 
     def close(self) -> None:
         """Finish pending writes and release the manager."""
@@ -223,11 +244,17 @@ class Checkpointer:
 
 
 def _os_error(error: BaseException) -> OSError | None:
-    """The `OSError` (full disk, no permission...) behind an error of the writers, if any."""
+    """The `OSError` (full disk, no permission...) behind an error of the writers, if any: one in
+    the chain of causes, or the operating system's error code in a message of TensorStore's (which
+    writes the arrays: a full disk reaches Python as `ValueError: RESOURCE_EXHAUSTED: ...
+    [os_error_code='28']`)."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, OSError):
             return error
+        code = re.search(r"os_error_code='?(\d+)", str(error))
+        if code and int(code.group(1)) > 0:
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -142,6 +142,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     # Build everything before compiling anything: a bad model or prior fails here.
     source = build.build_source(cfg.data)
     data = source.load("train")
+    if t.batch_size > len(data.values):
+        raise ConfigError(f"train.batch_size = {t.batch_size} is more than the {len(data.values)} training "
+                          f"examples of data={cfg.data.name}: lower it, or train on more examples.")
     model_key, train_key, sample_key = build.split_keys(t.seed)
     parts = build.build_parts(cfg, model_key)
     sde = build.build_sde(cfg)
@@ -212,6 +215,11 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
             metrics.write(event="heldout", step=step, grid=t.heldout.grid, heldout_loss=loss,
                           train_time=clock.seconds(), time=time.time())
 
+    def stop_if_nonfinite() -> None:  # (a host sync: at log steps, and before every checkpoint)
+        skipped = int(state.skipped)
+        if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
+            raise nonfinite_error(state, parts, stage.trainable, checkpointer, t)
+
     step = start
     iterator = None
     guard = ResidentGuard()  # bounds the kept heap's growth on several devices (train.memory)
@@ -259,13 +267,13 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                                                       step - phases_start(phases, stage.index)),
                                       skipped=skipped, time=time.time())
                         bar.update(len(losses), loss=mean if mean is not None else float("nan"), grid=phase.grid)
-                        if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
-                            raise nonfinite_error(state, parts, stage.trainable, checkpointer, t)
+                        stop_if_nonfinite()
                         guard.check()
                         losses, window_start = [], clock.seconds()
                     if heldout is not None and (step % t.heldout.every == 0 or step == steps_total):
                         log_heldout(step)
                     if step % t.ckpt_every == 0:
+                        stop_if_nonfinite()  # never a checkpoint after an unchecked non-finite step
                         checkpoint(step, iterator)
                     if t.sample_every and step % t.sample_every == 0 and step < steps_total and main:
                         with clock.paused(state):

@@ -158,7 +158,7 @@ class WandbConfig:
 class TrainConfig:
     """The training loop: one model trained on each grid of `levels` in turn."""
 
-    seed: int = 0  # seed of the model's initialisation, the data order and the noise (int >= 0)
+    seed: int = 0  # seed of the model's initialisation, the data order and the noise (0 <= seed < 2**32)
     batch_size: int = 64  # examples per step; a multiple of the number of devices
     levels: list[LevelConfig] = dataclasses.field(
         default_factory=lambda: [LevelConfig(32, 2000), LevelConfig(64, 500)]
@@ -187,6 +187,8 @@ class TrainConfig:
 
     def check(self, where: str = "train") -> None:
         positive(f"{where}.seed", self.seed, 0)
+        if self.seed >= 2**32:
+            fail(f"{where}.seed", "must be below 2**32 (the data order's seed is 32 bits)", self.seed)
         positive(f"{where}.batch_size", self.batch_size)
         for i, stage in enumerate(self.stage_list()):
             at = f"{where}.stages[{i}]" if self.stages else where
