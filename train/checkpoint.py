@@ -10,6 +10,7 @@ Orbax writes each step into a temporary folder and renames it when complete, so 
 while saving leaves the previous checkpoint intact; only the last `keep` steps are kept.
 """
 
+import hashlib
 import os
 import pathlib
 import re
@@ -51,6 +52,18 @@ def _arrays(tree) -> tuple[list[jax.Array], list[str], jtu.PyTreeDef]:
 
 def _describe(leaves, names) -> list[list]:
     return [[name, list(x.shape), str(x.dtype)] for name, x in zip(names, leaves)]
+
+
+def _digests(leaves) -> list[str | None]:
+    """A checksum of every leaf's bytes (BLAKE2b, 8 bytes), or `None` for an array this process
+    does not hold whole (a multi-process run's sharded arrays)."""
+    out = []
+    for x in leaves:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            out.append(None)
+        else:
+            out.append(hashlib.blake2b(np.ascontiguousarray(np.asarray(x)).tobytes(), digest_size=8).hexdigest())
+    return out
 
 
 def describe_arrays(tree: Any) -> list[list]:
@@ -99,6 +112,7 @@ class Checkpointer:
         leaves, names, _ = _arrays(tree)
         extra = dict(extra or {})
         extra["_leaves"] = _describe(leaves, names)
+        extra["_digests"] = _digests(leaves)  # what a restore checks the bytes it reads against
         previous = self.latest_step()
         try:
             self._manager.save(
@@ -152,6 +166,7 @@ class Checkpointer:
                 "run folder."
             ) from None
         saved = extra.pop("_leaves", None)
+        digests = extra.pop("_digests", None)  # (absent from checkpoints written before checksums)
         if saved != expected:
             raise CheckpointError(f"checkpoint {folder} does not match the model being restored: "
                                   + first_difference(saved, expected)
@@ -169,6 +184,10 @@ class Checkpointer:
                 "or incomplete. Delete that folder to resume from an older checkpoint, or start a new "
                 "run folder."
             ) from None
+        for name, want, got in zip(names, digests or [], _digests(restored)):
+            if want is not None and got is not None and want != got:
+                raise CorruptCheckpointError(f"checkpoint {folder}: leaf {name} does not match the checksum "
+                                             "written with it (a changed or damaged file).")
         template_leaves = jtu.tree_leaves(eqx.filter(template, eqx.is_array))
         values = [
             jr.wrap_key_data(new, impl=jr.key_impl(old)) if _is_key(old) else new
