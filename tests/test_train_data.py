@@ -199,3 +199,22 @@ def test_pipeline_with_worker_processes(t10k):
     parallel.set_state(state)  # rewind, as a resumed run does
     for b in expected[4:10]:
         np.testing.assert_array_equal(next(parallel), b)
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
+    """`write_atomically`: a writer that fails half-way leaves the file as it was and no temporary
+    file; one that finishes replaces it whole."""
+    from train.data.files import write_atomically, write_text_atomically
+
+    target = tmp_path / "config.yaml"
+    write_text_atomically(target, "old: 1\n")
+
+    def half(out):
+        out.write(b"new: ")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(target, half)
+    assert target.read_text() == "old: 1\n" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+    write_text_atomically(target, "new: 2\n")
+    assert target.read_text() == "new: 2\n" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]

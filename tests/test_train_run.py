@@ -133,6 +133,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     events = [r.get("event") for r in records if r.get("event") not in (None, "heldout", "first_step")]
     assert events == ["start", "level", "stop", "resume", "level", "end"]
+    # Only the run-control fields changed (train.stop_after): the config it started with stands alone.
+    assert not list(run_dir.glob("config.resumed-*")) and not list(run_dir.glob(".*.part"))
     # The held-out loss at steps 0, 2, ..., 10 on both sides of the resume, with the training time
     # that reached it (continued from the checkpoint's); each level's first step (compiled in it).
     logged = [r for r in records if r.get("event") == "heldout"]
@@ -354,3 +356,17 @@ def test_a_failed_evaluation_leaves_every_sample_png(tmp_path, monkeypatch, capl
         run(cfg, progress_bar=False)
     assert (tmp_path / "run" / "samples" / "step0000002_grid16.png").exists()
     assert "(4 on the 16-grid" in caplog.text
+
+
+def test_a_resume_with_another_config_keeps_both(tmp_path):
+    """Resumed with a setting changed that may change (the log's period), the run saves the new
+    config beside the one it started with, named by the step it resumed at."""
+    run_dir = tmp_path / "run"
+    common = [f"train.run_dir={run_dir}", "train.sample_grids=[]", "train.levels=[{grid:16,steps:3}]"]
+    run(compose(*common, "train.stop_after=2"), progress_bar=False)
+    started = (run_dir / "config.yaml").read_text()
+    run(compose(*common, "train.log_every=1"), progress_bar=False)
+    assert (run_dir / "config.yaml").read_text() == started
+    resumed = OmegaConf.load(run_dir / "config.resumed-2.yaml")
+    assert resumed.train.log_every == 1 and OmegaConf.create(started).train.log_every != 1
+

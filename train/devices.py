@@ -21,6 +21,7 @@ from collections.abc import Callable
 import jax
 
 from .config.errors import ConfigError
+from .data.files import write_text_atomically
 from .errors import RunFolderError
 
 CHOICE_FILE = "devices.json"
@@ -112,8 +113,9 @@ def choose(
     log(f"devices: {count} of {len(devices)} {devices[0].platform} ({reason})")
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"count": count, "platform": devices[0].platform, "processes": jax.process_count(),
-                                    "ms_per_step": {str(n): 1e3 * t for n, t in timings.items()}}))
+        write_text_atomically(path, json.dumps({"count": count, "platform": devices[0].platform,
+                                                "processes": jax.process_count(),
+                                                "ms_per_step": {str(n): 1e3 * t for n, t in timings.items()}}))
     return devices[:count]
 
 

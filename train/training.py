@@ -37,6 +37,7 @@ from .checkpoint import Checkpointer
 from .config import ConfigError, validate
 from .config.programs import stage_loss
 from .data import batches, make_dataset
+from .data.files import write_text_atomically
 from .elbo import plot_schedule
 from .errors import check_same_run, check_writable, NonFiniteError
 from .evaluation import shared_sample_grid, write_evaluation
@@ -104,10 +105,10 @@ def _save_config(cfg: DictConfig, run_dir: pathlib.Path, resumed_at: int | None)
         return content
 
     if resumed_at is None or not path.exists():
-        path.write_text(text)
+        write_text_atomically(path, text)
     elif essential(path.read_text()) != essential(text):
         other = run_dir / f"config.resumed-{resumed_at}.yaml"
-        other.write_text(text)
+        write_text_atomically(other, text)
         logger.warning(f"the config differs from the one this run started with; saved as {other}")
 
 

@@ -9,6 +9,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .source import DataError
 
@@ -29,6 +30,30 @@ def resolve_root(root: str | os.PathLike | None, env: str, default: str | os.Pat
     if root is None or str(root) == "":
         root = os.environ.get(env) or default
     return pathlib.Path(root).expanduser().resolve()
+
+
+def write_atomically(target: pathlib.Path, save: Callable[[Any], None]) -> None:
+    """Write `target` through a temporary file beside it and a rename, so that a crash or a kill
+    leaves either the old file or the whole new one, never a part.
+
+    **Arguments:**
+
+    - `target`: the file to write.
+    - `save`: `save(out)` writes the content into the binary file object `out`.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            save(out)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text_atomically(target: pathlib.Path, text: str) -> None:
+    """`write_atomically` of a UTF-8 text."""
+    write_atomically(target, lambda out: out.write(text.encode()))
 
 
 def file_digest(path: pathlib.Path, algorithm: str) -> str:

@@ -21,7 +21,6 @@ import math
 import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, final
 
@@ -326,16 +325,7 @@ def _write_cache(path: pathlib.Path, fields: np.ndarray, key: dict) -> None:
     """Write the `.npy`, then its `.sha256` and `.json`, each through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(target: pathlib.Path, save: Callable[[Any], None]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                save(out)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
+    write = files.write_atomically
     write(path, lambda out: np.save(out, fields, allow_pickle=False))
     digest = files.file_digest(path, "sha256")
     write(path.with_suffix(".sha256"), lambda out: out.write(f"{digest}  {path.name}\n".encode()))
