@@ -261,6 +261,21 @@ def test_a_non_finite_loss_stops_the_run_with_its_step(policy, ckpt_every, tmp_p
 
 
 @pytest.mark.slow
+def test_skipped_steps_are_counted_across_stages(tmp_path, monkeypatch):
+    """`train.max_skipped` bounds the run's skipped steps, not each stage's: 4 in the first stage
+    and 2 more in the second are 6 > 5, naming the run's first bad step."""
+    from train import build
+
+    dsm = build._dsm
+    monkeypatch.setattr(build, "_dsm", lambda parts, x0, key, **kw: dsm(parts, x0, key, **kw) * jnp.nan)
+    cfg = compose(f"train.run_dir={tmp_path / 'run'}", STAGES, "train.sample_grids=[]", "train.nonfinite=skip",
+                  "train.max_skipped=5", "optim.warmup_steps=1")
+    with pytest.raises(FloatingPointError, match=r"6 steps were skipped \(more than train.max_skipped = 5\); the "
+                                                 r"loss is not finite at step 1 .* or raise train.max_skipped\."):
+        run(cfg, progress_bar=False)
+
+
+@pytest.mark.slow
 def test_a_new_run_starts_from_another_runs_weights(uninterrupted, tmp_path):
     """Fine-tuning at a new resolution: the parts and EMA come from the other run's checkpoint."""
     run_dir, cfg, state = uninterrupted

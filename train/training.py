@@ -236,8 +236,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                     continue
                 if phase.stage != stage.index:  # a new stage: its own optimiser, from the parts so far
                     stage = Stage(cfg, run_cfg, phase.stage, sde, mesh)
-                    state = eqx.tree_at(lambda s: (s.key, s.step), stage.start(state.parts, state.key, mesh, state.ema),
-                                        (state.key, state.step))
+                    state = eqx.tree_at(lambda s: (s.key, s.step, s.skipped, s.first_bad),  # (counted per run)
+                                        stage.start(state.parts, state.key, mesh, state.ema),
+                                        (state.key, state.step, state.skipped, state.first_bad))
                     metrics.write(event="stage", step=step, stage=stage.index, name=stage.name)
                     trains = "every part" if stage.trainable is True else ", ".join(sorted(stage.trainable))
                     logger.info(f"stage {stage.index} ({stage.name}): trains {trains}")
@@ -389,7 +390,8 @@ def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpoin
     return NonFiniteError(
         f"{why}{where} is not finite at step {index + 1} (the first such step; its update was not "
         f"applied). The last checkpoint ({'none' if kept is None else f'step {kept}'}) is kept. "
-        "Lower optim.lr, or set train.nonfinite=skip to go on without such steps."
+        + ("Lower optim.lr, or set train.nonfinite=skip to go on without such steps." if t.nonfinite == "stop"
+           else "Lower optim.lr, or raise train.max_skipped.")
     )
 
 
