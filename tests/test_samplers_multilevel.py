@@ -141,3 +141,18 @@ def test_multilevel_rejects_bad_settings():
         samplers.MultilevelSampler(em, em, (16,), 1.5).sample(score, jr.key(0), (1, 32))
     with pytest.raises(ValueError, match="below `switch_time`"):
         samplers.MultilevelSampler(em, em, (16,), 0.3).sample(score, jr.key(0), (1, 32), t_end=0.5)
+
+
+def test_new_modes_of_a_bridge_are_drawn_around_its_target():
+    """At the switch, the modes the fine grid adds come from the forward law at t_s started from the
+    SDE's reference point: for a bridge its target, whose fine modes they then hold on average."""
+    from sdeflow.sde import OUBridge
+
+    x = sdeflow.coordinates((32,))
+    target = 1.0 + jnp.cos(2 * jnp.pi * 12 * x)  # a mode only the 32-grid holds (|k| = 12 >= 8)
+    sde = OUBridge(Matern(1, 1.5, 2 * np.pi), target=target, theta=1.0, eta=2.0)
+    em = samplers.EulerMaruyama(4)
+    sampler = samplers.MultilevelSampler(em, em, (16,), 0.5)
+    draws = np.stack([np.asarray(sampler._new_modes(sde, k, (1, 32))) for k in jr.split(jr.key(0), 400)])
+    fine = np.asarray(jnp.cos(2 * jnp.pi * 12 * x))
+    assert np.max(np.abs(draws.mean(0) - fine)) < 0.1  # the target's fine mode, not (1 - m) of it (0.39 off)

@@ -55,14 +55,17 @@ def _describe(leaves, names) -> list[list]:
 
 
 def _digests(leaves) -> list[str | None]:
-    """A checksum of every leaf's bytes (BLAKE2b, 8 bytes), or `None` for an array this process
-    does not hold whole (a multi-process run's sharded arrays)."""
+    """A checksum of every leaf's bytes (BLAKE2b, 8 bytes): of the whole array, or of this process's
+    copy of a replicated one (a multi-process run's state); `None` for an array split across
+    processes, which no process holds whole."""
     out = []
     for x in leaves:
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            out.append(None)
-        else:
-            out.append(hashlib.blake2b(np.ascontiguousarray(np.asarray(x)).tobytes(), digest_size=8).hexdigest())
+            if not x.is_fully_replicated:
+                out.append(None)
+                continue
+            x = x.addressable_data(0)
+        out.append(hashlib.blake2b(np.ascontiguousarray(np.asarray(x)).tobytes(), digest_size=8).hexdigest())
     return out
 
 
@@ -246,7 +249,12 @@ class Checkpointer:
         while aside.exists():
             n += 1
             aside = self.directory / f"{step}.corrupt-{n}"
-        (self.directory / str(step)).rename(aside)
+        if jax.process_index() == 0:  # one process renames; the others wait for it
+            (self.directory / str(step)).rename(aside)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
         self._manager.reload()
         return aside
 

@@ -97,7 +97,7 @@ def inpaint_patch(network, sde, parameterisation, sampler, key, observed, inside
 
     from .sampling import draw
 
-    mask = jnp.broadcast_to(jnp.asarray(~np.asarray(inside)), observed.shape)  # observed: outside the patch
+    mask = jnp.asarray(np.broadcast_to(~np.asarray(inside), observed.shape))  # observed: outside the patch
     return draw(network, sde, parameterisation, sampler, key, tuple(observed.shape), count, count,
                 observation=samplers.Inpainting(mask, observed))[0]
 

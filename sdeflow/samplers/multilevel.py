@@ -120,11 +120,12 @@ class MultilevelSampler(eqx.Module):
         )
 
     def _new_modes(self, sde, key: PRNGKeyArray, shape: tuple[int, ...]) -> Field:
-        """The forward marginal at $t_s$ from $x_0 = 0$ on the modes of the target grid beyond the
-        coarse grid's (zero on the others)."""
+        """The forward marginal at $t_s$ from the SDE's reference point (the centre of its terminal
+        law: zero, or a bridge's target, which the mean map leaves in place) on the modes of the
+        target grid beyond the coarse grid's (zero on the others)."""
         grid = shape[1:]
         _, s = sde.marginal(self.switch_time)
         noise = sde.prior.from_white_noise(jr.normal(key, shape, jnp.float32))
-        y = sde.mean(self.switch_time, jnp.zeros(shape, jnp.float32)) + s * noise
+        y = sde.mean(self.switch_time, sde.terminal_mean(noise)) + s * noise
         mask = kept_modes(grid) & ~kept_modes(grid, self.coarse_grid)
         return inverse_fourier(fourier(y) * mask, grid)

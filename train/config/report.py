@@ -22,7 +22,7 @@ class ReportConfig:
 
     name: Optional[ReportName] = None  # the report: null (none) | gaussian_mixture | vqvae_bridge | warmstart | reaction_diffusion | mnist_sdf
     grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grids n the report measures on (any, also never trained on)
-    times: int = 16  # diffusion times at which the score is compared, geometrically spaced over [sde.t0, sde.t1]
+    times: int = 16  # diffusion times at which the score is compared, geometrically spaced over [sde.t0, sde.t1] (from 1e-3 sde.t1 when sde.t0 is 0)
     score_samples: int = 64  # exact draws of X_t per time and grid on which the score is compared
     num_samples: int = 256  # samples drawn with the run's sampler on each grid
     batch_size: int = 128  # samples drawn at once (vmapped)

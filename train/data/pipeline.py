@@ -100,7 +100,8 @@ def make_dataset(
     - `seed`: the shuffling seed.
     - `worker_count`: processes that prepare batches ahead (0: in the main process).
     - `worker_buffer_size`: batches each worker keeps ready.
-    - `read_threads`: threads preparing batches ahead in the main process (when `worker_count=0`).
+    - `read_threads`: threads preparing batches ahead: in each worker process, or in the main
+      process when `worker_count=0`.
     - `prefetch_buffer`: batches those threads keep ready.
     - `precompute`: convert all examples once, up front (default: when the functions take at most
         `PRECOMPUTE_BYTES`), rather than batch by batch; the batches are the same either way.
