@@ -77,7 +77,7 @@ def write_mixture_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, ste
 
     from . import build
     from .progress import plt
-    from .sampling import draw, field_shape
+    from .sampling import draw, field_shape, smallest_report_time
 
     started = time.perf_counter()
     r = cfg.train.report
@@ -87,8 +87,7 @@ def write_mixture_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, ste
     sampler = build.build_sampler(cfg)
     source = build.build_source(cfg.data)
     channels, dim = source.channels, source.dim
-    low = float(sde.t0) or 1e-3 * float(sde.t1)  # (log-spaced: from a positive time when t0 = 0)
-    times = np.geomspace(low, float(sde.t1), int(r.times))
+    times = np.geomspace(smallest_report_time(sde), float(sde.t1), int(r.times))
     key = jr.key(cfg.train.seed + 1)
     result = {"step": step, "times": times.tolist(), "weights": list(law.weights), "grids": {}}
     holdout = source.load("holdout").values

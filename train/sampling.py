@@ -47,6 +47,12 @@ def output_tag(cfg: DictConfig) -> str:
             + ("" if oversample is None else f"_oversample{float(oversample):g}"))
 
 
+def smallest_report_time(sde) -> float:
+    """The smallest time the reports log-space their times from: `sde.t0`, or `1e-3 * sde.t1`
+    when `t0` is 0 (a geometric grid cannot reach zero)."""
+    return float(sde.t0) or 1e-3 * float(sde.t1)
+
+
 def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
     """The shape `(c, n, ..., n)` of one sample on the grid of `n` points per axis."""
     return (int(channels),) + (int(n),) * int(dim)

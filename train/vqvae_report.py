@@ -122,7 +122,7 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     from .progress import save_grid
     from .resolution_tasks import centre_square
     from .distributed import local_copy
-    from .sampling import draw
+    from .sampling import draw, smallest_report_time
 
     started = time.perf_counter()
     r = cfg.train.report
@@ -217,8 +217,7 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     save_grid(np.stack(shown), paths[-1], nrow=8)
 
     # A chain: the latent map decoded (without snapping) at decreasing times, then the final sample.
-    low = float(sde.t0) or 1e-3 * float(sde.t1)  # (log-spaced: from a positive time when t0 = 0)
-    times = jnp.asarray(np.geomspace(float(sde.t1) * 0.9, low * 10, 6), jnp.float32)
+    times = jnp.asarray(np.geomspace(float(sde.t1) * 0.9, smallest_report_time(sde) * 10, 6), jnp.float32)
 
     @jax.jit
     def chain(keys):
