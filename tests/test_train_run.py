@@ -257,6 +257,9 @@ def test_a_non_finite_loss_stops_the_run_with_its_step(policy, ckpt_every, tmp_p
     assert skipped == ([] if ckpt_every == 1 else [2] if policy == "stop" else [2, 4])
     if policy == "skip":
         assert "4 steps were skipped (more than train.max_skipped = 3)" in str(info.value)
+        # no update was applied, so the schedule never left its start: the logged rate is that of
+        # the first update (0 at the start of the warm-up), not the schedule's at steps 2 and 4
+        assert [r["lr"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if "loss" in r] == [0.0, 0.0]
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
 
 

@@ -112,6 +112,26 @@ def make_optimiser(
     return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
 
+def applied_updates(opt_state: PyTree) -> int:
+    """How many updates an optimiser of `make_optimiser` has applied: the step its schedule is at.
+
+    A step skipped for a non-finite loss applies no update, so after skipped steps this is less
+    than the number of steps taken.
+
+    **Arguments:**
+
+    - `opt_state`: the optimiser's state (a stage's; each stage's optimiser starts at 0).
+
+    **Returns:**
+
+    The count of optax's schedule, as a Python int.
+    """
+    counts = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+    if not counts:
+        raise ValueError("the optimiser state holds no update count (it was not made by `make_optimiser`).")
+    return int(counts[0][1])
+
+
 def learning_rate_schedule(
     lr: float,
     total_steps: int,

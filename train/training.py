@@ -47,7 +47,7 @@ from .progress import MetricsLog, ProgressBar, plot_loss
 from .sinks import make_sinks
 from .sampling import save_samples_png, write_samples
 from .signals import StopRequest
-from .step import TrainState, init_state, make_mesh, make_train_step, shard_batch
+from .step import TrainState, applied_updates, init_state, make_mesh, make_train_step, shard_batch
 
 logger = logging.getLogger("train.training")
 
@@ -266,7 +266,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                         skipped = int(state.skipped)
                         metrics.write(step=step, loss=mean, grid=phase.grid, steps_per_s=rate,
                                       lr=optimiser_lr(build.part_optim(cfg, "network"), stage.steps,
-                                                      step - phases_start(phases, stage.index)),
+                                                      applied_updates(state.opt_state)),
                                       skipped=skipped, time=time.time())
                         bar.update(len(losses), loss=mean if mean is not None else float("nan"), grid=phase.grid)
                         stop_if_nonfinite()
@@ -395,13 +395,9 @@ def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpoin
     )
 
 
-def phases_start(phases, stage: int) -> int:
-    """The first global step of stage `stage`."""
-    return next(phase.start for phase in phases if phase.stage == stage)
-
-
 def optimiser_lr(o: DictConfig, steps_total: int, step: int) -> float:
-    """The learning rate of `make_optimiser`'s schedule at `step` of a stage (for the log)."""
+    """The learning rate of `make_optimiser`'s schedule after `step` updates of a stage (for the
+    log: the rate of the next update)."""
     from .step import learning_rate_schedule
 
     schedule = learning_rate_schedule(o.lr, steps_total, warmup_steps=o.warmup_steps,
