@@ -296,35 +296,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     if step >= steps_total:
         metrics.write(event="end", step=step, time=time.time())
         if main:
-            local = distributed.local_copy(state)
-            # the learned schedule and prior, if any: the EMA ones, as the network; the PNG of the
-            # grid the evaluation draws anyway with the same sampler shows its samples
-            shared = shared_sample_grid(cfg, run_dir)
-            metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg, run_dir,
-                                         sample_key, step, [n for n in t.sample_grids if n != shared]), step)
-            if "schedule" in local.ema:
-                plot_schedule(local.ema["schedule"], run_dir / "schedule.png", base=sde.schedule)
-                metrics.images([run_dir / "schedule.png"], step)
-            if t.evaluate:  # with the learned parts of its weights
-                shown = []
-
-                def show(samples):  # the evaluation's first samples as the shared grid's PNG
-                    shown.append(save_samples_png(samples[: t.num_samples], run_dir, step, shared,
-                                                  f"the first {t.num_samples} of the evaluation's {len(samples)} "
-                                                  f"samples, on the {shared}-grid"))
-                    metrics.images(shown, step)
-
-                try:
-                    write_evaluation(local, sde, cfg, run_dir, step, None if shared is None else show)
-                except Exception:  # an evaluation that fails before it samples leaves the grid its own PNG
-                    if shared is not None and not shown:
-                        metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg,
-                                                     run_dir, sample_key, step, [shared]), step)
-                    raise
-            if t.report.name is not None:  # the experiment's own report (train.reports)
-                from .reports import REPORTS
-
-                REPORTS[t.report.name].write(local, build.with_parts(sde, local.ema), cfg, run_dir, step)
+            _write_outputs(distributed.local_copy(state), sde, cfg, run_dir, step, sample_key, metrics)
     else:
         why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
         metrics.write(event="stop", step=step, reason=why, time=time.time())
@@ -332,6 +304,42 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                        f"(train.run_dir={run_dir}) to resume")
     metrics.close()
     return state
+
+
+def _write_outputs(local: TrainState, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int, sample_key,
+                   metrics: MetricsLog) -> None:
+    """The end of a run (process 0): sample PNGs of `train.sample_grids`, the learned schedule's
+    plot, the evaluation (`train.evaluate`) and the experiment's report (`train.report`), from
+    the EMA weights of `local`, the final state copied to this process."""
+    t = cfg.train
+    # the learned schedule and prior, if any: the EMA ones, as the network; the PNG of the
+    # grid the evaluation draws anyway with the same sampler shows its samples
+    shared = shared_sample_grid(cfg, run_dir)
+    metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg, run_dir,
+                                 sample_key, step, [n for n in t.sample_grids if n != shared]), step)
+    if "schedule" in local.ema:
+        plot_schedule(local.ema["schedule"], run_dir / "schedule.png", base=sde.schedule)
+        metrics.images([run_dir / "schedule.png"], step)
+    if t.evaluate:  # with the learned parts of its weights
+        shown = []
+
+        def show(samples):  # the evaluation's first samples as the shared grid's PNG
+            shown.append(save_samples_png(samples[: t.num_samples], run_dir, step, shared,
+                                          f"the first {t.num_samples} of the evaluation's {len(samples)} "
+                                          f"samples, on the {shared}-grid"))
+            metrics.images(shown, step)
+
+        try:
+            write_evaluation(local, sde, cfg, run_dir, step, None if shared is None else show)
+        except Exception:  # an evaluation that fails before it samples leaves the grid its own PNG
+            if shared is not None and not shown:
+                metrics.images(write_samples(local.ema["network"], build.with_parts(sde, local.ema), cfg,
+                                             run_dir, sample_key, step, [shared]), step)
+            raise
+    if t.report.name is not None:  # the experiment's own report (train.reports)
+        from .reports import REPORTS
+
+        REPORTS[t.report.name].write(local, build.with_parts(sde, local.ema), cfg, run_dir, step)
 
 
 def start_from(state: TrainState, spec, mesh) -> TrainState:
