@@ -177,3 +177,9 @@ def test_bad_arguments():
         OUBridge(PRIOR, target=jnp.zeros((1, 4)), theta=-1.0)
     with pytest.raises(ValueError, match="channels"):
         OUBridge(PRIOR, target=jnp.zeros((2, 4))).mean(0.5, jnp.zeros((1, 4)))
+    # The cosine schedule ends at t = 1: past it alpha_bar grows again, g(t) is NaN and the
+    # likelihood weighting negative, so an SDE there is refused (a linear one goes on).
+    for sde in (VPSDE, SubVPSDE):
+        with pytest.raises(ValueError, match=r"`t1` = 1.5 is past the end of CosineSchedule"):
+            sde(PRIOR, CosineSchedule(), t1=1.5)
+        assert sde(PRIOR, CosineSchedule(), t1=1.0).t1 == 1.0 and sde(PRIOR, LinearSchedule(), t1=1.5).t1 == 1.5

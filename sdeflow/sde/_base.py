@@ -21,6 +21,13 @@ def check_times(t0: float, t1: float) -> tuple[float, float]:
     return t0, t1
 
 
+def check_schedule_end(schedule, t1: float) -> None:
+    """Refuse a `t1` past the end of `schedule`'s increasing range (`AbstractSchedule.t_max`)."""
+    if float(t1) > schedule.t_max:
+        raise ValueError(f"`t1` = {t1} is past the end of {type(schedule).__name__}, which is defined up to "
+                         f"t = {schedule.t_max} (beyond it its gamma decreases and g(t) is not real).")
+
+
 class AbstractSDE(eqx.Module):
     """A forward diffusion $dX = (f(t) X + h(t)) dt + g(t) C^{1/2} dW$ on $[t_0, t_1]$.
 

@@ -2,6 +2,7 @@
 
 import abc
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -17,8 +18,11 @@ class AbstractSchedule(eqx.Module):
 
     The VP marginal is then $m^2 = \\sigma(-\\gamma)$, $s^2 = \\sigma(\\gamma)$ ($\\sigma$ the logistic
     function) and its rate $\\beta(t) = \\gamma'(t) \\sigma(\\gamma(t))$. Subclasses give `gamma`; the
-    derivative comes from a JVP (as diffrax's `AbstractPath.derivative` does).
+    derivative comes from a JVP (as diffrax's `AbstractPath.derivative` does). `t_max` is the time
+    up to which $\\gamma$ increases (an SDE on it must end there).
     """
+
+    t_max: ClassVar[float] = math.inf
 
     @abc.abstractmethod
     def gamma(self, t: RealScalarLike) -> Float[Array, ""]:
@@ -71,10 +75,13 @@ class CosineSchedule(AbstractSchedule):
 
     - `offset`: $s > 0$, which keeps $\\beta$ finite near $t = 0$.
     - `min_alpha_bar`: $\\bar\\alpha(1)$; $\\bar\\alpha$ is mapped to `min + (1 - min) * alpha_bar`.
+
+    Defined on $[0, 1]$: an SDE with this schedule must have $t_1 \\le 1$.
     """
 
     offset: float = 0.008
     min_alpha_bar: float = 1e-5
+    t_max: ClassVar[float] = 1.0  # beyond 1, alpha_bar grows again (gamma decreases)
 
     def __check_init__(self):
         if not (self.offset > 0 and 0 < self.min_alpha_bar < 1):

@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 
 from ..custom_types import RealScalarLike
 from ..priors import AbstractPrior
-from ._base import AbstractCentredSDE, check_times
+from ._base import AbstractCentredSDE, check_schedule_end, check_times
 from .schedules import AbstractSchedule, LinearSchedule
 
 
@@ -30,6 +30,7 @@ class SubVPSDE(AbstractCentredSDE):
 
     def __check_init__(self):
         check_times(self.t0, self.t1)
+        check_schedule_end(self.schedule, self.t1)
 
     def marginal(self, t: RealScalarLike) -> tuple[Float[Array, ""], Float[Array, ""]]:
         big_b = self.schedule.integrated_beta(t)

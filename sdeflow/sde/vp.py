@@ -7,7 +7,7 @@ from jaxtyping import Array, Float
 
 from ..custom_types import RealScalarLike
 from ..priors import AbstractPrior
-from ._base import AbstractCentredSDE, check_times
+from ._base import AbstractCentredSDE, check_schedule_end, check_times
 from .schedules import AbstractSchedule, LinearSchedule
 
 
@@ -32,6 +32,7 @@ class VPSDE(AbstractCentredSDE):
 
     def __check_init__(self):
         check_times(self.t0, self.t1)
+        check_schedule_end(self.schedule, self.t1)
 
     def marginal(self, t: RealScalarLike) -> tuple[Float[Array, ""], Float[Array, ""]]:
         gamma = self.schedule.gamma(t)
