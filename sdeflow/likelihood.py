@@ -3,7 +3,8 @@
 Integrating $dx/dt = v(t, x) = f x + h - \\tfrac12 g^2 C \\nabla \\log p_t(x)$ from $t_0$ to $t_1$
 carries a field $x$ to a latent $z$, and
 $\\log p_{t_0}(x) = \\log p_{t_1}(z) + \\int_{t_0}^{t_1} \\operatorname{div} v(t, x(t))\\, dt$
-with $p_{t_1} \\approx N(b(t_1), s(t_1)^2 C)$, the law the forward SDE reaches from $x_0 = 0$.
+with $p_{t_1} \\approx N(x^*, s(t_1)^2 C)$, the forward SDE's terminal law centred on its reference
+point (`AbstractSDE.terminal_mean`: $x^* = b(t_1) = 0$ for VP, VE and sub-VP, a bridge's target).
 
 Densities are those of the point values with respect to Lebesgue measure on the span of the modes
 the grid keeps (`sdeflow.kept_modes`), as in `AbstractPrior.log_density`: on odd grids that is all
@@ -27,6 +28,7 @@ from .custom_types import Field
 from .grid import field_grid, fourier, inverse_fourier, kept_modes
 from .samplers.probability_flow import probability_flow
 from .samplers.score import PreconditionedScore
+from .sde._base import check_score_defined
 
 
 TRACES = ("exact", "hutchinson")
@@ -179,8 +181,8 @@ def log_likelihood(
     Hutchinson's estimate $z^T P J P z$ with `num_probes` Rademacher or Gaussian probes, held fixed
     along the trajectory. Each probe's integral is kept apart, so `stderr` is the Monte Carlo
     standard error of the result. The terminal term is the prior's log-density scaled to
-    $N(b(t_1), s(t_1)^2 C)$: $\\log p_{t_1}(z) = \\log N(0, C)((z - b)/s) - D \\log s$, which needs
-    a non-degenerate prior.
+    $N(x^*, s(t_1)^2 C)$ (`AbstractSDE.terminal_mean`):
+    $\\log p_{t_1}(z) = \\log N(0, C)((z - x^*)/s) - D \\log s$, which needs a non-degenerate prior.
 
     **Arguments:**
 
@@ -208,6 +210,7 @@ def log_likelihood(
     grid = field_grid(x)
     sde = score.sde
     sde.prior.require_non_degenerate("the likelihood's terminal density")
+    check_score_defined(sde, sde.t0, "the likelihood's probability-flow ODE")
     x = jnp.asarray(x, jnp.float32)
     probes = _probes(key, x, trace, int(num_probes), probe)
     velocity = probability_flow(score)

@@ -111,6 +111,10 @@ def test_degenerate_prior_and_bad_options_raise():
     score = samplers.PreconditionedScore(lambda t, u: u, sde, Epsilon())
     with pytest.raises(ValueError, match="degenerate"):
         likelihood.log_likelihood(score, jnp.zeros((1, 8)), jr.key(0))
+    # a fixed schedule with t0 = 0: the ODE starts where the score divides by s(0) = 0
+    at_zero = samplers.PreconditionedScore(lambda t, u: u, VPSDE(Matern(1, 1.0), t0=0.0), Epsilon())
+    with pytest.raises(ValueError, match=r"probability-flow ODE evaluates the score at t = 0.0, where s\(t\) = 0.0"):
+        likelihood.log_likelihood(at_zero, jnp.zeros((1, 9)), jr.key(0))
     oracle_score = samplers.PreconditionedScore(_oracle((9,)), _oracle((9,)).sde, Epsilon())
     with pytest.raises(ValueError, match="trace"):
         likelihood.log_likelihood(oracle_score, jnp.zeros((1, 9)), trace="approximate")

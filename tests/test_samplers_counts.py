@@ -226,6 +226,24 @@ def test_times_outside_the_sde_or_the_wrong_way_round_are_refused(times):
             samplers.edit(samplers.DDIM(4), score, jr.key(0), jnp.zeros((1, 8)), times["t_start"])
 
 
+def test_a_score_evaluated_where_the_noise_vanishes_is_refused():
+    """A fixed schedule with t0 = 0 has s(0) = 0, and the score -eps / s there is inf: a solver that
+    evaluates the end of its last step (Heun, Tsit5, ShARK) gave non-finite samples silently; one
+    that evaluates the start of each step only still samples, to finite fields."""
+    sde = sdeflow.sde.VPSDE(Matern(1, s=1.0), t0=0.0)
+    score = samplers.PreconditionedScore(lambda t, x: x, sde, Epsilon())
+    for sampler in (samplers.ProbabilityFlow(diffrax.Heun(), 4), samplers.ProbabilityFlow(),
+                    samplers.ReverseSDE(diffrax.ShARK(), 4)):
+        with pytest.raises(ValueError, match=r"evaluates the score at t = 0.0, where s\(t\) = 0.0"):
+            sampler.sample(score, jr.key(0), (1, 8))
+    for sampler in (samplers.EulerMaruyama(4), samplers.DDIM(4), samplers.PredictorCorrector(4),
+                    samplers.ProbabilityFlow(diffrax.Euler(), 4)):
+        assert bool(jnp.all(jnp.isfinite(sampler.sample(score, jr.key(0), (1, 8)).samples)))
+    # stopping before t0 is allowed
+    assert bool(jnp.all(jnp.isfinite(samplers.ProbabilityFlow(diffrax.Heun(), 4).sample(
+        score, jr.key(0), (1, 8), t_end=0.01).samples)))
+
+
 def test_adaptive_controls_and_step_counts_are_checked():
     """A negative tolerance accepted every step of an adaptive solve, and `max_steps` <= 0 or a
     grid of 0 steps failed deep inside diffrax or numpy."""

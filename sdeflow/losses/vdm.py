@@ -15,6 +15,7 @@ from ..custom_types import Field
 from ..grid import field_grid, integer_frequencies, rfft_frequencies
 from ..parameterisation import AbstractParameterisation, check_parameterisation, Epsilon
 from ..sde import AbstractSDE, LearnedSchedule, VPSDE
+from ..sde._base import known_noise_scale
 from .dsm import apply_batched, perturb_batch
 from .time_sampling import AbstractTimeSampling, check_time_sampling, StratifiedTimeSampling
 
@@ -139,11 +140,10 @@ def elbo_undefined(sde: AbstractSDE) -> str | None:
 
     The reason, a string, or None.
     """
-    with jax.ensure_compile_time_eval():  # a fixed schedule's s(t0) is known while tracing
-        _, s0 = sde.marginal(sde.t0)
-    if isinstance(s0, jax.core.Tracer) or float(s0) > 0:
+    s0 = known_noise_scale(sde, sde.t0)  # a fixed schedule's s(t0) is known while tracing
+    if s0 is None or s0 > 0:
         return None
-    return (f"the ELBO's reconstruction term needs noise at t0: s(t0) = {float(s0)} at t0 = {sde.t0}; "
+    return (f"the ELBO's reconstruction term needs noise at t0: s(t0) = {s0} at t0 = {sde.t0}; "
             "use t0 > 0, or a LearnedSchedule (whose gamma(0) is finite).")
 
 

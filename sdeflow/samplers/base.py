@@ -15,6 +15,7 @@ from ..checks import check_positive_int
 from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid
 from ..sde import AbstractSDE
+from ..sde._base import check_score_defined
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
 from .self_conditioning import SelfConditioningSolver
@@ -211,6 +212,8 @@ class AbstractSampler(eqx.Module):
             x = jnp.asarray(x_start, jnp.float32)
         tau_start, tau_end = -t_start, -t_end
         terms, solver, stepping = self.build(score, key_path, x, tau_start, tau_end)
+        if getattr(solver, "evaluates_step_end", not isinstance(solver, diffrax.Euler)):
+            check_score_defined(sde, t_end, f"{type(self).__name__} with {type(solver).__name__}")
         variables = stepping.variables
         if observation is not None:
             if not stepping.fixed:

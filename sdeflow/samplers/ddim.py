@@ -45,6 +45,8 @@ class DDIMSolver(diffrax.AbstractSolver):
     - `clip`: `(lo, hi)`, the range $\\hat x_0$ is clipped to, or `None` (default) for none.
     """
 
+    evaluates_step_end: ClassVar[bool] = False  # the score at each step's start only
+
     sde: object
     eta: float = 0.0
     key: PRNGKeyArray | None = None

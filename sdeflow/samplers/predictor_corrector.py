@@ -66,6 +66,8 @@ class PredictorCorrectorSolver(diffrax.AbstractItoSolver):
     - `snr`: the corrector's signal-to-noise ratio.
     """
 
+    evaluates_step_end: ClassVar[bool] = False  # the score at each step's start only
+
     score: PreconditionedScore
     key: PRNGKeyArray
     corrector_steps: int

@@ -28,6 +28,24 @@ def check_schedule_end(schedule, t1: float) -> None:
                          f"t = {schedule.t_max} (beyond it its gamma decreases and g(t) is not real).")
 
 
+def known_noise_scale(sde: "AbstractSDE", t: RealScalarLike) -> float | None:
+    """$s(t)$ of `sde` when it is known while tracing (a fixed schedule at a concrete time), else None
+    (a schedule given as traced arrays, a traced time)."""
+    with jax.ensure_compile_time_eval():
+        _, s = sde.marginal(t)
+    return None if isinstance(s, jax.core.Tracer) else float(s)
+
+
+def check_score_defined(sde: "AbstractSDE", t: RealScalarLike, what: str) -> None:
+    """Refuse to evaluate the score $C\\nabla\\log p_t = -\\hat\\epsilon / s(t)$ at a time `t` where
+    $s(t) = 0$ (a fixed schedule at $t = 0$): it would be inf or NaN, silently."""
+    s = known_noise_scale(sde, t)
+    if s is not None and s <= 0:
+        raise ValueError(f"{what} evaluates the score at t = {float(t)}, where s(t) = {s}: the score divides by "
+                         "s(t). Use t0 > 0 (or stop at `t_end` > 0), a sampler that evaluates only the start of "
+                         "each step (Euler-Maruyama, DDIM, predictor-corrector), or a LearnedSchedule.")
+
+
 class AbstractSDE(eqx.Module):
     """A forward diffusion $dX = (f(t) X + h(t)) dt + g(t) C^{1/2} dW$ on $[t_0, t_1]$.
 
