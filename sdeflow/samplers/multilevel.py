@@ -20,14 +20,18 @@ class MultilevelSampler(eqx.Module):
     $t_{end}$ with `fine`.
 
     At $t_s$ the state is interpolated spectrally to the target grid (`sdeflow.resample`) and the modes
-    the target grid keeps beyond the coarse grid's are drawn from their forward marginal for data
-    without them, $N(b(t_s), s(t_s)^2 C)$ restricted to those modes. When the data law is band-limited
-    to the coarse grid's modes ($|k_i| < m_i/2$), this is exact: the prior and the SDE act mode by
-    mode, so under the forward process the coarse modes evolve as on the coarse grid and the others
-    are independent Gaussians that carry no data; with the exact score the result has the law of
-    sampling on the target grid throughout. With a learned network it uses the network on the
-    target grid only below $t_s$, where the coarse shape of the sample is already decided; the
-    network sees the target grid's noise and details there.
+    the target grid keeps beyond the coarse grid's are drawn from $N(x^*, s(t_s)^2 C)$ restricted to
+    those modes, $x^*$ the SDE's reference point (`AbstractSDE.terminal_mean`: zero for VP, VE and
+    sub-VP, a bridge's target), as the terminal law is. That is their forward marginal at $t_s$ for
+    data whose modes there are $x^*$'s. For VP, VE and sub-VP, whose $x^*$ is zero, it is exact when
+    the data law is band-limited to the coarse grid's modes ($|k_i| < m_i/2$): the prior and the SDE
+    act mode by mode, so under the forward process the coarse modes evolve as on the coarse grid and
+    the others are independent Gaussians that carry no data; with the exact score the result has the
+    law of sampling on the target grid throughout. For a bridge whose target is the data's mean
+    (`sde.target` fitted to the data), the new modes have the forward marginal's mean; a target with
+    modes the data lacks puts them there. With a learned network it uses the network on the target
+    grid only below $t_s$, where the coarse shape of the sample is already decided; the network sees
+    the target grid's noise and details there.
 
     On the coarse grid itself both phases run on that grid (the same time steps as on every grid).
     Conditioning by replacement and chains are not offered here.
