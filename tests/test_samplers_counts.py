@@ -253,6 +253,16 @@ def test_adaptive_controls_and_step_counts_are_checked():
         samplers.ReverseSDE(diffrax.ShARK(), None, atol=0.0)
     with pytest.raises(ValueError, match="`max_steps` must be a positive integer, got -5"):
         samplers.ProbabilityFlow(max_steps=-5)
+    with pytest.raises(ValueError, match="`brownian_tol` must lie in \\(0, 1\\)"):
+        samplers.ReverseSDE(diffrax.ShARK(), None, brownian_tol=0.0)
+    # a fractional corrector count ran int(1.5) = 1 step silently (here the suite's type checks
+    # refuse it first; without them the sampler's own check does)
+    with pytest.raises(Exception, match="corrector_steps"):
+        samplers.PredictorCorrector(4, corrector_steps=1.5)
+    for steps in (-1, True):
+        with pytest.raises(ValueError, match="`corrector_steps` must be an integer >= 0"):
+            samplers.PredictorCorrector(4, corrector_steps=steps)
+    assert samplers.PredictorCorrector(4, corrector_steps=0).corrector_steps == 0
     oracle = gaussian_oracle(8)
     with pytest.raises(ValueError, match="`num_steps` must be a positive integer, got 0"):
         samplers.time_grid(oracle.sde, 0, 1.0, 0.001)

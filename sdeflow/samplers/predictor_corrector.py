@@ -1,5 +1,6 @@
 """Predictor–corrector sampling with a $C$-preconditioned Langevin corrector."""
 
+import numbers
 from typing import ClassVar
 
 import diffrax
@@ -123,8 +124,9 @@ class PredictorCorrector(AbstractSampler):
     def __check_init__(self):
         check_spacing(self.spacing)
         check_num_steps(self.num_steps)
-        if int(self.corrector_steps) < 0:
-            raise ValueError(f"`corrector_steps` must be >= 0, got {self.corrector_steps}.")
+        steps = self.corrector_steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or int(steps) != steps or steps < 0:
+            raise ValueError(f"`corrector_steps` must be an integer >= 0, got {steps}.")
         if not self.snr > 0:
             raise ValueError(f"`snr` must be positive, got {self.snr}.")
 

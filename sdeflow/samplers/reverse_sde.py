@@ -93,6 +93,8 @@ class ReverseSDE(AbstractSampler):
         check_spacing(self.spacing)
         check_num_steps(self.num_steps, optional=True)
         check_adaptive_controls(self.rtol, self.atol, self.max_steps)
+        if not 0 < self.brownian_tol < 1:
+            raise ValueError(f"`brownian_tol` must lie in (0, 1) (a fraction of the time span), got {self.brownian_tol}.")
         has_error = isinstance(self.solver, diffrax.AbstractAdaptiveSolver) or (
             getattr(getattr(self.solver, "tableau", None), "b_error", None) is not None
         )
