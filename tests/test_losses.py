@@ -291,15 +291,15 @@ def test_vdm_elbo_matches_its_closed_form_and_bounds_the_likelihood(getkey):
     assert 0 <= closed - exact < 0.05, (closed, exact)
 
 
-@pytest.mark.parametrize("grid", [(9,), (8, 7)], ids=["odd_1d", "even_2d"])
-def test_vdm_elbo_runs_under_jit(grid, getkey):
+@pytest.mark.parametrize("grid, channels", [((9,), 1), ((8, 7), 2)], ids=["odd_1d", "even_2d_two_channels"])
+def test_vdm_elbo_runs_under_jit(grid, channels, getkey):
     """The ELBO compiles (its dimension count depends on the static grid only) and equals the eager
     value, every term to float32 round-off; the reconstruction term, which holds the count, has its
-    closed form $d/2 - \\log N(0; 0, C) + d \\log(s_0 / m_0)$ with $d$ the kept modes per channel
-    (here one channel: $9$ on a 9-grid, $7 \\cdot 7 = 49$ on an 8x7 grid, Nyquist row dropped)."""
+    closed form $D/2 - \\log N(0; 0, C) + D \\log(s_0 / m_0)$ with $D$ the kept modes of every channel
+    ($9$ on a 9-grid, $2 \\cdot 7 \\cdot 7 = 98$ for two channels on an 8x7 grid, Nyquist row dropped)."""
     prior = Matern(len(grid), s=1.5, tau=3.0)
     sde = VPSDE(prior, t0=1e-2)
-    x0 = jax.vmap(lambda k: prior.sample(k, (1, *grid)))(jr.split(getkey(), 8))
+    x0 = jax.vmap(lambda k: prior.sample(k, (channels, *grid)))(jr.split(getkey(), 8))
     key = getkey()
     model = lambda t, x: 0.5 * x
     eager_loss, eager_terms = vdm_elbo(model, sde, x0, key)
@@ -307,9 +307,9 @@ def test_vdm_elbo_runs_under_jit(grid, getkey):
     np.testing.assert_allclose(jit_loss, eager_loss, rtol=1e-5)
     for name in ("diffusion", "prior", "reconstruction"):
         np.testing.assert_allclose(jit_terms[name], eager_terms[name], rtol=1e-5)
-    dims = math.prod(n - (n % 2 == 0) for n in grid)
+    dims = channels * math.prod(n - (n % 2 == 0) for n in grid)
     m0, s0 = sde.marginal(sde.t0)
-    closed = 0.5 * dims - prior.log_density(jnp.zeros((1, *grid))) + dims * jnp.log(s0 / m0)
+    closed = 0.5 * dims - prior.log_density(jnp.zeros((channels, *grid))) + dims * jnp.log(s0 / m0)
     np.testing.assert_allclose(jit_terms["reconstruction"], closed, rtol=1e-5)
 
 

@@ -209,6 +209,29 @@ def test_discretised_decoder_is_a_distribution_over_the_levels(getkey):
     assert float(jnp.min(reconstruction(wide, x0, key))) > 2.0 * GRID[0]
 
 
+def test_discretised_decoder_written_out(getkey):
+    """The decoder's log-probabilities by hand: $y = (z - b_0) / m_0$ and the logits
+    $-(y - v_j)^2 / 2\\sigma^2$ over the 256 levels, $\\sigma^2 = (s_0 / m_0)^2$ times the prior's
+    pointwise variance on the grid (every mode of the full spectrum once), normalised over $j$.
+    A bridge at $t_0 = 0.3$ has $m_0 = 0.74$ and an offset $b_0 = (1 - m_0) x^*$, so that dropping
+    the centring or counting the rfft layout's modes once each changes the result."""
+    from sdeflow.sde import OUBridge
+
+    target = 0.4 + 0.2 * jnp.sin(2 * jnp.pi * sdeflow.coordinates(GRID))
+    sde = OUBridge(PRIOR, target=target, theta=1.0, eta=0.1, t0=0.3)
+    m0, s0 = (float(v) for v in sde.marginal(sde.t0))
+    b0 = np.asarray(sde.mean(sde.t0, jnp.zeros((1, *GRID))), np.float64)
+    k = sdeflow.integer_frequencies(GRID[0])
+    pointwise = float(np.sum(np.asarray(PRIOR.sqrt_spectrum((jnp.asarray(k),)), np.float64) ** 2))
+    variance = (s0 / m0) ** 2 * pointwise
+    z = np.asarray(jr.uniform(getkey(), (1, *GRID), minval=-1.0, maxval=1.0), np.float64)
+    values = np.linspace(-1.0, 1.0, 256)
+    logits = -0.5 * ((z - b0) / m0 - values[:, None, None]) ** 2 / variance
+    expected = logits - np.log(np.sum(np.exp(logits - logits.max(0)), axis=0)) - logits.max(0)
+    got = DiscretisedDecoder().log_probabilities(sde, jnp.asarray(z, jnp.float32))
+    np.testing.assert_allclose(np.moveaxis(np.asarray(got), -1, 0), expected, rtol=1e-4, atol=1e-3)
+
+
 def test_fourier_features_are_pointwise_on_every_grid(getkey):
     """sin/cos(2^k pi u) of the values: restricting the features of a 32-grid field to the 16-grid
     points gives the features of the restricted field; an FNO with them takes them in, its batched
