@@ -28,7 +28,7 @@ from .custom_types import Field
 from .grid import field_grid, fourier, inverse_fourier, kept_modes
 from .samplers.probability_flow import probability_flow
 from .samplers.score import PreconditionedScore
-from .sde._base import check_score_defined
+from .sde import check_score_defined
 
 
 TRACES = ("exact", "hutchinson")

@@ -389,7 +389,7 @@ def test_predictor_corrector_sampler_fields_are_validated():
     assert ml.coarse_grid == (16, 16)
     for override, message in (
         ("sampler.snr=0", "sampler: `snr` must be positive"),
-        ("sampler.corrector_steps=-1", "sampler: `corrector_steps` must be >= 0"),
+        ("sampler.corrector_steps=-1", "sampler: `corrector_steps` must be an integer >= 0"),
         ("sampler.steps=null", "sampler.steps must be a positive int for sampler pc, got None"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):

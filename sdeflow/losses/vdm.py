@@ -14,8 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..custom_types import Field
 from ..grid import field_grid, integer_frequencies, rfft_frequencies
 from ..parameterisation import AbstractParameterisation, check_parameterisation, Epsilon
-from ..sde import AbstractSDE, LearnedSchedule, VPSDE
-from ..sde._base import known_noise_scale
+from ..sde import AbstractSDE, known_noise_scale, LearnedSchedule, VPSDE
 from .dsm import apply_batched, perturb_batch
 from .time_sampling import AbstractTimeSampling, check_time_sampling, StratifiedTimeSampling
 

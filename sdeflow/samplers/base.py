@@ -14,8 +14,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ..checks import check_positive_int
 from ..custom_types import Field, RealScalarLike
 from ..grid import field_grid
-from ..sde import AbstractSDE
-from ..sde._base import check_score_defined
+from ..sde import AbstractSDE, check_score_defined
 from .conditional import AbstractObservation, ReplacementSolver
 from .score import PreconditionedScore
 from .self_conditioning import SelfConditioningSolver

@@ -1,6 +1,11 @@
 """Forward SDEs driven by a prior's $C^{1/2} dW$, and their noise schedules."""
 
-from ._base import AbstractCentredSDE as AbstractCentredSDE, AbstractSDE as AbstractSDE
+from ._base import (
+    AbstractCentredSDE as AbstractCentredSDE,
+    AbstractSDE as AbstractSDE,
+    check_score_defined as check_score_defined,
+    known_noise_scale as known_noise_scale,
+)
 from .ou_bridge import OUBridge as OUBridge
 from .schedules import (
     AbstractSchedule as AbstractSchedule,

@@ -29,16 +29,37 @@ def check_schedule_end(schedule, t1: float) -> None:
 
 
 def known_noise_scale(sde: "AbstractSDE", t: RealScalarLike) -> float | None:
-    """$s(t)$ of `sde` when it is known while tracing (a fixed schedule at a concrete time), else None
-    (a schedule given as traced arrays, a traced time)."""
+    """$s(t)$ of `sde` when it is known while tracing.
+
+    **Arguments:**
+
+    - `sde`: the forward SDE.
+    - `t`: a time.
+
+    **Returns:**
+
+    $s(t)$ as a Python float for a fixed schedule at a concrete time, else None (a schedule given
+    as traced arrays, a traced time).
+    """
     with jax.ensure_compile_time_eval():
         _, s = sde.marginal(t)
     return None if isinstance(s, jax.core.Tracer) else float(s)
 
 
 def check_score_defined(sde: "AbstractSDE", t: RealScalarLike, what: str) -> None:
-    """Refuse to evaluate the score $C\\nabla\\log p_t = -\\hat\\epsilon / s(t)$ at a time `t` where
-    $s(t) = 0$ (a fixed schedule at $t = 0$): it would be inf or NaN, silently."""
+    """Refuse to evaluate the score $C\\nabla\\log p_t = -\\hat\\epsilon / s(t)$ at a time where
+    $s(t) = 0$ (a fixed schedule at $t = 0$), where it would be inf or NaN, silently.
+
+    **Arguments:**
+
+    - `sde`: the forward SDE.
+    - `t`: the time the score is to be evaluated at.
+    - `what`: what evaluates it, for the message.
+
+    **Returns:**
+
+    None; raises a `ValueError` when $s(t)$ is known to be 0.
+    """
     s = known_noise_scale(sde, t)
     if s is not None and s <= 0:
         raise ValueError(f"{what} evaluates the score at t = {float(t)}, where s(t) = {s}: the score divides by "
