@@ -353,6 +353,17 @@ def test_sample_program_super_resolves_inpaints_and_draws_chains(uninterrupted, 
     # and the state nears the sample as t falls
     distance = np.linalg.norm((chain["states"] - chain["samples"][:, None]).reshape(2, 3, -1), axis=-1)
     assert np.all(distance[:, 2] < distance[:, 0])
+    # sampler.t_end holds for the tasks as for plain samples (the tasks ignored it): the chain stopped
+    # at 0.3 ends in the plain samples stopped there, and the inpaintings differ from those above
+    stopped = task("chain", "grids=[16]", "chain_times=[0.9,0.5]", "sampler.t_end=0.3")
+    with hydra.initialize_config_module("train.configs", version_base=None):
+        plain_stopped = sample_program.main(hydra.compose("sample", overrides=[
+            f"run_dir={run_dir}", f"out_dir={tmp_path / 'plain'}", "grids=[16]", "num_samples=2", "batch_size=2",
+            "sampler.steps=4", "sampler.t_end=0.3"]))
+    np.testing.assert_allclose(stopped["samples"], np.load(plain_stopped[0])["samples"], atol=1e-5)
+    assert np.max(np.abs(stopped["samples"] - chain["samples"])) > 1e-2
+    inpainted_stopped = task("inpainting", "grids=[16]", "mask_size=0.5", "sampler.t_end=0.3")["samples"]
+    assert np.max(np.abs(inpainted_stopped - drawn)) > 1e-2
     with pytest.raises(ConfigError, match="observed_grid"):
         task("super_resolution", "grids=[16]", "observed_grid=32")
 

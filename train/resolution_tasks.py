@@ -86,12 +86,14 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
                                          self_conditioning=bool(self_conditioning))
     examples, per_example = int(cfg.examples), int(cfg.per_example)
     key = jr.key(int(cfg.seed))
+    t_end = None if cfg.sampler.t_end is None else float(cfg.sampler.t_end)
+    consistent = bool(cfg.resolution_consistent_noise)
     written = []
 
     def conditional(observation, example: int, shape):
         """`per_example` samples given `observation`, the keys `jr.split(jr.fold_in(key, example), per_example)`."""
         return draw(model, sde, parameterisation, sampler, jr.fold_in(key, example), shape, per_example,
-                    per_example, self_conditioning=self_conditioning, observation=observation)[0]
+                    per_example, consistent, t_end, self_conditioning=self_conditioning, observation=observation)[0]
 
     for n in cfg.grids:
         started = time.perf_counter()
@@ -124,14 +126,19 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
             rows = [np.concatenate([truth[i:i + 1], masked[i:i + 1], drawn[i]]) for i in range(examples)]
         else:  # chain
             times = jnp.asarray(list(cfg.chain_times), jnp.float32)
-            if not (float(times[0]) <= float(sde.t1) and float(times[-1]) > float(sde.t0)):
-                raise ConfigError(f"chain_times must lie in (sde.t0, sde.t1] = ({float(sde.t0):g}, {float(sde.t1):g}], "
-                                  f"got {list(cfg.chain_times)}.")
+            low = float(sde.t0) if t_end is None else t_end
+            if not (float(times[0]) <= float(sde.t1) and float(times[-1]) > low):
+                raise ConfigError(f"chain_times must lie in ({'sde.t0' if t_end is None else 'sampler.t_end'}, sde.t1] = "
+                                  f"({low:g}, {float(sde.t1):g}], got {list(cfg.chain_times)}.")
             shape = field_shape(channels, dim, n)
 
             @eqx.filter_jit
             def chains(score, keys):
-                result = jax.vmap(lambda k: sampler.sample(score, k, shape, save_ts=times))(keys)
+                def one(k):  # as `draw` draws: the same start on every grid with consistent noise
+                    start = sde.terminal_sample(jr.fold_in(k, 1), shape) if consistent else None
+                    return sampler.sample(score, k, shape, x_start=start, t_end=t_end, save_ts=times)
+
+                result = jax.vmap(one)(keys)
                 return result.chain, result.samples
 
             states, finals = (np.asarray(a) for a in chains(score, jr.split(key, examples)))
