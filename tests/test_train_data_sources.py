@@ -361,7 +361,7 @@ def counted(monkeypatch):
     return calls
 
 
-def test_generated_cache_written_reused_and_keyed(tmp_path, counted):
+def test_generated_cache_written_reused_and_keyed(tmp_path, counted, monkeypatch):
     source = GeneratedSource("grf", "counted", {"tau": 4.0, "s": 1.5}, count=10, native_grid=(16, 16),
                              channels=2, train_range=[0, 8], holdout_range=[8, 10], cache_dir=tmp_path)
     train = source.load("train")
@@ -384,6 +384,13 @@ def test_generated_cache_written_reused_and_keyed(tmp_path, counted):
     assert len(paths) == 6
     other = variants[0].load("train").values
     assert len(counted) == 2 and not np.allclose(other, train.values)
+    # A generator registered again with a higher version (its output changed) is not read from
+    # the old cache: the key holds the version, and the generator runs again.
+    counter = generated.GENERATORS["counted"]
+    monkeypatch.setattr(counter, "version", getattr(counter, "version", 1) + 1, raising=False)
+    assert source.cache_path() not in paths
+    source.load("train")
+    assert len(counted) == 3
 
 
 def test_generated_cache_default_folder(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Sampling and evaluation (train.build.make_sampler, train.sampling, train.evaluation, train.mnist_classifier)
 on small inputs."""
 
+import dataclasses
 import json
 import math
 import types
@@ -139,6 +140,13 @@ def test_classifier_cache_is_keyed_by_every_setting(trained_classifier, tmp_path
                    {"holdout_range": [8000, 8801]}, {"split": "train"}, {"layout": "channels_first"}):
         folders.add(clf.default_folder(dict(base, **change)))
     assert len(folders) == 9
+    # The settings are read off the source: another blur or split gives other settings (a settings()
+    # that left one out would reuse a classifier trained on other digits).
+    assert set(base) == {"source", "split", "smoothing", "holdout_range", "split_seed", "steps", "seed", "channels",
+                         "width", "layout"}
+    for change in ({"smoothing": 0.0}, {"split": "train"}, {"holdout_range": (8000, 8801)}):
+        other = dataclasses.replace(source, **change)
+        assert clf.default_folder(clf.settings(other, 150, 0, (8, 16), 32)) != clf.default_folder(base), change
     # A classifier trained otherwise is refused by name, not silently reused.
     spec = OmegaConf.create(dict(SMALL, dir=str(folder), seed=3))
     with pytest.raises(ValueError, match=r"differs from the one asked for in \['seed'\]"):
@@ -212,8 +220,20 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     # The real-vs-real baselines compare two halves of the reference digits, neither of which
     # trained the classifier (t10k[8000:8400]), and equal the metric computed on them directly.
     assert result["real_halves"] == [200, 200]
-    f_a, f_b = clf.features(model, reference.half_a), clf.features(model, reference.half_b)
+    # The halves built here from the split itself, not from `Reference` (a Reference that compared a
+    # half with itself made every baseline ~0 and passed the one-sided checks above).
+    split = clf.holdout_split(800, True)
+    assert not set(split.reference_a) & set(split.reference_b)
+    assert sorted([*split.reference_a, *split.reference_b]) == sorted(split.reference)
+    source = MnistSource(**{k: v for k, v in DATA.items() if k != "name"})
+    to_fields = source.converter((16, 16))
+    values = source.load("holdout").values
+    half_a, half_b = to_fields(values[split.reference_a]), to_fields(values[split.reference_b])
+    f_a, f_b = clf.features(model, half_a), clf.features(model, half_b)
     assert result["frechet_distance_real"] == pytest.approx(float(metrics.frechet_distance(f_a, f_b)), rel=1e-4)
+    assert result["frechet_distance_real"] > 1.0
+    assert result["riesz_mmd_real"] == pytest.approx(float(metrics.riesz_mmd(half_a, half_b, block_size=64)),
+                                                     rel=1e-4, abs=1e-7)
     assert result["likelihood"]["grid"] == [16, 16] and result["likelihood"]["dimensions"] == 15 * 15
     assert result["likelihood"]["bits_per_dim_8bit_dequantised"] is None  # grid 16 is not the pixel grid
     assert math.isfinite(result["likelihood"]["bits_per_dim"])
