@@ -368,6 +368,37 @@ def test_sample_program_super_resolves_inpaints_and_draws_chains(uninterrupted, 
         task("super_resolution", "grids=[16]", "observed_grid=32")
 
 
+def test_the_sampling_programs_refuse_bad_settings_before_drawing(uninterrupted, tmp_path):
+    """Settings that failed late, with a traceback, after minutes of work (the classifier trained,
+    samples drawn) are refused at start-up naming the field: an ELBO grid the network cannot take,
+    a conditional task with an adaptive sampler, and a classifier of other data or of no steps."""
+    from train import classifier as classifier_program
+    from train import evaluate as evaluate_program
+    from train import sample as sample_program
+
+    run_dir, _, _ = uninterrupted
+
+    def program(name, *overrides):
+        with hydra.initialize_config_module("train.configs", version_base=None):
+            return hydra.compose(name, overrides=list(overrides))
+
+    with pytest.raises(ConfigError, match=r"elbo.grids\[0\]"):  # the smoke FNO's modes need more than 8 points
+        evaluate_program.main(program("evaluate", f"run_dir={run_dir}", "grid=16", "elbo.grids=[8]",
+                                      f"output={tmp_path / 'e.json'}"))
+    for task in ("inpainting", "super_resolution"):
+        with pytest.raises(ConfigError, match=rf"sampler.steps must be a positive int for task={task}"):
+            sample_program.main(program("sample", f"run_dir={run_dir}", f"out_dir={tmp_path}", f"task={task}",
+                                        "grids=[16]", "observed_grid=8", "sampler=ode"))
+    with pytest.raises(ConfigError, match="sampler.variables must be t for task=inpainting"):
+        sample_program.main(program("sample", f"run_dir={run_dir}", f"out_dir={tmp_path}", "task=inpainting",
+                                    "grids=[16]", "sampler=ode", "sampler.steps=4", "sampler.variables=sigma"))
+    with pytest.raises(ConfigError, match="classifier.steps"):
+        classifier_program.main(program("classifier", "data=mnist_t10k", "classifier.steps=0",
+                                        f"classifier.dir={tmp_path / 'clf'}"))
+    with pytest.raises(ConfigError, match="data=generated is not MNIST"):
+        classifier_program.main(program("classifier", "data=generated", f"classifier.dir={tmp_path / 'clf'}"))
+
+
 def test_a_failed_evaluation_leaves_every_sample_png(tmp_path, monkeypatch, caplog):
     """The grid the end-of-run evaluation would have drawn for its PNG gets its own samples when the
     evaluation fails before sampling, and the error still stops the run."""

@@ -16,8 +16,14 @@ from .mnist_classifier import holdout_split, load_or_train
 def main(cfg) -> None:
     """Train (or find) the classifier of a composed `configs/classifier.yaml`."""
     from .build import build_source
+    from .config import ConfigError, to_schema
+    from .evaluation import has_classifier
 
+    to_schema(cfg).classifier.check("classifier")
     source = build_source(cfg.data)
+    if not has_classifier(source):
+        raise ConfigError(f"the classifier is one of MNIST digits; data={cfg.data.name} is not MNIST "
+                          "(data=mnist or data=mnist_t10k).")
     holdout = source.load("holdout")
     load_or_train(source, holdout, holdout_split(len(holdout), True), cfg.classifier)
 

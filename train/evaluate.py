@@ -34,7 +34,10 @@ def main(cfg: DictConfig) -> pathlib.Path:
     program.check("", sde.t0, sde.t1)
     coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
     drawn = [] if cfg.sample_grid is None else [("sample_grid", cfg.sample_grid)]
-    build.check_model_grids(model, build.dimensions(run_cfg)[1], [("grid", cfg.grid)] + drawn + coarse)
+    elbo = [(f"elbo.grids[{i}]", n) for i, n in enumerate(cfg.elbo.grids)] if cfg.elbo.num_examples else []
+    build.check_model_grids(model, build.dimensions(run_cfg)[1], [("grid", cfg.grid)] + drawn + coarse + elbo)
+    if build.self_conditioned(run_cfg.loss):
+        program.sampler.check_self_conditioned("sampler")
     on_grid = "" if cfg.sample_grid in (None, cfg.grid) else f"_from{cfg.sample_grid}"
     out = pathlib.Path(cfg.output) if cfg.output else (
         pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}{on_grid}.json"
