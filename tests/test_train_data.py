@@ -86,6 +86,11 @@ def test_missing_files_message(tmp_path, monkeypatch):
         load_mnist("t10k", root=tmp_path)
     assert str(tmp_path / T10K[0]) in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no partial files left behind
+    # A root that cannot be a folder (a file on its path) gives the same message, not an OSError.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(MnistError, match=r"download failed: the folder .*file/mnist cannot be made") as info:
+        load_mnist("t10k", root=tmp_path / "file" / "mnist")
+    assert "SDEFLOW_MNIST_ROOT" in str(info.value)
 
 
 def test_download_is_verified_and_atomic(tmp_path, monkeypatch, t10k):

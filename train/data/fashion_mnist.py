@@ -57,7 +57,8 @@ FASHION_MNIST = idx.IdxDataset(
     mirrors=MIRRORS,
     root_env=ROOT_ENV,
     error=FashionMnistError,
-    hint="On a machine that holds only the t10k files, use data.split=t10k.",
+    hint=("On a machine that holds only the t10k files, use data.split=t10k data.train_range=[0,8000] "
+         "data.holdout_range=[8000,10000]."),
 )
 """The Fashion-MNIST files for the shared IDX loader."""
 

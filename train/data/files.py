@@ -125,11 +125,17 @@ def download(
     - `timeout`: seconds per connection attempt.
     """
     created = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as failure:  # a file in the path, a read-only root: the caller's message says where
+        raise error(f"the folder {folder} cannot be made to download {name} into ({failure})") from None
     errors = []
     for base in mirrors:
         url = base + name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        except OSError as failure:
+            raise error(f"the folder {folder} cannot be written to download {name} ({failure})") from None
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 shutil.copyfileobj(response, out)

@@ -75,7 +75,7 @@ MNIST = idx.IdxDataset(
     mirrors=MIRRORS,
     root_env=ROOT_ENV,
     error=MnistError,
-    hint="On a machine that holds only the t10k files, use data=mnist_t10k (or data.split=t10k).",
+    hint="On a machine that holds only the t10k files, use data=mnist_t10k (t10k[0:8000] to train, t10k[8000:10000] held out).",
 )
 """The MNIST files for the shared IDX loader."""
 
