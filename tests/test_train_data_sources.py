@@ -292,6 +292,9 @@ def test_cifar10_loads_rgb_planes(cifar):
 def test_cifar10_missing_and_corrupt(cifar, tmp_path, monkeypatch):
     folder, _, _, members = cifar
     empty = tmp_path / "empty"
+    # ranges beyond the split are refused when the source is built, before the files are read
+    with pytest.raises(ValueError, match=r"`train_range` \[0, 45000\] must satisfy stop <= 10000"):
+        Cifar10Source(split="test", root=empty, download=False)
     source = Cifar10Source(split="test", train_range=[0, 1], holdout_range=[1, 3], root=empty, download=False)
     with pytest.raises(Cifar10Error) as info:
         source.load("train")

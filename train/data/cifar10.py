@@ -52,6 +52,8 @@ SPLITS = {
     "test": (f"{FOLDER}/test_batch",),
 }
 """The tarball members holding each split, in order."""
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+"""The number of images of each split of the official files."""
 
 IMAGE_SHAPE = (3, 32, 32)
 
@@ -222,6 +224,9 @@ class Cifar10Source(AbstractSource):
         object.__setattr__(self, "holdout_range", holdout)
         if not self.smoothing >= 0:
             raise ValueError(f"`smoothing` must be >= 0 (pixels), got {self.smoothing}.")
+        for part in ("train", "holdout"):  # at start-up, not after reading the tarball
+            if getattr(self, f"{part}_range") is not None:
+                part_range(part, train, holdout, SPLIT_SIZES[self.split], f"split {self.split!r}")
 
     def load(self, part: str) -> Examples:
         """The uint8 images `(N, 3, 32, 32)` and int64 labels `(N,)` of `"train"` or `"holdout"`."""
