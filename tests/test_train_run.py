@@ -1,6 +1,7 @@
 """The training program end to end on the smoke experiment: run folder contents, and exact resume."""
 
 import json
+import os
 import re
 
 import equinox as eqx
@@ -397,6 +398,27 @@ def test_the_sampling_programs_refuse_bad_settings_before_drawing(uninterrupted,
                                         f"classifier.dir={tmp_path / 'clf'}"))
     with pytest.raises(ConfigError, match="data=generated is not MNIST"):
         classifier_program.main(program("classifier", "data=generated", f"classifier.dir={tmp_path / 'clf'}"))
+
+
+def test_the_sampling_programs_read_moved_data_from_data_root(uninterrupted, tmp_path, monkeypatch):
+    """`data_root` (train.sample, train.evaluate) is where the run's data files are now: the run's
+    own root or environment variable no longer holds them."""
+    import shutil
+
+    from train.build import build_source
+    from train.data import mnist as mnist_module
+
+    run_dir, _, _ = uninterrupted
+    moved = tmp_path / "moved"
+    shutil.copytree(os.environ[mnist_module.ROOT_ENV], moved)
+    monkeypatch.setenv(mnist_module.ROOT_ENV, str(tmp_path / "gone"))
+    with pytest.raises(mnist_module.MnistError, match="gone"):
+        build_source(load_run(run_dir)[0].data).load("holdout")
+    cfg = load_run(run_dir, data_root=str(moved))[0]
+    assert cfg.data.root == str(moved) and len(build_source(cfg.data).load("holdout").values) > 0
+    for name in ("sample", "evaluate"):  # a field of both programs, passed to load_run
+        with hydra.initialize_config_module("train.configs", version_base=None):
+            assert hydra.compose(name, overrides=[f"data_root={moved}"]).data_root == str(moved)
 
 
 def test_a_failed_evaluation_leaves_every_sample_png(tmp_path, monkeypatch, caplog):

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> pathlib.Path:
     program = to_schema(cfg)
     if program.run_dir is None:
         raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
-    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights, cfg.oversample)
+    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights, cfg.oversample, cfg.data_root)
     program.check("", sde.t0, sde.t1)
     coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
     drawn = [] if cfg.sample_grid is None else [("sample_grid", cfg.sample_grid)]

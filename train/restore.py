@@ -24,7 +24,7 @@ def select_weights(state, weights: str, part: str = "network"):
 
 
 def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str = "ema",
-             oversample: float | None = None):
+             oversample: float | None = None, data_root: str | None = None):
     """The network of a training run's checkpoint.
 
     **Arguments:**
@@ -36,6 +36,8 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     - `oversample`: if given, the network evaluates its nonlinearities on a grid this many times
         finer than the one it acts on (`model.oversample` of an FNO or U-NO), whatever the run
         trained with: the weights do not depend on it. `None`: as trained.
+    - `data_root`: the folder of the run's data files now (`data.root` of the returned config);
+        `None`: the run's `data.root` (when it named none, the data's environment variable).
 
     **Returns:**
 
@@ -43,7 +45,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
     run's learned schedule, of the same `weights`, when it trained one) and the step restored.
     """
     select_weights(None, weights)  # a wrong name fails before the checkpoint is read
-    cfg, state, step = load_state(run_dir, step, oversample=oversample)
+    cfg, state, step = load_state(run_dir, step, oversample=oversample, data_root=data_root)
     if cfg.get("autoencoder") is not None:
         raise ConfigError(f"run_dir={run_dir} models the latent maps of an autoencoder: its samples, inpaintings "
                           "and evaluation are written by its report at the end of training (train.report).")
@@ -52,7 +54,7 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, weights: str 
 
 
 def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str = "run_dir",
-               oversample: float | None = None):
+               oversample: float | None = None, data_root: str | None = None):
     """The whole training state of a run's checkpoint, on one device.
 
     **Arguments:**
@@ -62,6 +64,7 @@ def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str 
     - `field`: the config field that named the folder (for the messages).
     - `oversample`: `model.oversample` to build the network with instead of the run's (see
         `load_run`); `None`: the run's.
+    - `data_root`: the folder of the run's data files now (see `load_run`).
 
     **Returns:**
 
@@ -71,6 +74,10 @@ def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{field}={run_dir} holds no config.yaml: is it the folder of a training run?")
     cfg = typed(OmegaConf.load(run_dir / "config.yaml"))
+    if data_root is not None:
+        if "root" not in cfg.data:
+            raise ConfigError(f"data_root={data_root}: the run's data ({cfg.data.name}) reads no files.")
+        cfg.data.root = str(data_root)
     if oversample is not None:
         try:
             check_oversample(oversample)  # the networks' own rule

@@ -53,7 +53,7 @@ logger = logging.getLogger("train.sample")
 def main(cfg: DictConfig) -> list[pathlib.Path]:
     """Run the sampling program for a composed `configs/sample.yaml`; return the files written."""
     to_schema(cfg).check()
-    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights, cfg.oversample)
+    run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights, cfg.oversample, cfg.data_root)
     grids = list(cfg.grids)
     sampler_cfg = OmegaConf.to_object(cfg.sampler)
     sampler_cfg.check("sampler", sde.t0, sde.t1, grids)

@@ -51,6 +51,7 @@ class SampleConfig:
     step: Optional[int] = None  # the checkpoint step to restore; null: the latest
     weights: Weights = Weights.ema  # ema (the moving average of the weights) | raw (the optimiser's last weights)
     oversample: Optional[float] = None  # FNO/U-NO: evaluate the nonlinearities on a grid this many times finer (>= 1; 2 removes their aliasing; the weights do not depend on it); null: as trained
+    data_root: Optional[str] = None  # where the run's data files are now (e.g. moved since training); null: the run's data.root, else its environment variable
     grids: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])  # grid sizes n to sample on (any n >= 4)
     num_samples: int = 64  # samples per grid
     batch_size: int = 64  # samples drawn at once (vmapped)
@@ -97,6 +98,7 @@ class EvaluateConfig(EvaluationConfig):
     step: Optional[int] = None  # the checkpoint step to restore; null: the latest
     output: Optional[str] = None  # the JSON file; null: <run_dir>/evaluation/<sampler tag>_grid<n>.json (_grid<n>_from<m> when drawn on sample_grid m)
     oversample: Optional[float] = None  # FNO/U-NO: evaluate the nonlinearities on a grid this many times finer (>= 1; 2 removes their aliasing; the weights do not depend on it); null: as trained
+    data_root: Optional[str] = None  # where the run's data files are now (e.g. moved since training); null: the run's data.root, else its environment variable
 
 
 @dataclasses.dataclass
