@@ -88,7 +88,9 @@ def likelihoods(model, sde, parameterisation, fields: np.ndarray, cfg: DictConfi
     model is given zeros as its estimate of $x_0$ (an adaptive ODE solve cannot feed one back).
     Fields of quantised values with bins of `bin_width` (`AbstractSource.pixel_bin_width`) are
     uniformly dequantised first, and the bound on their discrete bits per dimension is reported
-    beside the density's (`bits_per_dim_8bit_dequantised`)."""
+    beside the density's (`bits_per_dim_8bit_dequantised`). Both are per modelled dimension, the
+    kept modes ($31^2 = 961$ on the 32-grid: the Nyquist components are not modelled), so neither is
+    a figure per pixel value (1024), as the literature's and the discretised ELBO's are."""
     import equinox as eqx
 
     from sdeflow import likelihood, samplers
