@@ -16,7 +16,7 @@ from sdeflow.sde import OUBridge
 from train import build
 from train.config import ConfigError, validate
 from train.latent import FittedTarget
-from train.restore import load_run
+from train.restore import load_run, load_state
 from train.training import run
 from train.resolution_tasks import centre_square
 from train.vqvae_report import patch_cross_entropy
@@ -89,21 +89,21 @@ TINY = [
 ]
 
 
-def test_tiny_two_stage_run_resumes_across_the_boundary_and_reports(tmp_path):
+def test_tiny_two_stage_run_freezes_the_autoencoder_and_reports(tmp_path):
     run_dir = tmp_path / "run"
-    cfg = compose(f"train.run_dir={run_dir}", *TINY)
-    stopped = run(compose(f"train.run_dir={run_dir}", *TINY, "train.stop_after=5"), progress_bar=False)
-    assert int(stopped.step) == 5
-    state = run(cfg, progress_bar=False)  # resumes at 5, in stage two (that a resumed run equals an
-    # uninterrupted one, across a stage boundary too, is checked on the smoke runs of test_train_run)
+    state = run(compose(f"train.run_dir={run_dir}", *TINY), progress_bar=False)
+    # (that a resumed run equals an uninterrupted one, across a stage boundary too, is checked on
+    # the smoke runs of test_train_run)
     assert int(state.step) == 8 and set(state.parts) == {"network", "autoencoder", "target"}
-    # Stage two left the autoencoder as stage one made it (frozen: the same at step 5, one step
-    # into stage two, and at the end of the resumed run), and fitted the target on the latent maps
-    # of its batches of 8: the running mean of 8 maps at step 5, of 32 at the end.
-    for a, b in zip(jax.tree.leaves(eqx.filter(stopped.parts["autoencoder"], eqx.is_array)),
+    # Stage two left the autoencoder as stage one made it (frozen: the same in the checkpoint at
+    # the boundary, step 4, and at the end), and fitted the target on the latent maps of its
+    # batches of 8: the running mean of 32 maps after its 4 steps, of none at the boundary.
+    _, boundary, step = load_state(run_dir, 4)
+    assert step == 4
+    for a, b in zip(jax.tree.leaves(eqx.filter(boundary.parts["autoencoder"], eqx.is_array)),
                     jax.tree.leaves(eqx.filter(state.parts["autoencoder"], eqx.is_array)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert float(stopped.parts["target"].count) == 8.0 and float(state.parts["target"].count) == 32.0
+    assert float(boundary.parts["target"].count) == 0.0 and float(state.parts["target"].count) == 32.0
     report = json.loads((run_dir / "vqvae_bridge.json").read_text())
     assert report["latent_shape"] == [2, 4, 4] and 0 < report["codebook_usage"] <= 1
     assert 1 <= report["codebook_perplexity"] <= 16 and np.isfinite(report["reconstruction_mse"])
