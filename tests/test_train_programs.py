@@ -24,7 +24,7 @@ def compose(name, *overrides):
         return hydra.compose(name, overrides=list(overrides))
 
 
-TINY = ["train.batch_size=8", "train.levels=[{grid:16,steps:3},{grid:32,steps:2}]", "train.log_every=1",
+TINY = ["train.batch_size=8", "train.levels=[{grid:16,steps:5}]", "train.log_every=1",
         "train.sample_grids=[16]", "train.num_samples=4", "sampler.steps=4", "optim.warmup_steps=1",
         "train.evaluate=true", "train.evaluation.grid=16", "train.evaluation.num_samples=8",
         "train.evaluation.batch_size=8", "train.evaluation.sampler.steps=4", "train.evaluation.likelihood.num_digits=1",
