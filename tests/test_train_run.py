@@ -86,6 +86,8 @@ def test_smoke_run_folder(uninterrupted):
     sampler = {"name": "euler_maruyama", "steps": 8}
     assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "raw"})) == "euler_maruyama_8_raw"
     assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema"})) == "euler_maruyama_8"
+    # an earlier checkpoint's outputs get their own name, not the latest's
+    assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema", "step": 500})) == "euler_maruyama_8_step500"
 
 
 @pytest.mark.slow

@@ -40,11 +40,13 @@ def sampler_tag(spec: Any) -> str:
 
 def output_tag(cfg: DictConfig) -> str:
     """The default output name of a sampling or evaluation program: the sampler's tag, `_raw`
-    when the raw weights are sampled instead of the EMA ones, and `_oversample<f>` when the
-    network's nonlinearities are evaluated on a finer grid than the run's."""
-    oversample = cfg.get("oversample")
+    when the raw weights are sampled instead of the EMA ones, `_oversample<f>` when the
+    network's nonlinearities are evaluated on a finer grid than the run's, and `_step<n>` when a
+    checkpoint other than the latest is asked for (so that its outputs do not replace the latest's)."""
+    oversample, step = cfg.get("oversample"), cfg.get("step")
     return (sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
-            + ("" if oversample is None else f"_oversample{float(oversample):g}"))
+            + ("" if oversample is None else f"_oversample{float(oversample):g}")
+            + ("" if step is None else f"_step{int(step)}"))
 
 
 def smallest_report_time(sde) -> float:
