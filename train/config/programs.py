@@ -14,7 +14,7 @@ from .errors import Choice, ConfigError, fail, positive
 from .evaluation import ClassifierSettings, EvaluationConfig, Weights
 from .loop import AdamWConfig, TrainConfig
 from .model import MODELS
-from .sampler import SAMPLERS, SamplerConfig, SamplerName, Variables
+from .sampler import SAMPLERS, SamplerConfig
 
 
 @dataclasses.dataclass
@@ -82,12 +82,8 @@ class SampleConfig:
         if not times or any(a <= b for a, b in zip(times, times[1:])):
             fail("chain_times", "must be a non-empty list of decreasing times", times)
         if self.task in (SampleTask.super_resolution, SampleTask.inpainting):  # conditioning by replacement
-            if self.sampler.steps is None:
-                fail("sampler.steps", f"must be a positive int for task={self.task.value} (conditioning by "
-                     "replacement needs fixed steps)", None)
-            if self.sampler.name == SamplerName.ode and self.sampler.variables != Variables.t:
-                raise ConfigError(f"sampler.variables must be t for task={self.task.value}, got "
-                                  f"{self.sampler.variables.value!r}.")
+            self.sampler.check_fixed_steps_in_t("sampler", f"for task={self.task.value}",
+                                                "conditioning by replacement needs fixed steps")
 
 
 @dataclasses.dataclass

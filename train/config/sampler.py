@@ -87,18 +87,23 @@ class SamplerConfig:
                     f"{where}.coarse_grid {self.coarse_grid} must not exceed any of the grids it samples {list(grids)}."
                 )
 
+    def check_fixed_steps_in_t(self, where: str, needs: str, why: str) -> None:
+        """What the sampler's loop must be for `needs` (a setting, named in the messages): fixed
+        steps (`why` says why adaptive ones cannot do) in the variables (t, x)."""
+        if self.steps is None:
+            fail(f"{where}.steps", f"must be a positive int {needs} ({why})", None)
+        if self.name == SamplerName.ode and self.variables != Variables.t:
+            raise ConfigError(f"{where}.variables must be t {needs}, got {self.variables.value!r}.")
+
     def check_self_conditioned(self, where: str) -> None:
         """A self-conditioned network (`loss.self_conditioning`) is fed the previous step's estimate
         of $x_0$, which needs fixed steps, in the variables (t, x), of a solver that does not reuse
         its last stage (`sdeflow.samplers.SelfConditioningSolver`)."""
-        if self.steps is None:
-            fail(f"{where}.steps", "must be a positive int with loss.self_conditioning (adaptive steps "
-                 "cannot feed back the previous step's x0 estimate)", None)
+        self.check_fixed_steps_in_t(where, "with loss.self_conditioning",
+                                    "adaptive steps cannot feed back the previous step's x0 estimate")
         if self.name == SamplerName.ode and self.solver == OdeSolver.tsit5:
             raise ConfigError(f"{where}.solver tsit5 reuses its last stage across steps, which loss.self_conditioning "
                               "invalidates; use heun or euler.")
-        if self.name == SamplerName.ode and self.variables != Variables.t:
-            raise ConfigError(f"{where}.variables must be t with loss.self_conditioning, got {self.variables.value!r}.")
 
 
 SAMPLERS = {
