@@ -20,7 +20,7 @@ from sdeflow import samplers
 from .config import ConfigError
 from .evaluation import Reference
 from .progress import save_samples
-from .sampling import draw, field_shape
+from .sampling import consistent_start, draw, field_shape
 
 
 logger = logging.getLogger("train.sample")
@@ -135,7 +135,7 @@ def run_task(task: str, model, sde, parameterisation, sampler, cfg: DictConfig, 
             @eqx.filter_jit
             def chains(score, keys):
                 def one(k):  # as `draw` draws: the same start on every grid with consistent noise
-                    start = sde.terminal_sample(jr.fold_in(k, 1), shape) if consistent else None
+                    start = consistent_start(sde, k, shape) if consistent else None
                     return sampler.sample(score, k, shape, x_start=start, t_end=t_end, save_ts=times)
 
                 result = jax.vmap(one)(keys)

@@ -60,6 +60,12 @@ def field_shape(channels: int, dim: int, n: int) -> tuple[int, ...]:
     return (int(channels),) + (int(n),) * int(dim)
 
 
+def consistent_start(sde, key, shape: tuple[int, ...]):
+    """The start of a sample drawn with `resolution_consistent_noise`: the terminal law's draw from
+    a key of its own (`jr.fold_in(key, 1)`), the same function on every grid for the same key."""
+    return sde.terminal_sample(jr.fold_in(key, 1), shape)
+
+
 @eqx.filter_jit
 def _draw_batch(score, sampler, keys, shape: tuple[int, ...], t_end: float | None, consistent_noise: bool,
                 observation):
@@ -73,7 +79,7 @@ def _draw_batch(score, sampler, keys, shape: tuple[int, ...], t_end: float | Non
 
     def one(k):
         if consistent_noise:
-            x1 = score.sde.terminal_sample(jr.fold_in(k, 1), shape)
+            x1 = consistent_start(score.sde, k, shape)
             return sampler.sample(score, k, x_start=x1, t_end=t_end, throw=False, **conditioned)
         return sampler.sample(score, k, shape, t_end=t_end, throw=False, **conditioned)
 
