@@ -32,10 +32,7 @@ def main(cfg: DictConfig) -> pathlib.Path:
         raise ConfigError("run_dir must name a training run folder, e.g. run_dir=runs/multilevel_mnist.")
     run_cfg, model, sde, step = load_run(cfg.run_dir, cfg.step, cfg.weights, cfg.oversample, cfg.data_root)
     program.check("", sde.t0, sde.t1)
-    coarse = [] if cfg.sampler.coarse_grid is None else [("sampler.coarse_grid", cfg.sampler.coarse_grid)]
-    drawn = [] if cfg.sample_grid is None else [("sample_grid", cfg.sample_grid)]
-    elbo = [(f"elbo.grids[{i}]", n) for i, n in enumerate(cfg.elbo.grids)] if cfg.elbo.num_examples else []
-    build.check_model_grids(model, build.dimensions(run_cfg)[1], [("grid", cfg.grid)] + drawn + coarse + elbo)
+    build.check_model_grids(model, build.dimensions(run_cfg)[1], program.network_grids(""))
     if build.self_conditioned(run_cfg.loss):
         program.sampler.check_self_conditioned("sampler")
     on_grid = "" if cfg.sample_grid in (None, cfg.grid) else f"_from{cfg.sample_grid}"

@@ -96,3 +96,15 @@ class EvaluationConfig:
         self.classifier.check(f"{prefix}classifier")
         self.likelihood.check(f"{prefix}likelihood")
         self.elbo.check(f"{prefix}elbo")
+
+    def network_grids(self, where: str) -> list[tuple[str, int]]:
+        """Every grid the evaluation puts the network on, with the field (under `where`) that sets it."""
+        prefix = f"{where}." if where else ""
+        grids = [(f"{prefix}grid", self.grid)]
+        if self.sample_grid is not None:
+            grids.append((f"{prefix}sample_grid", self.sample_grid))
+        if self.sampler.coarse_grid is not None:
+            grids.append((f"{prefix}sampler.coarse_grid", self.sampler.coarse_grid))
+        if self.elbo.num_examples:
+            grids += [(f"{prefix}elbo.grids[{i}]", n) for i, n in enumerate(self.elbo.grids)]
+        return grids

@@ -335,13 +335,7 @@ def _grids(run: RunConfig) -> list[tuple[str, int]]:
     if run.train.heldout.every:
         grids.append(("train.heldout.grid", run.train.heldout.grid))
     if run.train.evaluate:
-        grids.append(("train.evaluation.grid", run.train.evaluation.grid))
-        if run.train.evaluation.sample_grid is not None:
-            grids.append(("train.evaluation.sample_grid", run.train.evaluation.sample_grid))
-        if run.train.evaluation.sampler.coarse_grid is not None:
-            grids.append(("train.evaluation.sampler.coarse_grid", run.train.evaluation.sampler.coarse_grid))
-        if run.train.evaluation.elbo.num_examples:
-            grids += [(f"train.evaluation.elbo.grids[{i}]", n) for i, n in enumerate(run.train.evaluation.elbo.grids)]
+        grids += run.train.evaluation.network_grids("train.evaluation")
     if run.train.report.name is not None:
         grids += [(f"train.report.grids[{i}]", n) for i, n in enumerate(run.train.report.grids)]
     return grids
