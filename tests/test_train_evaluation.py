@@ -169,6 +169,20 @@ def test_holdout_split_is_a_random_partition():
     np.testing.assert_array_equal(clf.holdout_split(800, True).reference, split.reference)  # seeded
 
 
+def test_the_real_baseline_draws_as_many_examples_of_half_a_at_random():
+    """The real side of a baseline beside n samples: n distinct examples of half a (all of it if
+    it has fewer), seeded, and drawn from the whole half, not its first n positions (the files are
+    ordered by writer)."""
+    split = clf.holdout_split(2000, True)
+    drawn = split.baseline(250)
+    assert len(set(drawn)) == 250 and set(drawn) <= set(split.reference_a)
+    assert np.max(drawn) > split.reference_a[400] and np.min(drawn) < split.reference_a[100]
+    np.testing.assert_array_equal(drawn, clf.holdout_split(2000, True).baseline(250))
+    np.testing.assert_array_equal(split.baseline(1000), split.reference_a)
+    with pytest.raises(ValueError, match="at least one example"):
+        split.baseline(0)
+
+
 def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     _, folder, model, _ = trained_classifier
     run_cfg = OmegaConf.create({"data": DATA, "loss": {"parameterisation": "epsilon"}})
@@ -189,9 +203,10 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     for suffix in ("", "_real"):
         f, c = result["classifier_confident_fraction" + suffix], result["classifier_confidence" + suffix]
         assert 0 <= f <= 1 and 0.9 * f - 1e-6 <= c <= f + 0.9 * (1 - f) + 1e-6, suffix
-    # The real fraction is that of the reference digits, computed here from the logits in one vmap.
+    # The real fraction is that of the digits the samples are compared with (the reference's half
+    # b), computed here from the logits in one vmap.
     reference = Reference(run_cfg, 16)
-    logits = jax.vmap(lambda u: model(clf.to_native_grid(u)))(jnp.asarray(reference.fields))
+    logits = jax.vmap(lambda u: model(clf.to_native_grid(u)))(jnp.asarray(reference.half_b))
     top = np.asarray(jax.nn.softmax(logits)).max(1)
     assert result["classifier_confident_fraction_real"] == pytest.approx(np.mean(top > 0.9))
     assert result["class_histogram_real"] == np.bincount(np.asarray(logits).argmax(1), minlength=10).tolist()
@@ -216,11 +231,11 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     # The samples' Vendi score is theirs: at most their count, and not the reference's.
     assert 1 <= result["vendi_samples"] <= 24 and result["vendi_samples"] != pytest.approx(result["vendi_reference"])
     assert result["mean_network_evaluations"] == 9  # 8 steps + the denoising step
-    assert result["num_reference"] == 400 and sum(result["class_histogram"]) == 24
-    # The real-vs-real baselines compare two halves of the reference digits, neither of which
-    # trained the classifier (t10k[8000:8400]), and equal the metric computed on them directly.
-    assert result["real_halves"] == [200, 200]
-    # The halves built here from the split itself, not from `Reference` (a Reference that compared a
+    # The samples are compared with half b of the reference digits (t10k[8000:8400] less the
+    # classifier's half), and the real-vs-real baselines compare as many digits of half a (24, drawn
+    # at random) with it: neither side trained the classifier, and the counts are the samples'.
+    assert result["num_reference"] == 200 and result["num_baseline"] == 24 and sum(result["class_histogram"]) == 24
+    # The sets built here from the split itself, not from `Reference` (a Reference that compared a
     # half with itself made every baseline ~0 and passed the one-sided checks above).
     split = clf.holdout_split(800, True)
     assert not set(split.reference_a) & set(split.reference_b)
@@ -228,9 +243,13 @@ def test_evaluate_writes_every_metric(trained_classifier, tmp_path):
     source = MnistSource(**{k: v for k, v in DATA.items() if k != "name"})
     to_fields = source.converter((16, 16))
     values = source.load("holdout").values
-    half_a, half_b = to_fields(values[split.reference_a]), to_fields(values[split.reference_b])
+    half_a, half_b = to_fields(values[split.baseline(24)]), to_fields(values[split.reference_b])
     f_a, f_b = clf.features(model, half_a), clf.features(model, half_b)
     assert result["frechet_distance_real"] == pytest.approx(float(metrics.frechet_distance(f_a, f_b)), rel=1e-4)
+    assert result["vendi_reference"] == pytest.approx(float(metrics.vendi_score(f_a)), rel=1e-4)
+    # Against all 200 of half a the baseline is another number (the distance's bias falls with the count).
+    f_all = clf.features(model, to_fields(values[split.reference_a]))
+    assert float(metrics.frechet_distance(f_all, f_b)) < 0.8 * result["frechet_distance_real"]
     assert result["frechet_distance_real"] > 1.0
     assert result["riesz_mmd_real"] == pytest.approx(float(metrics.riesz_mmd(half_a, half_b, block_size=64)),
                                                      rel=1e-4, abs=1e-7)

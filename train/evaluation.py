@@ -3,10 +3,13 @@
 Draws `num_samples` samples on the grid of `grid` points per axis and compares them with the run's
 held-out examples (`data.holdout_range`, never seen by the generative model) on the same grid. For
 MNIST the held-out examples are split in two at random (`train.mnist_classifier.holdout_split`):
-a small classifier, whose features the Fréchet distance uses, trains on one half; the samples are
-compared with the other ("reference"). Other data have no classifier: the metrics that need it
-are left out of the JSON, with the reason under `skipped`, and all held-out examples are the
-reference. The real-vs-real baselines (`_real`) compare the two halves of the reference set, so
+a small classifier, whose features the Fréchet distance uses, trains on one half; the other is the
+reference. Other data have no classifier: the metrics that need it are left out of the JSON, with
+the reason under `skipped`, and all held-out examples are the reference. The reference is itself
+split in two random halves a and b: the samples are compared with half b, and the real-vs-real
+baselines (`_real`) compare as many examples of half a as there are samples (all of it if it has
+fewer, `num_baseline`) with the same half b. So a baseline and its metric are estimated from equal
+counts (the Fréchet distance's bias, and a power spectrum's noise, fall with the count), and
 neither side trained the classifier. The JSON holds:
 
 - `riesz_mmd`: energy distance in $L^2(\\mathbb{T}^d)$ (`sdeflow.metrics.riesz_mmd`);
@@ -16,7 +19,8 @@ neither side trained the classifier. The JSON holds:
   `frechet_distance_se`, its bootstrap standard error over the draw of the samples
   (`sdeflow.metrics.frechet_standard_error`: what another draw of as many samples would move it
   by; two models closer than about twice that are not told apart); `vendi_samples`,
-  `vendi_reference`: Vendi scores (cosine kernel) of those features; `class_histogram` and
+  `vendi_reference`: Vendi scores (cosine kernel) of those features, of the samples and of the
+  baseline's real examples (as many); `class_histogram` and
   `classifier_confidence` (mean top softmax probability) of the samples and
   `classifier_confident_fraction`: the fraction whose top probability exceeds 0.9, a proxy for
   "recognisable digits" among digit-like samples (a classifier may be confident on fields that are
@@ -58,7 +62,8 @@ class Reference:
     - `source`: the run's data source; `holdout`: its held-out examples (raw).
     - `split`: the `HoldoutSplit` of them.
     - `fields`: the reference examples as functions on the grid; `labels` theirs (or `None`).
-    - `half_a`, `half_b`: the two halves of `fields`, for the real-vs-real baselines.
+    - `half_a`, `half_b`: the two halves of `fields`: samples are compared with half b, and so are
+        the examples of half a that `baseline` draws.
     """
 
     def __init__(self, run_cfg: DictConfig, grid: int):
@@ -74,6 +79,12 @@ class Reference:
         self.fields = to_fields(values[self.split.reference])
         self.labels = None if self.holdout.labels is None else self.holdout.labels[self.split.reference]
         self.half_a, self.half_b = to_fields(values[self.split.reference_a]), to_fields(values[self.split.reference_b])
+        self._to_fields, self._values = to_fields, values
+
+    def baseline(self, count: int) -> np.ndarray:
+        """The real side of the real-vs-real baselines beside `count` samples: `count` examples of
+        half a drawn at random (`HoldoutSplit.baseline`), as functions on the grid."""
+        return self._to_fields(self._values[self.split.baseline(count)])
 
 
 def has_classifier(source) -> bool:
@@ -177,20 +188,20 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     drawn_on = {}
     if sample_grid != grid:  # drawn on a finer grid: compared at `grid` through restriction (the L2 projection)
         fine = jnp.asarray(samples)
-        fine_reference = jnp.asarray(Reference(run_cfg, sample_grid).fields)
+        fine_reference = jnp.asarray(Reference(run_cfg, sample_grid).half_b)
         # the spectra on the finer grid: the error over the shells the comparison grid resolves, and
         # the share of the power beyond them (the fine-scale content the comparison cannot see)
         shells, fine_power = metrics.radial_power_spectrum(fine)
         _, reference_power = metrics.radial_power_spectrum(fine_reference)
         beyond = np.asarray(shells) > metrics.resolved_shells((grid,) * source.dim)
         drawn_on = {"power_spectrum_error": float(metrics.power_spectrum_error(
-                        fine, jnp.asarray(reference.fields))),
+                        fine, jnp.asarray(reference.half_b))),
                     "power_beyond_grid": float(np.sum(np.asarray(fine_power)[beyond]) / np.sum(fine_power)),
                     "power_beyond_grid_real": float(np.sum(np.asarray(reference_power)[beyond]) / np.sum(reference_power)),
                     "sample_value_range": [float(samples.min()), float(samples.max())]}
         samples = np.asarray(jax.vmap(lambda x: sdeflow.restrict(x, (grid,) * source.dim))(fine))
     block = int(cfg.metrics_block_size)
-    real, a, b = reference.fields, reference.half_a, reference.half_b
+    real, a = reference.half_b, reference.baseline(len(samples))  # the samples and as many real examples, against half b
     k, spectrum_samples = metrics.radial_power_spectrum(jnp.asarray(samples))
     _, spectrum_reference = metrics.radial_power_spectrum(jnp.asarray(real))
     key = jr.key(cfg.seed + 2)
@@ -203,7 +214,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         "data": source.name,
         "num_samples": int(cfg.num_samples),
         "num_reference": int(len(real)),
-        "real_halves": [len(reference.half_a), len(reference.half_b)],
+        "num_baseline": int(len(a)),
         "sampler": OmegaConf.to_container(cfg.sampler, enum_to_str=True),
         "sampler_tag": sampler_tag(cfg.sampler),
         "weights": str(cfg.weights),
@@ -211,12 +222,12 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         "sampling_seconds": sampling_seconds,
         "sample_value_range": [float(samples.min()), float(samples.max())],
         "riesz_mmd": float(metrics.riesz_mmd(samples, real, block_size=block)),
-        "riesz_mmd_real": float(metrics.riesz_mmd(a, b, block_size=block)),
+        "riesz_mmd_real": float(metrics.riesz_mmd(a, real, block_size=block)),
         "sliced_wasserstein": float(metrics.sliced_wasserstein(key, samples, real,
                                                               num_projections=int(cfg.sliced_projections))),
-        "sliced_wasserstein_real": float(metrics.sliced_wasserstein(key, a, b, num_projections=int(cfg.sliced_projections))),
+        "sliced_wasserstein_real": float(metrics.sliced_wasserstein(key, a, real, num_projections=int(cfg.sliced_projections))),
         "power_spectrum_error": float(metrics.power_spectrum_error(jnp.asarray(samples), jnp.asarray(real))),
-        "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(a), jnp.asarray(b))),
+        "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(a), jnp.asarray(real))),
         "power_spectrum": {
             "wavenumbers": np.asarray(k).tolist(),
             "samples": np.asarray(spectrum_samples).tolist(),
@@ -224,7 +235,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         },
     }
     if classifier is not None:
-        result.update(classifier_metrics(classifier, samples, real, a, b, block))
+        result.update(classifier_metrics(classifier, samples, real, a, block))
         result["classifier"] = {"dir": str(clf.classifier_folder(source, cfg.classifier)),
                                 "reference_accuracy": info["reference_accuracy"]}
     bin_width = source.pixel_bin_width(reference.holdout.values, grid)
@@ -251,24 +262,28 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
     return result
 
 
-def classifier_metrics(classifier, samples: np.ndarray, real: np.ndarray, a: np.ndarray, b: np.ndarray,
+def classifier_metrics(classifier, samples: np.ndarray, real: np.ndarray, baseline: np.ndarray | None,
                        block: int) -> dict:
     """The metrics of the classifier's features and probabilities: of the samples against the
-    reference `real`, and (`_real`) of its half `b` against its half `a`."""
+    reference `real`, and of `baseline`, as many real examples as samples and none of them in
+    `real`, against it: the Fréchet distance's `_real` baseline and the reference's Vendi score
+    (both depend on the count). `baseline=None` leaves the baseline out and gives `real`'s Vendi
+    score. The class statistics `_real` are those of `real`."""
     from sdeflow import metrics
 
     from . import mnist_classifier as clf
 
     f_samples, f_real = clf.features(classifier, samples), clf.features(classifier, real)
-    f_a, f_b = clf.features(classifier, a), clf.features(classifier, b)
     p_samples, p_real = clf.probabilities(classifier, samples), clf.probabilities(classifier, real)
     confident = float(np.mean(p_samples.max(1) > CONFIDENT))
-    return {
+    f_baseline = f_real if baseline is None else clf.features(classifier, baseline)
+    out = {} if baseline is None else {
+        "frechet_distance_real": float(metrics.frechet_distance(f_baseline, f_real, block_size=block))}
+    return out | {
         "frechet_distance": float(metrics.frechet_distance(f_samples, f_real, block_size=block)),
         "frechet_distance_se": metrics.frechet_standard_error(f_samples, f_real, block_size=block),
-        "frechet_distance_real": float(metrics.frechet_distance(f_a, f_b, block_size=block)),
         "vendi_samples": float(metrics.vendi_score(f_samples, block_size=block)),
-        "vendi_reference": float(metrics.vendi_score(f_real, block_size=block)),
+        "vendi_reference": float(metrics.vendi_score(f_baseline, block_size=block)),
         "class_histogram": np.bincount(p_samples.argmax(1), minlength=10).tolist(),
         "class_histogram_real": np.bincount(p_real.argmax(1), minlength=10).tolist(),
         "classifier_confidence": float(p_samples.max(1).mean()),

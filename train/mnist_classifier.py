@@ -141,14 +141,25 @@ class HoldoutSplit:
     - `classifier`: the examples the classifier trains on (half of them), or `None` when the data
         have no classifier.
     - `reference`: the examples samples are compared with (the others).
-    - `reference_a`, `reference_b`: the two halves of `reference`; metrics between them are the
-        real-vs-real baselines, from examples neither of which trained the classifier.
+    - `reference_a`, `reference_b`: the two halves of `reference`. Samples are compared with half
+        b, and the real-vs-real baselines compare as many examples of half a (`baseline`) with it:
+        examples neither of which trained the classifier, and counts equal to the samples'.
     """
 
     classifier: np.ndarray | None
     reference: np.ndarray
     reference_a: np.ndarray
     reference_b: np.ndarray
+
+    def baseline(self, count: int) -> np.ndarray:
+        """`count` examples of half a (all of it if it has fewer), drawn at random (seeded), as
+        sorted positions: the real side of a real-vs-real baseline beside `count` samples, which a
+        metric whose estimate is biased by the number of examples (the Fréchet distance, a power
+        spectrum) compares with half b as it compares the samples."""
+        if count < 1:
+            raise ValueError(f"a real-vs-real baseline needs at least one example, not {count}.")
+        order = np.random.default_rng(SPLIT_SEED + 1).permutation(len(self.reference_a))
+        return np.sort(self.reference_a[order[:count]])
 
 
 def holdout_split(count: int, with_classifier: bool, seed: int = SPLIT_SEED) -> HoldoutSplit:

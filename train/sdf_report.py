@@ -14,9 +14,9 @@ values of the same functions, never resampled), and writes into the run folder:
     classifier is the project's MNIST classifier (`train.mnist_classifier`, settings
     `train.evaluation.classifier`), trained on the MNIST images of half of the held-out digits, and
     the data's numbers come from the other half, the reference, itself in two random halves a and
-    b: the samples are compared with half b, and so are as many digits of half a for the `_real`
-    baselines (the Fréchet distance's bias depends on the number of samples, so both sides have the
-    same sizes); with the classifier's accuracy on the reference's recovered images;
+    b: the samples are compared with half b, and so are as many digits of half a, drawn at random,
+    for the `_real` baselines (the Fréchet distance's bias depends on the number of samples, so both
+    sides have the same sizes); with the classifier's accuracy on the reference's recovered images;
   - `one_shape`: the fraction of fields whose interior $\\{\\phi < 0\\}$ is one connected set on the
     torus (8-neighbour connectivity, `inside_components`), and `empty`: the fraction with no point
     inside;
@@ -199,7 +199,6 @@ def write_sdf_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     fine_grid = sdf.PIXEL_GRID * int(params["upsample"])
     reference = sdf.digit_sdf(holdout.values[split.reference], fine_grid, int(params["upsample"]), scale)
     labels = holdout.labels[split.reference]
-    half_a = np.searchsorted(split.reference, split.reference_a)
     half_b = np.searchsorted(split.reference, split.reference_b)
     result = {"step": step, "scale": scale, "edge": EDGE, "sampler": OmegaConf.to_container(cfg.sampler, enum_to_str=True),
               "classifier": {"dir": str(clf.classifier_folder(mnist, cfg.train.evaluation.classifier)),
@@ -215,9 +214,9 @@ def write_sdf_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
                                     t_end=cfg.sampler.t_end, self_conditioning=build.self_conditioned(cfg.loss))
         sampling_seconds = time.perf_counter() - grid_started
         images = digit_images(data, scale)
-        # the samples and as many real digits (of half a) against the same real digits (half b)
-        metrics = classifier_metrics(classifier, digit_images(samples, scale), images[half_b],
-                                     images[half_a][: len(samples)], images[half_b],
+        # the samples and as many real digits (of half a, drawn at random) against half b
+        baseline = np.searchsorted(split.reference, split.baseline(len(samples)))
+        metrics = classifier_metrics(classifier, digit_images(samples, scale), images[half_b], images[baseline],
                                      int(cfg.train.evaluation.metrics_block_size))
         accuracy = float(np.mean(clf.probabilities(classifier, images).argmax(1) == labels))
         entry = {

@@ -166,19 +166,21 @@ def write_vqvae_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step:
     paths.append(run_dir / "samples.png")
     save_grid(samples[:36], paths[-1])
     block = int(cfg.train.evaluation.metrics_block_size)
+    # the samples and as many real examples of half a against half b (`train.evaluation`)
+    compared, baseline = reference.half_b, reference.baseline(count)
     evaluation = {
         "num_samples": count, "network_evaluations": float(np.mean(evaluations)),
         "sample_value_range": [float(samples.min()), float(samples.max())],
-        "power_spectrum_error": float(metrics.power_spectrum_error(jnp.asarray(samples), jnp.asarray(real))),
-        "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(reference.half_a),
-                                                                        jnp.asarray(reference.half_b))),
+        "power_spectrum_error": float(metrics.power_spectrum_error(jnp.asarray(samples), jnp.asarray(compared))),
+        "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(baseline),
+                                                                        jnp.asarray(compared))),
         "power_spectrum_error_reconstructions": float(metrics.power_spectrum_error(jnp.asarray(reconstructions),
                                                                                    jnp.asarray(real))),
     }
     if has_classifier(source):
         classifier, _ = load_or_train(source, reference.holdout, reference.split, cfg.train.evaluation.classifier)
-        evaluation.update(classifier_metrics(classifier, samples, real, reference.half_a, reference.half_b, block))
-        reconstructed = classifier_metrics(classifier, reconstructions, real, reference.half_a, reference.half_b, block)
+        evaluation.update(classifier_metrics(classifier, samples, compared, baseline, block))
+        reconstructed = classifier_metrics(classifier, reconstructions, real, None, block)
         evaluation["frechet_distance_reconstructions"] = reconstructed["frechet_distance"]
         evaluation["classifier_confident_fraction_reconstructions"] = reconstructed["classifier_confident_fraction"]
     result["samples"] = evaluation
