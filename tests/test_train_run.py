@@ -20,7 +20,7 @@ from train.checkpoint import Checkpointer
 from train.progress import MetricsLog
 from train.restore import load_run
 from train.sampling import output_tag
-from train.config import ConfigError
+from train.config import ConfigError, EvaluateConfig, SampleConfig
 from train.step import make_mesh
 from train.training import run, start_from
 
@@ -88,6 +88,12 @@ def test_smoke_run_folder(uninterrupted):
     assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema"})) == "euler_maruyama_8"
     # an earlier checkpoint's outputs get their own name, not the latest's
     assert output_tag(OmegaConf.create({"sampler": sampler, "weights": "ema", "step": 500})) == "euler_maruyama_8_step500"
+    # and so do other counts or seeds than the program's defaults
+    for schema in (SampleConfig, EvaluateConfig):
+        plain = {"sampler": sampler, "weights": "ema", "num_samples": schema.num_samples, "seed": schema.seed}
+        assert output_tag(OmegaConf.create(plain), schema) == "euler_maruyama_8"
+        other = dict(plain, num_samples=schema.num_samples + 1, seed=3)
+        assert output_tag(OmegaConf.create(other), schema) == f"euler_maruyama_8_n{schema.num_samples + 1}_seed3"
 
 
 @pytest.mark.slow

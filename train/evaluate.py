@@ -16,7 +16,7 @@ import pathlib
 from omegaconf import DictConfig
 
 from . import build
-from .config import ConfigError, to_schema
+from .config import ConfigError, EvaluateConfig, to_schema
 from .errors import check_writable, run_program
 from .evaluation import evaluate, summary
 from .restore import load_run
@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> pathlib.Path:
         program.sampler.check_self_conditioned("sampler")
     on_grid = "" if cfg.sample_grid in (None, cfg.grid) else f"_from{cfg.sample_grid}"
     out = pathlib.Path(cfg.output) if cfg.output else (
-        pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg)}_grid{cfg.grid}{on_grid}.json"
+        pathlib.Path(cfg.run_dir) / "evaluation" / f"{output_tag(cfg, EvaluateConfig)}_grid{cfg.grid}{on_grid}.json"
     )
     check_writable(out.parent, "output folder", "output")  # before the evaluation's minutes
     result = evaluate(model, sde, run_cfg, cfg, step)

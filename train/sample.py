@@ -41,7 +41,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from . import build as build_lib
-from .config import to_schema
+from .config import SampleConfig, to_schema
 from .errors import check_writable, run_program
 from .progress import save_samples
 from .restore import load_run
@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> list[pathlib.Path]:
     build_lib.check_model_grids(model, dim, [(f"grids[{i}]", n) for i, n in enumerate(grids)] + coarse)
     sampler = build_lib.build_sampler(run_cfg, cfg.sampler)
     parameterisation = build_lib.build_parameterisation(run_cfg.loss.parameterisation)
-    out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg)
+    out = pathlib.Path(cfg.out_dir) if cfg.out_dir else pathlib.Path(cfg.run_dir) / "samples" / output_tag(cfg, SampleConfig)
     check_writable(out, "output folder", "out_dir")
     if str(cfg.task) != "samples":
         from .resolution_tasks import run_task

@@ -38,15 +38,21 @@ def sampler_tag(spec: Any) -> str:
     return "_".join(parts)
 
 
-def output_tag(cfg: DictConfig) -> str:
+def output_tag(cfg: DictConfig, defaults: object = None) -> str:
     """The default output name of a sampling or evaluation program: the sampler's tag, `_raw`
     when the raw weights are sampled instead of the EMA ones, `_oversample<f>` when the
-    network's nonlinearities are evaluated on a finer grid than the run's, and `_step<n>` when a
-    checkpoint other than the latest is asked for (so that its outputs do not replace the latest's)."""
+    network's nonlinearities are evaluated on a finer grid than the run's, `_step<n>` when a
+    checkpoint other than the latest is asked for, and `_n<count>` and `_seed<s>` when the number
+    of samples or their seed differ from `defaults` (the program's schema: its defaults), so that
+    outputs of other settings do not replace each other."""
     oversample, step = cfg.get("oversample"), cfg.get("step")
-    return (sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
-            + ("" if oversample is None else f"_oversample{float(oversample):g}")
-            + ("" if step is None else f"_step{int(step)}"))
+    tag = (sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
+           + ("" if oversample is None else f"_oversample{float(oversample):g}")
+           + ("" if step is None else f"_step{int(step)}"))
+    for field, short in (("num_samples", "n"), ("seed", "seed")):
+        if defaults is not None and int(cfg[field]) != int(getattr(defaults, field)):
+            tag += f"_{short}{int(cfg[field])}"
+    return tag
 
 
 def smallest_report_time(sde) -> float:
