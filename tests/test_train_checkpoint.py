@@ -139,6 +139,27 @@ def test_stop_request_takes_one_signal_and_exits_on_the_second():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_processes_stop_on_the_gathered_answer_not_on_a_signal_that_came_after_it():
+    """The processes of a run gather their stop flags after every step and stop where any was set.
+    A signal that reaches a process after it gave its flag (while it waits for the others) must
+    not stop it alone, ahead of the others (they would wait for it at their next collective,
+    forever): it stops at the next step, with them. Process 0 takes another's signal as its own."""
+    import os
+    import signal
+
+    from train.signals import StopRequest
+
+    other = StopRequest(lambda line: None)  # another process's: no signal reaches it
+    with StopRequest(lambda line: None) as one:
+        flag = one.requested  # given to the gathering: False
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while it waits for the others' flags
+        assert one.requested and not flag
+        assert one.agree(flag or other.requested) is False  # what every process got: go on
+        gathered = one.requested or other.requested  # the next step's gathering
+        assert one.agree(gathered) is True and other.agree(gathered) is True
+        assert other.signal == "another process's signal" and one.signal == "SIGTERM"
+
+
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, request, monkeypatch):
     """A disk that fills during a write: one clear error naming the step, the folder and the
     checkpoint that is intact, which then restores."""

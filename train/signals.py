@@ -36,10 +36,13 @@ class StopRequest:
 
     def agree(self, requested_anywhere: bool) -> bool:
         """Take a stop that another process of the run was asked for (`requested_anywhere`: some
-        process's `requested`), so that all stop at the same step; return `requested`."""
+        process's `requested`, gathered from all of them), so that all stop at the same step;
+        return `requested_anywhere`, the answer every process got. Not `requested`: a signal
+        that arrives after this process gave its flag to the gathering (while it waits for the
+        others) would make it stop alone, and the others wait for it at their next collective."""
         if requested_anywhere and self.signal is None:
             self.signal = "another process's signal"
-        return self.requested
+        return requested_anywhere
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name

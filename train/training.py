@@ -258,7 +258,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                         loss.block_until_ready()
                         metrics.write(event="first_step", step=step, grid=phase.grid, train_time=began,
                                       seconds=clock.seconds() - began)
-                    if step % t.log_every == 0 or step == min(level_end, stop) or stop_request.requested:
+                    # whether to stop after this step, one answer for every process (a signal
+                    # that arrives later in this step is taken at the next)
+                    stopping = stop_request.agree(distributed.any_process(stop_request.requested))
+                    if step % t.log_every == 0 or step == min(level_end, stop) or stopping:
                         window = np.asarray(jnp.stack(losses))
                         mean = float(np.mean(window[np.isfinite(window)])) if np.isfinite(window).any() else None
                         elapsed = clock.seconds() - window_start
@@ -282,7 +285,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
                             ema = distributed.local_copy(state.ema)
                             metrics.images(write_samples(ema["network"], build.with_parts(sde, ema), cfg,
                                                          run_dir, sample_key, step), step)
-                    if stop_request.agree(distributed.any_process(stop_request.requested)):
+                    if stopping:
                         break
                 data_state = iterator.get_state()
             if step > start and step % t.ckpt_every != 0 and iterator is not None:
