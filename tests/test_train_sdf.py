@@ -85,6 +85,23 @@ def test_generated_sdf_cache_refuses_a_corrupt_file(tmp_path):
     np.testing.assert_array_equal(np.load(path), fields)
 
 
+def test_held_out_sdfs_on_a_finer_grid_are_point_values_not_a_resampling(tmp_path):
+    """A part of the SDF data on the 64-grid is the digits' SDFs computed there (the evaluation's
+    reference on that grid), not the trigonometric interpolant of the 32-grid fields, which rings
+    near the kinks; a generator without point values is resampled as before."""
+    source = GeneratedSource(name="sdf", generator="mnist_sdf", params={"start": 5}, count=6,
+                             native_grid=(32, 32), train_range=(0, 4), holdout_range=(4, 6), cache_dir=tmp_path)
+    fine = source.fields_on("holdout", 64)
+    np.testing.assert_array_equal(fine, digit_sdf(load_mnist("t10k", [9, 11]).images, 64, 4, 4.0))
+    resampled = source.converter(64)(source.load("holdout").values)
+    assert np.sqrt(np.mean((resampled - fine) ** 2)) > 1e-3 * np.sqrt(np.mean(fine ** 2))
+    np.testing.assert_array_equal(source.fields_on("holdout", 32), source.load("holdout").values)
+    fields = GeneratedSource(name="g", count=4, native_grid=(16, 16), train_range=(0, 2), holdout_range=(2, 4),
+                             cache_dir=tmp_path)
+    np.testing.assert_array_equal(fields.fields_on("holdout", 32),
+                                  fields.converter(32)(fields.load("holdout").values))
+
+
 def disc_field(n, centre, radius, scale=4.0):
     return (scale * (torus_distance(n, centre) - radius))[None, None].astype(np.float32)
 

@@ -61,7 +61,9 @@ class Reference:
 
     - `source`: the run's data source; `holdout`: its held-out examples (raw).
     - `split`: the `HoldoutSplit` of them.
-    - `fields`: the reference examples as functions on the grid; `labels` theirs (or `None`).
+    - `fields`: the reference examples as functions on the grid (`fields_on` of the source: the
+        point values of generated signed distances on that grid, not a resampling of the native
+        grid's); `labels` theirs (or `None`).
     - `half_a`, `half_b`: the two halves of `fields`: samples are compared with half b, and so are
         the examples of half a that `baseline` draws.
     """
@@ -74,17 +76,15 @@ class Reference:
         self.source = build_source(run_cfg.data)
         self.holdout = self.source.load("holdout")
         self.split = holdout_split(len(self.holdout), has_classifier(self.source))
-        to_fields = self.source.converter(as_grid(grid, self.source.dim))
-        values = self.holdout.values
-        self.fields = to_fields(values[self.split.reference])
+        self._all = self.source.fields_on("holdout", as_grid(grid, self.source.dim))
+        self.fields = self._all[self.split.reference]
         self.labels = None if self.holdout.labels is None else self.holdout.labels[self.split.reference]
-        self.half_a, self.half_b = to_fields(values[self.split.reference_a]), to_fields(values[self.split.reference_b])
-        self._to_fields, self._values = to_fields, values
+        self.half_a, self.half_b = self._all[self.split.reference_a], self._all[self.split.reference_b]
 
     def baseline(self, count: int) -> np.ndarray:
         """The real side of the real-vs-real baselines beside `count` samples: `count` examples of
         half a drawn at random (`HoldoutSplit.baseline`), as functions on the grid."""
-        return self._to_fields(self._values[self.split.baseline(count)])
+        return self._all[self.split.baseline(count)]
 
 
 def has_classifier(source) -> bool:

@@ -52,7 +52,7 @@ class GeneratedDataError(DataError):
     """A generator returned bad fields (shape, dtype, non-finite or out-of-range values)."""
 
 
-def register_generator(name: str, version: int = 1) -> Callable[[Callable], Callable]:
+def register_generator(name: str, version: int = 1, point_values: bool = False) -> Callable[[Callable], Callable]:
     """A decorator adding a generator to `GENERATORS` under `name`.
 
     **Arguments:**
@@ -60,10 +60,17 @@ def register_generator(name: str, version: int = 1) -> Callable[[Callable], Call
     - `name`: the registry name (part of the cache key).
     - `version`: part of the cache key as well: raise it when a change of the generator changes
         its output, so that the old caches are not read.
+    - `point_values`: whether its fields on any grid it accepts are the point values of the same
+        functions (fields with kinks, such as signed distances, whose spectral resampling would
+        be another, band-limited function): `GeneratedSource.fields_on` then generates a part on
+        another grid instead of resampling it. Such a generator takes a `start` keyword as well,
+        field `i` being that of item `start + i` whatever the count, so that a part is generated
+        alone.
     """
 
     def register(function: Callable) -> Callable:
         function.version = int(version)
+        function.point_values = bool(point_values)
         GENERATORS[name] = function
         return function
 
@@ -285,6 +292,19 @@ class GeneratedSource(AbstractSource):
             part, self.train_range, self.holdout_range, self.count, f"the {self.count} generated fields"
         )
         return Examples(values=np.array(self.fields()[start:stop]), labels=None)
+
+    def fields_on(self, part: str, grid: int | Sequence[int]) -> np.ndarray:
+        """The fields of `part` on `grid`: generated there (and cached) when the generator gives
+        point values on any grid (`register_generator`'s `point_values`), else resampled
+        spectrally from the native grid as `converter` does."""
+        grid = as_grid(grid, self.dim)
+        if grid == self.native_grid or not getattr(GENERATORS[self.generator], "point_values", False):
+            return super().fields_on(part, grid)
+        start, stop = part_range(part, self.train_range, self.holdout_range, self.count,
+                                 f"the {self.count} generated fields")
+        params = dict(self.params, start=int(self.params.get("start", 0)) + start)
+        return dataclasses.replace(self, native_grid=grid, count=stop - start, params=params,
+                                   train_range=None, holdout_range=None).fields()
 
     def converter(self, grid: int | Sequence[int]) -> FieldResampler:
         """Fields `(B, c, *native_grid)` resampled spectrally to `(B, c, *grid)` (`FieldResampler`)."""

@@ -122,7 +122,7 @@ def digit_sdf(
     return out
 
 
-@register_generator("mnist_sdf")
+@register_generator("mnist_sdf", point_values=True)
 def mnist_sdf(
     count: int,
     grid: int | Sequence[int],
