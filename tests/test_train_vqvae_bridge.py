@@ -98,6 +98,9 @@ def test_tiny_two_stage_run_freezes_the_autoencoder_and_reports(tmp_path):
     # Stage two left the autoencoder as stage one made it (frozen: the same in the checkpoint at
     # the boundary, step 4, and at the end), and fitted the target on the latent maps of its
     # batches of 8: the running mean of 32 maps after its 4 steps, of none at the boundary.
+    # (The latent loss stops the gradient at the encoder, so a step that trained every part would
+    # leave it unchanged too: the step's freezing is checked with a loss through both parts in
+    # test_train_step. Here it is the stage's wiring: no codebook statistics updated, no reset.)
     _, boundary, step = load_state(run_dir, 4)
     assert step == 4
     for a, b in zip(jax.tree.leaves(eqx.filter(boundary.parts["autoencoder"], eqx.is_array)),
