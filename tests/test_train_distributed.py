@@ -88,12 +88,13 @@ def test_two_processes_train_as_one_and_stop_together_on_a_signal_to_one(tmp_pat
     one process over the same 4 devices run to it, to float32 rounding.
 
     The signal reaches process 1 inside the processes' gathering of their stop flags after step 2,
-    after it gave its flag: every process is told to go on, and all stop after step 3. (Process 1
-    stopping at once on its own flag left process 0 training, and both hung at their next
-    collective: a signal from outside hit that moment about once in 20 runs.)"""
+    the last of the first level, after it gave its flag: every process is told to go on, into the
+    next level, and all stop after step 3. (Process 1 stopping at once on its own flag, in the
+    level or at the start of the next, left process 0 training, and both hung or failed at their
+    next collective: a signal from outside hit that moment about once in 20 runs.)"""
     run_dir = tmp_path / "two"
     port = _free_port()
-    long = ["train.levels=[{grid:16,steps:100000}]", "train.ckpt_every=100000"]
+    long = ["train.levels=[{grid:16,steps:2},{grid:16,steps:100000}]", "train.ckpt_every=100000"]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
     processes = [_start(run_dir, port, i, *long, log=logs[i].open("w"), late_signal=2 if i else None)
                  for i in range(2)]

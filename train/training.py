@@ -219,7 +219,7 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     def stop_if_nonfinite() -> None:  # (a host sync: at log steps, and before every checkpoint)
         skipped = int(state.skipped)
         if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
-            raise nonfinite_error(state, parts, stage.trainable, checkpointer, t)
+            raise nonfinite_error(state, parts, checkpointer, t)
 
     step = start
     iterator = None
@@ -228,8 +228,9 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         if heldout is not None and resumed_at is None and start < stop:
             log_heldout(0)
         with StopRequest(logger.warning) as stop_request:  # SIGINT, SIGTERM: checkpoint, then stop
+            stopping = False  # the processes' agreed answer after each step
             for phase in phases:
-                if stop_request.requested:
+                if stopping:
                     break
                 level_start, level_end = phase.start, phase.end
                 if step >= level_end or step >= stop:
@@ -388,12 +389,12 @@ def prior_warning(prior) -> str | None:
             "the training grids degrade. Use prior=matern or prior=laplacian for that.")
 
 
-def nonfinite_error(state: TrainState, parts, trainable, checkpointer: Checkpointer, t) -> NonFiniteError:
+def nonfinite_error(state: TrainState, parts, checkpointer: Checkpointer, t) -> NonFiniteError:
     """The error that stops a run at a step whose loss or gradient was not finite (`train.nonfinite`)."""
     from .step import gradient_names
 
     index, leaf = (int(v) for v in state.first_bad)
-    where = gradient_names(parts, trainable)[leaf]
+    where = gradient_names(parts)[leaf]
     where = "the loss" if where == "loss" else f"the gradient of {where}"
     kept = checkpointer.latest_step()
     why = ("" if t.nonfinite == "stop" else f"{int(state.skipped)} steps were skipped (more than "
