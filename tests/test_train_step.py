@@ -262,11 +262,12 @@ def test_frozen_parts_stay_as_they_are(batches):
 def test_a_non_finite_step_changes_nothing_and_is_located(batches):
     """A step whose loss or a gradient is not finite applies no update (parts, EMA and optimiser
     state unchanged), still advances the key and the step, counts itself, and records the first
-    such step and where it appeared."""
+    such step and where it appeared: an index into every part's leaves, trained or not, so that it
+    names the same array in a later stage that trains other parts."""
     from train.step import gradient_names
 
     mesh = make_mesh(jax.devices()[:1])
-    parts = {"network": _Net(jr.key(0))}
+    parts = {"frozen": _Net(jr.key(2)), "network": _Net(jr.key(0))}  # the frozen part's leaves come first
     optimiser = make_optimiser(3e-3, 20, warmup_steps=0)
 
     def loss(parts, x0, key):  # finite value; the gradient of conv2's bias is NaN when x0 is positive
@@ -275,8 +276,8 @@ def test_a_non_finite_step_changes_nothing_and_is_located(batches):
         root = jnp.sqrt(jnp.where(positive, -1.0 - b2, 1.0 + b2))  # NaN, with a NaN derivative, if positive
         return _loss(net, x0, key) + jnp.where(positive, 0.0, 0.0 * root)
 
-    step = make_train_step(loss, optimiser, 0.5, mesh)
-    state = init_state(parts, optimiser, jr.key(1), mesh)
+    step = make_train_step(loss, optimiser, 0.5, mesh, trainable={"network"})
+    state = init_state(parts, optimiser, jr.key(1), mesh, trainable={"network"})
     state, _ = step(state, shard_batch(-np.abs(batches[0]), mesh))  # a good step
     before = jax.tree.map(np.asarray, eqx.filter((state.parts, state.ema, state.opt_state), eqx.is_array))
     key = np.asarray(jr.key_data(state.key))

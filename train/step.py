@@ -52,7 +52,8 @@ class TrainState(eqx.Module):
     - `skipped`: how many of them had a loss or gradient that was not finite; their updates were
         not applied (int32 scalar).
     - `first_bad`: `(step, leaf)` of the first such step: its 0-based index and where it appeared,
-        0 for the loss and $i + 1$ for the $i$-th gradient leaf (`gradient_names`); `(-1, -1)` if none.
+        0 for the loss and $i + 1$ for the gradient of the parts' $i$-th leaf (`gradient_names`:
+        the leaves of every part, trained or not); `(-1, -1)` if none.
     """
 
     parts: PyTree
@@ -365,7 +366,11 @@ def make_train_step(
         ema_params, ema_frozen = eqx.partition(state.ema, spec)
         # A step whose loss or gradient is not finite changes nothing but the key and the counts
         # (a cond, not a select: the update is computed only when it is applied).
-        finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in [loss, *jax.tree.leaves(grads)]])
+        # (one flag per leaf of the parts, True for the frozen ones: `gradient_names` numbers them
+        # so in every stage, whatever it trains)
+        leaves = jax.tree.leaves(grads, is_leaf=lambda x: x is None)
+        finite = jnp.stack([jnp.all(jnp.isfinite(loss))]
+                           + [jnp.array(True) if g is None else jnp.all(jnp.isfinite(g)) for g in leaves])
         ok = jnp.all(finite)
 
         def update(_):
@@ -407,11 +412,11 @@ def with_statistics(parts: PyTree, statistics: dict) -> PyTree:
             for name, part in parts.items()}
 
 
-def gradient_names(parts: PyTree, trainable: Trainable = True) -> list[str]:
+def gradient_names(parts: PyTree) -> list[str]:
     """Where a non-finite value can appear in a step, by `TrainState.first_bad`'s leaf index:
-    `"loss"`, then the path of each trained array (e.g. `['network'].blocks[0].weight`)."""
-    params = eqx.filter(parts, trainable_filter(parts, trainable))
-    return ["loss"] + [jtu.keystr(path) for path, _ in jtu.tree_flatten_with_path(params)[0]]
+    `"loss"`, then the path of each leaf of the parts (e.g. `['network'].blocks[0].weight`), trained
+    or not, so that an index means the same array in every stage."""
+    return ["loss"] + [jtu.keystr(path) for path, _ in jtu.tree_flatten_with_path(parts)[0]]
 
 
 def ema_decay_at(
