@@ -36,15 +36,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(run_dir, port: int, process: int, *overrides, log=None, late_signal: int | None = None) -> subprocess.Popen:
+def _start(run_dir, port: int, process: int, *overrides, log=None, **fault: int) -> subprocess.Popen:
     """One of 2 processes of a smoke run, on 2 CPU devices each (output to `log`, else a pipe);
-    `late_signal=n`: SIGTERM to it inside its stop-flag gathering after step n
-    (`tests/run_with_late_signal.py`)."""
+    `late_signal=n`: SIGTERM to it inside its stop-flag gathering after step n, `fail=n`: an
+    exception there (`tests/run_with_fault.py`)."""
     env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     program = ["-m", "train.run"]
-    if late_signal is not None:
-        env["LATE_SIGNAL_STEP"] = str(late_signal)
-        program = [str(pathlib.Path(__file__).with_name("run_with_late_signal.py"))]
+    if fault:
+        names = {"late_signal": "LATE_SIGNAL_STEP", "fail": "FAIL_STEP"}
+        env.update({names[name]: str(step) for name, step in fault.items()})
+        program = [str(pathlib.Path(__file__).with_name("run_with_fault.py"))]
     return subprocess.Popen(
         [sys.executable, *program, "+exp=smoke", f"train.run_dir={run_dir}", "train.devices=2",
          f"train.distributed.coordinator=127.0.0.1:{port}", "train.distributed.num_processes=2",
@@ -96,7 +97,7 @@ def test_two_processes_train_as_one_and_stop_together_on_a_signal_to_one(tmp_pat
     port = _free_port()
     long = ["train.levels=[{grid:16,steps:2},{grid:16,steps:100000}]", "train.ckpt_every=100000"]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w"), late_signal=2 if i else None)
+    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w"), **({"late_signal": 2} if i else {}))
                  for i in range(2)]
     metrics = run_dir / "metrics.jsonl"
     try:
@@ -130,27 +131,29 @@ def test_two_processes_train_as_one_and_stop_together_on_a_signal_to_one(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_process_that_dies_stops_the_others(tmp_path):
+def test_a_process_that_fails_leaves_at_once_and_the_others_stop(tmp_path):
+    """An exception in one process (here after step 2, while the other waits for it in a
+    collective) ends that process at once, with its traceback, instead of waiting in the runtime's
+    shutdown (up to an hour, its heartbeats keeping the others waiting); the other stops within a
+    few heartbeats, its collective's connection closed or the runtime naming a task that died."""
     run_dir = tmp_path / "run"
     port = _free_port()
     heartbeat = 5
     long = ["train.levels=[{grid:16,steps:100000}]", f"train.distributed.heartbeat_timeout={heartbeat}"]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w")) for i in range(2)]
+    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w"), **({"fail": 2} if i else {}))
+                 for i in range(2)]
     try:
-        deadline = time.time() + 300
-        # Both have joined the runtime (and go on to build and compile): kill the second.
-        while not all(log.exists() and "jax.distributed: process" in log.read_text() for log in logs):
-            assert time.time() < deadline and all(p.poll() is None for p in processes)
-            time.sleep(0.2)
-        processes[1].kill()
-        killed = time.time()
+        processes[1].wait(timeout=300)
+        failed = time.time()
         processes[0].wait(timeout=120)
-        waited = time.time() - killed
-        output = logs[0].read_text()
+        waited = time.time() - failed
     finally:
         for p in processes:
             p.kill()
-    # It exits (no hang) within a few heartbeats, naming why.
-    assert processes[0].returncode != 0 and waited < 6 * heartbeat
-    assert any(why in output for why in ("another task died", "tasks are unhealthy", "stopped sending heartbeats")), output[-2000:]
+    output, failure = logs[0].read_text(), logs[1].read_text()
+    assert processes[1].returncode == 1 and "RuntimeError: a fault injected after step 2" in failure
+    assert "leaving the run at once" in failure
+    assert processes[0].returncode != 0 and waited < 6 * heartbeat, output[-2000:]
+    reasons = ("Connection closed by peer", "another task died", "tasks are unhealthy", "stopped sending heartbeats")
+    assert any(why in output for why in reasons), output[-2000:]

@@ -8,8 +8,12 @@ over the global mesh, orbax writes and restores checkpoints collectively, and on
 writes the metrics log, the PNGs and the JSON files. With one process nothing here changes a thing.
 """
 
+import contextlib
 import logging
 import os
+import sys
+import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -53,9 +57,38 @@ def initialize(spec: Any) -> bool:
         kwargs.update(coordinator_address=spec.coordinator, num_processes=int(spec.num_processes),
                       process_id=int(spec.process_id))
     jax.distributed.initialize(**kwargs)
+    global _joined
+    _joined = True
     logger.info(f"jax.distributed: process {jax.process_index()} of {jax.process_count()}, "
                 f"{jax.local_device_count()} local of {jax.device_count()} devices")
     return True
+
+
+_joined = False  # whether this process joined a distributed runtime (`initialize`)
+
+
+@contextlib.contextmanager
+def leave_at_once_on_failure() -> Iterator[None]:
+    """Run the body; in a process of a distributed run, a failure in it (an exception, a second
+    signal, `SystemExit` with a non-zero status) ends the process at once, after its message or
+    traceback, without the runtime's shutdown.
+
+    The shutdown waits for every process (up to an hour: process 0 may evaluate for minutes after
+    the others) and keeps the heartbeats going, so the other processes, waiting for this one at
+    their next collective, would wait that long too; a process that is gone stops its heartbeats,
+    and they stop within `train.distributed.heartbeat_timeout`, naming a task that died."""
+    try:
+        yield
+    except BaseException as error:
+        if not _joined or (isinstance(error, SystemExit) and error.code in (0, None)):
+            raise
+        if not isinstance(error, SystemExit):  # its message is printed already
+            traceback.print_exc()
+        print(f"process {jax.process_index()} failed: leaving the run at once, so that the others stop too",
+              file=sys.stderr, flush=True)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else 1)
 
 
 def is_main() -> bool:

@@ -30,7 +30,8 @@ def _main(cfg: DictConfig) -> None:
     configure_logging(basic=False)  # hydra configures the handlers
     devices_lib.request_cpu_devices()  # before anything starts JAX's backends
     use_compile_cache()  # before anything compiles: a run started again loads its programs
-    with reported_errors():  # what the user can fix is said in one message, without a traceback
+    # a failure ends a process of a distributed run at once, so that the others stop too
+    with distributed.leave_at_once_on_failure(), reported_errors():  # (user errors: one message, no traceback)
         spec = OmegaConf.to_object(cfg.train.distributed)
         spec.check("train.distributed")
         distributed.initialize(spec)  # also before JAX's backends start
