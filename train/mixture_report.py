@@ -72,17 +72,17 @@ def score_errors(model, sde, parameterisation, oracle, grid, times, count: int, 
 
 def write_mixture_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> list[pathlib.Path]:
     """Write `mixture_report.json` and `mixture_score_error.png` for the EMA network of `state`."""
-    import jax
     import jax.random as jr
 
     from . import build
+    from .distributed import local_copy
     from .progress import plt
     from .sampling import draw, field_shape, smallest_report_time
 
     started = time.perf_counter()
     r = cfg.train.report
     law = mixture_law(cfg)
-    model = jax.device_put(state.ema["network"], jax.devices()[0])
+    model = local_copy(state.ema["network"])
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     sampler = build.build_sampler(cfg)
     source = build.build_source(cfg.data)

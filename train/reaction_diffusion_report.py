@@ -158,17 +158,17 @@ def data_band(native_grid) -> int:
 
 def write_reaction_diffusion_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: int) -> list[pathlib.Path]:
     """Write `reaction_diffusion.json` and its PNGs for the EMA network of `state`."""
-    import jax
     import jax.random as jr
 
     from sdeflow.metrics.power_spectrum import resolved_shells
 
     from . import build
+    from .distributed import local_copy
     from .sampling import draw, field_shape
 
     started = time.perf_counter()
     r = cfg.train.report
-    model = jax.device_put(state.ema["network"], jax.devices()[0])
+    model = local_copy(state.ema["network"])
     parameterisation = build.build_parameterisation(cfg.loss.parameterisation)
     sampler = build.build_sampler(cfg)
     source = build.build_source(cfg.data)

@@ -95,6 +95,6 @@ def load_state(run_dir: str | pathlib.Path, step: int | None = None, field: str 
             raise CheckpointError(f"no checkpoint in {checkpointer.directory}.")
         stage = to_schema(cfg).train.checkpoint_stage(step)
         template = init_state(parts, build.build_optimiser(cfg, stage), train_key,
-                              make_mesh(jax.devices()[:1]), build.trainable(cfg, stage))
+                              make_mesh(jax.local_devices()[:1]), build.trainable(cfg, stage))
         state, extra = checkpointer.restore(template, step)
     return cfg, state, int(extra["step"])
