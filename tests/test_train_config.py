@@ -212,6 +212,7 @@ def test_the_library_tables_are_the_choices():
         ("optim.warmup_steps=100000", "optim.warmup_steps must be an int in [0,"),
         ("optim.ema_decay=1.0", "optim.ema_decay must be a number in [0, 1)"),
         ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
+        (("optim.schedule_free=true", "optim.b1=0"), "optim.b1 must be > 0 with schedule_free (its interpolation divides by b1), got 0"),
         ("train.devices=0", "train.devices must be auto or a positive int, got 0"),
         ("train.devices=3", "train.batch_size 16 must be a multiple of train.devices 3"),
         ("train.batch_size=0", "train.batch_size must be a positive int, got 0"),
@@ -257,7 +258,7 @@ def test_the_library_tables_are_the_choices():
     ],
 )
 def test_wrong_values_name_their_field(override, message):
-    cfg = compose("+exp=smoke", "train.evaluate=true", override)
+    cfg = compose("+exp=smoke", "train.evaluate=true", *((override,) if isinstance(override, str) else override))
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(cfg)
 

@@ -272,6 +272,23 @@ def test_a_non_finite_loss_stops_the_run_with_its_step(policy, ckpt_every, tmp_p
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
 
 
+def test_weights_made_non_finite_by_an_update_stop_the_run_before_its_checkpoint(tmp_path, monkeypatch):
+    """An update that overflows (here: every update NaN) with finite losses and gradients: the run
+    stops at the checkpoint due after that step, naming the weights, and writes none."""
+    import optax
+
+    from train import build
+
+    make = build.build_optimiser
+    monkeypatch.setattr(build, "build_optimiser", lambda *a, **kw: optax.chain(make(*a, **kw), optax.scale(jnp.nan)))
+    run_dir = tmp_path / "run"
+    cfg = compose(f"train.run_dir={run_dir}", "train.sample_grids=[]", "train.ckpt_every=1", "train.log_every=4")
+    with pytest.raises(FloatingPointError, match=re.escape("the weights are not finite at step 1, although every "
+                                                           "step's loss and gradient were")):
+        run(cfg, progress_bar=False)
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+
+
 @pytest.mark.slow
 def test_skipped_steps_are_counted_across_stages(tmp_path, monkeypatch):
     """`train.max_skipped` bounds the run's skipped steps, not each stage's: 4 in the first stage

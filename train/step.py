@@ -22,7 +22,7 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 LossFn = Callable[[PyTree, Float[Array, "batch ..."], PRNGKeyArray], Float[Array, ""] | tuple[Float[Array, ""], dict]]
 """`loss_fn(parts, x0, key) -> scalar`: the loss of the trainable parts on a batch, e.g.
@@ -393,6 +393,15 @@ def make_train_step(
         return eqx.filter_shard(new, replicated), loss
 
     return step
+
+
+@eqx.filter_jit
+def weights_finite(state: TrainState) -> Bool[Array, ""]:
+    """Whether every floating-point array of the parts and of their EMA is finite: false after an
+    update that overflowed although the step's loss and gradients were finite (which the step's
+    own check, on those, lets through)."""
+    arrays = jax.tree.leaves(eqx.filter((state.parts, state.ema), eqx.is_inexact_array))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays]))
 
 
 def value_and_statistics(out: Array | tuple[Array, dict]) -> tuple[Array, dict]:

@@ -47,7 +47,7 @@ from .progress import MetricsLog, ProgressBar, plot_loss
 from .sinks import make_sinks
 from .sampling import save_samples_png, write_samples
 from .signals import StopRequest
-from .step import TrainState, applied_updates, init_state, make_mesh, make_train_step, shard_batch
+from .step import TrainState, applied_updates, init_state, make_mesh, make_train_step, shard_batch, weights_finite
 
 logger = logging.getLogger("train.training")
 
@@ -220,6 +220,12 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         skipped = int(state.skipped)
         if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
             raise nonfinite_error(state, parts, checkpointer, t)
+        if not bool(weights_finite(state)):
+            kept = checkpointer.latest_step()
+            raise NonFiniteError(
+                f"the weights are not finite at step {int(state.step)}, although every step's loss and gradient "
+                f"were: an update overflowed. The last checkpoint ({'none' if kept is None else f'step {kept}'}) "
+                "is kept. Lower optim.lr, or check the optimiser's settings.")
 
     step = start
     iterator = None

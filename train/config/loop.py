@@ -20,7 +20,7 @@ class AdamWConfig:
     final_lr_fraction: float = 0.05  # learning rate at the last step as a fraction of lr, in [0, 1]
     clip_norm: Optional[float] = 1.0  # clip gradients to this global norm; null: no clipping
     weight_decay: float = 0.0  # decoupled weight decay, >= 0
-    b1: float = 0.9  # Adam's first-moment decay, in [0, 1)
+    b1: float = 0.9  # Adam's first-moment decay, in [0, 1) (in (0, 1) with schedule_free)
     b2: float = 0.999  # Adam's second-moment decay, in [0, 1)
     ema_decay: float = 0.999  # decay of the EMA of the weights (the EMA weights are the ones sampled), in [0, 1)
     ema_warmup: bool = False  # ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) at step n
@@ -37,6 +37,8 @@ class AdamWConfig:
         number(f"{where}.weight_decay", self.weight_decay, lambda v: v >= 0, "a number >= 0")
         for field in ("b1", "b2", "ema_decay"):
             number(f"{where}.{field}", getattr(self, field), lambda v: 0 <= v < 1, "a number in [0, 1)")
+        if self.schedule_free and self.b1 == 0:  # its averaged iterate's weight divides by b1
+            fail(f"{where}.b1", "must be > 0 with schedule_free (its interpolation divides by b1)", self.b1)
 
 
 class NonFinite(Choice):
