@@ -46,6 +46,23 @@ def test_metrics_log_forgets_steps_undone_by_a_resume(tmp_path):
     assert Image.open(png).size == (600, 400)
 
 
+def test_metrics_log_drops_a_record_cut_short_and_reads_past_bad_lines(tmp_path, caplog):
+    """A kill or a full disk during a write leaves a partial last line: the resumed run's log drops
+    it when it opens the file (else its next record joined it, and every later read failed), and
+    `read` skips a line that is not a record instead of failing."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"event": "start", "step": 0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "lo')
+    log = MetricsLog(path)
+    assert path.read_text().endswith('"loss": 0.5}\n') and "dropped a record cut short (15 bytes" in caplog.text
+    log.write(event="resume", step=2)
+    log.write(step=4, loss=0.25)
+    assert [r["step"] for r in log.read() if "loss" in r] == [2, 4]
+    with path.open("a") as f:
+        f.write("not json\n[1, 2]\n")
+    assert [r["step"] for r in MetricsLog(path, writes=False).read() if "loss" in r] == [2, 4]
+    assert "skipped 1 lines that are not records" in caplog.text
+
+
 def test_progress_bar_shows_loss_and_rate(capsys):
     bar = ProgressBar(10, initial=2)
     bar.update(3, loss=0.123456, grid=32)

@@ -35,7 +35,10 @@ class MetricsLog:
 
     A resumed run appends to the same file; `read` drops the records of steps that were logged after
     the checkpoint it resumed from (and everything before a new start, when a run was killed before
-    its first checkpoint), so the log describes the one trajectory actually taken.
+    its first checkpoint), so the log describes the one trajectory actually taken. A record cut
+    short (a kill or a full disk during a write) is removed when the file is opened for writing,
+    so that the next record does not join it; `read` skips, with a warning, any line that is not
+    a record.
 
     **Arguments:**
 
@@ -50,6 +53,19 @@ class MetricsLog:
         self.sinks = list(sinks)
         if writes:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_partial_record()
+
+    def _drop_partial_record(self) -> None:
+        """Truncate the file after its last complete line (a record cut short by a crash)."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            end = data.rfind(b"\n") + 1
+            logging.getLogger("train.progress").warning(
+                f"{self.path}: dropped a record cut short ({len(data) - end} bytes after the last complete line)")
+            with self.path.open("r+b") as f:
+                f.truncate(end)
 
     def write(self, **record: Any) -> None:
         """Append a record (numbers are converted to Python floats/ints)."""
@@ -81,7 +97,16 @@ class MetricsLog:
         """The records, without those superseded by a resume (a later record of an earlier step)."""
         if not self.path.exists():
             return []
-        records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records, bad = [], 0
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                record, bad = None, bad + 1
+            if isinstance(record, dict):
+                records.append(record)
+        if bad:
+            logging.getLogger("train.progress").warning(f"{self.path}: skipped {bad} lines that are not records")
         kept: list[dict] = []
         for record in records:
             step = record.get("step")
