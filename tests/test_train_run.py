@@ -242,6 +242,38 @@ def test_sigterm_checkpoints_the_step_and_the_run_resumes(uninterrupted, tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_signal_in_the_last_step_leaves_the_outputs_to_the_next_start(tmp_path, monkeypatch, caplog):
+    """SIGTERM during the last step: the run checkpoints it and stops before the end-of-run samples
+    and evaluation (minutes, which the signal asked not to wait for); the same command again
+    writes them from that checkpoint, without training."""
+    import os
+    import signal
+
+    from train import distributed
+
+    gather = distributed.any_process
+    calls = []
+
+    def signalled_at_the_end(flag):
+        calls.append(flag)
+        if len(calls) == 4:  # the gathering after the last of the 4 steps
+            os.kill(os.getpid(), signal.SIGTERM)
+        return gather(flag)
+
+    monkeypatch.setattr(distributed, "any_process", signalled_at_the_end)
+    run_dir = tmp_path / "run"
+    overrides = (f"train.run_dir={run_dir}", "train.levels=[{grid:16,steps:4}]", "train.sample_grids=[16]",
+                 "optim.warmup_steps=1")
+    assert int(run(compose(*overrides), progress_bar=False).step) == 4
+    events = [r.get("event") for r in MetricsLog(run_dir / "metrics.jsonl").read()]
+    assert "stop" in events and "end" not in events and not list(run_dir.glob("samples*"))
+    assert "trained to the end (step 4), stopped on SIGTERM before the end-of-run samples" in caplog.text
+    monkeypatch.setattr(distributed, "any_process", gather)
+    assert int(run(compose(*overrides), progress_bar=False).step) == 4 and len(calls) == 4
+    assert "end" in [r.get("event") for r in MetricsLog(run_dir / "metrics.jsonl").read()]
+    assert list(run_dir.glob("samples*"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("policy, ckpt_every", [("stop", None), ("skip", None), ("stop", 1)])
 def test_a_non_finite_loss_stops_the_run_with_its_step(policy, ckpt_every, tmp_path, monkeypatch):

@@ -303,10 +303,14 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
     finally:
         bar.close()
         checkpointer.close()
-    if step >= steps_total:
+    if step >= steps_total and not stop_request.requested:
         metrics.write(event="end", step=step, time=time.time())
         if main:
             _write_outputs(distributed.local_copy(state), sde, cfg, run_dir, step, sample_key, metrics)
+    elif step >= steps_total:  # a signal in the last step or its checkpoint: the outputs (minutes) wait
+        metrics.write(event="stop", step=step, reason=f"on {stop_request.signal}", time=time.time())
+        logger.warning(f"trained to the end (step {step}), stopped on {stop_request.signal} before the end-of-run "
+                       f"samples and evaluation; run the same command again (train.run_dir={run_dir}) to write them")
     else:
         why = f"on {stop_request.signal}" if stop_request.requested else "(train.stop_after)"
         metrics.write(event="stop", step=step, reason=why, time=time.time())
