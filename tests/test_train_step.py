@@ -267,7 +267,8 @@ def test_a_non_finite_step_changes_nothing_and_is_located(batches):
     from train.step import gradient_names
 
     mesh = make_mesh(jax.devices()[:1])
-    parts = {"frozen": _Net(jr.key(2)), "network": _Net(jr.key(0))}  # the frozen part's leaves come first
+    # the frozen part's leaves come first, with a None field (a Linear without bias)
+    parts = {"frozen": eqx.nn.Linear(3, 3, use_bias=False, key=jr.key(2)), "network": _Net(jr.key(0))}
     optimiser = make_optimiser(3e-3, 20, warmup_steps=0)
 
     def loss(parts, x0, key):  # finite value; the gradient of conv2's bias is NaN when x0 is positive

@@ -368,7 +368,7 @@ def make_train_step(
         # (a cond, not a select: the update is computed only when it is applied).
         # (one flag per leaf of the parts, True for the frozen ones: `gradient_names` numbers them
         # so in every stage, whatever it trains)
-        leaves = jax.tree.leaves(grads, is_leaf=lambda x: x is None)
+        leaves = jax.tree.leaves(grads, is_leaf=_is_none)
         finite = jnp.stack([jnp.all(jnp.isfinite(loss))]
                            + [jnp.array(True) if g is None else jnp.all(jnp.isfinite(g)) for g in leaves])
         ok = jnp.all(finite)
@@ -397,9 +397,18 @@ def make_train_step(
 
 @eqx.filter_jit
 def weights_finite(state: TrainState) -> Bool[Array, ""]:
-    """Whether every floating-point array of the parts and of their EMA is finite: false after an
-    update that overflowed although the step's loss and gradients were finite (which the step's
-    own check, on those, lets through)."""
+    """Whether the weights of a training state are finite.
+
+    **Arguments:**
+
+    - `state`: the state after some steps.
+
+    **Returns:**
+
+    Whether every floating-point array of its parts and of their EMA is finite: false after an
+    update that overflowed although the step's loss and gradients were finite (the step's own
+    check is on those).
+    """
     arrays = jax.tree.leaves(eqx.filter((state.parts, state.ema), eqx.is_inexact_array))
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays]))
 
@@ -422,10 +431,24 @@ def with_statistics(parts: PyTree, statistics: dict) -> PyTree:
 
 
 def gradient_names(parts: PyTree) -> list[str]:
-    """Where a non-finite value can appear in a step, by `TrainState.first_bad`'s leaf index:
-    `"loss"`, then the path of each leaf of the parts (e.g. `['network'].blocks[0].weight`), trained
-    or not, so that an index means the same array in every stage."""
-    return ["loss"] + [jtu.keystr(path) for path, _ in jtu.tree_flatten_with_path(parts)[0]]
+    """Where a non-finite value can appear in a step, by `TrainState.first_bad`'s leaf index.
+
+    **Arguments:**
+
+    - `parts`: the parts of a run (a dict of modules).
+
+    **Returns:**
+
+    `"loss"`, then the path of each leaf of the parts (e.g. `['network'].blocks[0].weight`),
+    trained or not and `None` fields included (the step flattens its gradients so), so that an
+    index means the same array in every stage.
+    """
+    leaves = jtu.tree_flatten_with_path(parts, is_leaf=_is_none)[0]
+    return ["loss"] + [jtu.keystr(path) for path, _ in leaves]
+
+
+def _is_none(x) -> bool:
+    return x is None
 
 
 def ema_decay_at(
