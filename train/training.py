@@ -221,11 +221,10 @@ def run(cfg: DictConfig, *, progress_bar: bool | None = None) -> TrainState:
         if skipped and (t.nonfinite == "stop" or skipped > t.max_skipped):
             raise nonfinite_error(state, parts, checkpointer, t)
         if not bool(weights_finite(state)):
-            kept = checkpointer.latest_step()
             raise NonFiniteError(
-                f"the weights are not finite at step {int(state.step)}, although every step's loss and gradient "
-                f"were: an update overflowed. The last checkpoint ({'none' if kept is None else f'step {kept}'}) "
-                "is kept. Lower optim.lr, or check the optimiser's settings.")
+                f"the weights are not finite at step {int(state.step)}: an update made them so (a step whose "
+                f"loss or gradient is not finite is never applied). {kept_checkpoint(checkpointer)} "
+                "Lower optim.lr, or check the optimiser's settings.")
 
     step = start
     iterator = None
@@ -399,6 +398,12 @@ def prior_warning(prior) -> str | None:
             "the training grids degrade. Use prior=matern or prior=laplacian for that.")
 
 
+def kept_checkpoint(checkpointer: Checkpointer) -> str:
+    """The sentence of a non-finite error naming the checkpoint a run can resume from."""
+    kept = checkpointer.latest_step()
+    return f"The last checkpoint ({'none' if kept is None else f'step {kept}'}) is kept."
+
+
 def nonfinite_error(state: TrainState, parts, checkpointer: Checkpointer, t) -> NonFiniteError:
     """The error that stops a run at a step whose loss or gradient was not finite (`train.nonfinite`)."""
     from .step import gradient_names
@@ -406,12 +411,11 @@ def nonfinite_error(state: TrainState, parts, checkpointer: Checkpointer, t) -> 
     index, leaf = (int(v) for v in state.first_bad)
     where = gradient_names(parts)[leaf]
     where = "the loss" if where == "loss" else f"the gradient of {where}"
-    kept = checkpointer.latest_step()
     why = ("" if t.nonfinite == "stop" else f"{int(state.skipped)} steps were skipped (more than "
            f"train.max_skipped = {t.max_skipped}); ")
     return NonFiniteError(
         f"{why}{where} is not finite at step {index + 1} (the first such step; its update was not "
-        f"applied). The last checkpoint ({'none' if kept is None else f'step {kept}'}) is kept. "
+        f"applied). {kept_checkpoint(checkpointer)} "
         + ("Lower optim.lr, or set train.nonfinite=skip to go on without such steps." if t.nonfinite == "stop"
            else "Lower optim.lr, or raise train.max_skipped.")
     )
