@@ -60,7 +60,7 @@ def test_metrics_log_drops_a_record_cut_short_and_reads_past_bad_lines(tmp_path,
     with path.open("a") as f:
         f.write("not json\n[1, 2]\n")
     assert [r["step"] for r in MetricsLog(path, writes=False).read() if "loss" in r] == [2, 4]
-    assert "skipped 1 lines that are not records" in caplog.text
+    assert "skipped 2 lines that are not records" in caplog.text
 
 
 def test_progress_bar_shows_loss_and_rate(capsys):

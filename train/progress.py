@@ -99,12 +99,16 @@ class MetricsLog:
             return []
         records, bad = [], 0
         for line in self.path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
             try:
-                record = json.loads(line) if line.strip() else None
+                record = json.loads(line)
             except json.JSONDecodeError:
-                record, bad = None, bad + 1
+                record = None
             if isinstance(record, dict):
                 records.append(record)
+            else:
+                bad += 1
         if bad:
             logging.getLogger("train.progress").warning(f"{self.path}: skipped {bad} lines that are not records")
         kept: list[dict] = []
