@@ -96,6 +96,9 @@ def test_held_out_sdfs_on_a_finer_grid_are_point_values_not_a_resampling(tmp_pat
     resampled = source.converter(64)(source.load("holdout").values)
     assert np.sqrt(np.mean((resampled - fine) ** 2)) > 1e-3 * np.sqrt(np.mean(fine ** 2))
     np.testing.assert_array_equal(source.fields_on("holdout", 32), source.load("holdout").values)
+    # a grid the distance transform's 128-grid does not hold a subgrid of: resampled, as other data
+    np.testing.assert_array_equal(source.fields_on("holdout", 48, np.array([1])),
+                                  source.converter(48)(source.load("holdout").values[1:]))
     fields = GeneratedSource(name="g", count=4, native_grid=(16, 16), train_range=(0, 2), holdout_range=(2, 4),
                              cache_dir=tmp_path)
     np.testing.assert_array_equal(fields.fields_on("holdout", 32),
@@ -155,7 +158,7 @@ def test_tiny_mnist_sdf_run_reports_on_the_held_out_digits(tmp_path):
         "model.modes=4", "model.projection=8", "model.time_features=8", "model.time_dim=8", "model.groups=2",
         "train.batch_size=8", "train.levels=[{grid:16,steps:3}]", "train.log_every=1", "train.ckpt_every=3",
         "train.sample_grids=[]", "optim.warmup_steps=1", "sampler.steps=2", "train.report.grids=[16,32]",
-        "train.report.num_samples=4", "train.report.batch_size=4", "train.evaluation.classifier.steps=5",
+        "train.report.num_samples=3", "train.report.batch_size=3", "train.evaluation.classifier.steps=5",
         "train.evaluation.classifier.channels=[4,4]", "train.evaluation.classifier.width=8",
         f"train.evaluation.classifier.dir={classifier_dir}",
     )
@@ -169,7 +172,9 @@ def test_tiny_mnist_sdf_run_reports_on_the_held_out_digits(tmp_path):
     classifier, info = clf.load(classifier_dir)
     assert info["steps"] == 5 and report["classifier"]["accuracy_on_mnist_images"] == info["reference_accuracy"]
     position = {index: i for i, index in enumerate(split.reference)}
-    half_a = [position[i] for i in split.reference_a]
+    # the baseline: 3 digits of half a drawn at random (not its first 3), against half b
+    assert list(split.baseline(3)) != list(split.reference_a[:3])
+    half_a = [position[i] for i in split.baseline(3)]
     half_b = [position[i] for i in split.reference_b]
     for n in (16, 32):
         entry = report["grids"][str(n)]
@@ -186,7 +191,7 @@ def test_tiny_mnist_sdf_run_reports_on_the_held_out_digits(tmp_path):
         accuracy = np.mean(clf.probabilities(classifier, images).argmax(1) == labels)
         assert entry["classifier_accuracy_real"] == pytest.approx(accuracy)
         # The samples: as many as asked, on this grid, with metrics in their possible ranges.
-        assert entry["num_samples"] == 4 and sum(entry["class_histogram"]) == 4
+        assert entry["num_samples"] == 3 and sum(entry["class_histogram"]) == 3
         assert all(np.isfinite(entry["sample_value_range"])) and entry["frechet_distance"] >= 0
         assert 0 <= entry["samples"]["one_shape"] + entry["samples"]["empty"] <= 1
         assert 0 <= entry["classifier_confident_fraction"] <= 1 and entry["samples"]["eikonal_residual"] >= 0

@@ -52,7 +52,9 @@ class GeneratedDataError(DataError):
     """A generator returned bad fields (shape, dtype, non-finite or out-of-range values)."""
 
 
-def register_generator(name: str, version: int = 1, point_values: bool = False) -> Callable[[Callable], Callable]:
+def register_generator(
+    name: str, version: int = 1, point_values: Callable[[tuple[int, ...], Mapping[str, Any]], bool] | None = None
+) -> Callable[[Callable], Callable]:
     """A decorator adding a generator to `GENERATORS` under `name`.
 
     **Arguments:**
@@ -60,17 +62,21 @@ def register_generator(name: str, version: int = 1, point_values: bool = False) 
     - `name`: the registry name (part of the cache key).
     - `version`: part of the cache key as well: raise it when a change of the generator changes
         its output, so that the old caches are not read.
-    - `point_values`: whether its fields on any grid it accepts are the point values of the same
-        functions (fields with kinks, such as signed distances, whose spectral resampling would
-        be another, band-limited function): `GeneratedSource.fields_on` then generates a part on
-        another grid instead of resampling it. Such a generator takes a `start` keyword as well,
-        field `i` being that of item `start + i` whatever the count, so that a part is generated
-        alone.
+    - `point_values`: for a generator whose fields on a grid are the point values of the same
+        functions (fields with kinks, such as signed distances, whose spectral resampling would be
+        another, band-limited function): `point_values(grid, params)` says whether it computes
+        them on `grid` with those parameters, and `GeneratedSource.fields_on` then generates a part
+        there instead of resampling it. Such a generator takes a `start` keyword as well, field `i`
+        being that of item `start + i` whatever the count, so that a part is generated alone.
+
+    **Returns:**
+
+    The decorator.
     """
 
     def register(function: Callable) -> Callable:
         function.version = int(version)
-        function.point_values = bool(point_values)
+        function.point_values = point_values
         GENERATORS[name] = function
         return function
 
@@ -293,18 +299,31 @@ class GeneratedSource(AbstractSource):
         )
         return Examples(values=np.array(self.fields()[start:stop]), labels=None)
 
-    def fields_on(self, part: str, grid: int | Sequence[int]) -> np.ndarray:
-        """The fields of `part` on `grid`: generated there (and cached) when the generator gives
-        point values on any grid (`register_generator`'s `point_values`), else resampled
-        spectrally from the native grid as `converter` does."""
+    def fields_on(self, part: str, grid: int | Sequence[int], index: np.ndarray | None = None) -> np.ndarray:
+        """The fields of one part on a grid.
+
+        **Arguments:**
+
+        - `part`: `"train"` or `"holdout"`.
+        - `grid`: the grid, one size per axis, or an int for the same size on every axis.
+        - `index`: positions in the part of the fields wanted (default: all of them, in order).
+
+        **Returns:**
+
+        float32 `(N, channels, *grid)`: generated on `grid` (and cached) when the generator gives
+        point values there (`register_generator`'s `point_values`), else resampled spectrally from
+        the native grid as `converter` does.
+        """
         grid = as_grid(grid, self.dim)
-        if grid == self.native_grid or not getattr(GENERATORS[self.generator], "point_values", False):
-            return super().fields_on(part, grid)
+        computes = getattr(GENERATORS[self.generator], "point_values", None)
+        if grid == self.native_grid or computes is None or not computes(grid, self.params):
+            return super().fields_on(part, grid, index)
         start, stop = part_range(part, self.train_range, self.holdout_range, self.count,
                                  f"the {self.count} generated fields")
         params = dict(self.params, start=int(self.params.get("start", 0)) + start)
-        return dataclasses.replace(self, native_grid=grid, count=stop - start, params=params,
-                                   train_range=None, holdout_range=None).fields()
+        fields = dataclasses.replace(self, native_grid=grid, count=stop - start, params=params,
+                                     train_range=None, holdout_range=None).fields()
+        return fields if index is None else fields[index]
 
     def converter(self, grid: int | Sequence[int]) -> FieldResampler:
         """Fields `(B, c, *native_grid)` resampled spectrally to `(B, c, *grid)` (`FieldResampler`)."""

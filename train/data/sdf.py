@@ -122,7 +122,13 @@ def digit_sdf(
     return out
 
 
-@register_generator("mnist_sdf", point_values=True)
+def _sdf_grids(grid: tuple[int, ...], params) -> bool:
+    """Whether `mnist_sdf` computes point values on `grid`: a square grid dividing `32 * upsample`."""
+    fine = PIXEL_GRID * int(params.get("upsample", 4))
+    return len(set(grid)) == 1 and fine % grid[0] == 0
+
+
+@register_generator("mnist_sdf", point_values=_sdf_grids)
 def mnist_sdf(
     count: int,
     grid: int | Sequence[int],

@@ -92,17 +92,23 @@ class AbstractSource(abc.ABC):
         - `grid`: the target grid, one size per axis, or an int for the same size on every axis.
         """
 
-    def fields_on(self, part: str, grid: int | Sequence[int]) -> np.ndarray:
-        """The examples of one part as float32 functions `(N, c, *grid)`: by default
-        `converter(grid)` of `load(part)`'s values. A source that can compute its functions on any
-        grid directly (point values of one function, not a resampling) returns those.
+    def fields_on(self, part: str, grid: int | Sequence[int], index: np.ndarray | None = None) -> np.ndarray:
+        """The examples of one part as functions on a grid.
 
         **Arguments:**
 
         - `part`: `"train"` or `"holdout"`.
         - `grid`: the grid, one size per axis, or an int for the same size on every axis.
+        - `index`: positions in the part of the examples wanted (default: all of them, in order).
+
+        **Returns:**
+
+        float32 `(N, c, *grid)`: by default `converter(grid)` of `load(part)`'s values. A source
+        that can compute its functions on a grid directly (point values of one function, not a
+        resampling) returns those.
         """
-        return self.converter(grid)(self.load(part).values)
+        values = self.load(part).values
+        return self.converter(grid)(values if index is None else values[index])
 
     def pixel_bin_width(self, values: np.ndarray, grid: int | Sequence[int]) -> float | None:
         """The quantisation bin of the functions on `grid`, when their values are exactly 8-bit data.
