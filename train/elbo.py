@@ -104,18 +104,18 @@ def _terms(model, sde, x, key, options):
 
 
 def elbo_report(model, sde, run_cfg: DictConfig, settings: DictConfig, grids: list[int], seed: int,
-                values: np.ndarray | None = None, first: int = 0) -> dict:
-    """`elbo_bits` of held-out examples (`values`, raw; default the run's held-out ones), the
-    first `settings.num_examples` of them, on each grid of `grids`, by grid."""
+                index: np.ndarray | None = None, first: int = 0) -> dict:
+    """`elbo_bits` of held-out examples (positions `index` in the run's held-out part; default all
+    of them), the first `settings.num_examples` of them, on each grid of `grids` (the source's
+    `fields_on`), by grid."""
     from .build import build_source
-    from .data import as_grid
 
     source = build_source(run_cfg.data)
     holdout = source.load("holdout")
-    values = (holdout.values if values is None else values)[: int(settings.num_examples)]
+    index = (np.arange(len(holdout)) if index is None else np.asarray(index))[: int(settings.num_examples)]
     out = {}
     for n in grids:
-        fields = source.converter(as_grid(n, source.dim))(values)
+        fields = source.fields_on("holdout", n, index)
         options, why = elbo_options(run_cfg, source.pixel_bin_width(holdout.values, n) is not None)
         result = elbo_bits(model, sde, fields, options, jr.key(seed + 3), int(settings.repeats), first=first)
         if why:

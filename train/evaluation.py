@@ -64,8 +64,8 @@ class Reference:
     - `fields`: the reference examples as functions on the grid (`fields_on` of the source: the
         point values of generated signed distances on that grid, not a resampling of the native
         grid's); `labels` theirs (or `None`).
-    - `half_a`, `half_b`: the two halves of `fields`: samples are compared with half b, and so are
-        the examples of half a that `baseline` draws.
+    - `half_b`: half b of `fields`, which samples are compared with, and so are the examples of
+        half a that `baseline` draws.
     """
 
     def __init__(self, run_cfg: DictConfig, grid: int):
@@ -76,15 +76,24 @@ class Reference:
         self.source = build_source(run_cfg.data)
         self.holdout = self.source.load("holdout")
         self.split = holdout_split(len(self.holdout), has_classifier(self.source))
-        self._all = self.source.fields_on("holdout", as_grid(grid, self.source.dim))
-        self.fields = self._all[self.split.reference]
+        self.grid = as_grid(grid, self.source.dim)
+        self.fields = self.source.fields_on("holdout", self.grid, self.split.reference)
         self.labels = None if self.holdout.labels is None else self.holdout.labels[self.split.reference]
-        self.half_a, self.half_b = self._all[self.split.reference_a], self._all[self.split.reference_b]
+        self.half_b = self.fields[np.searchsorted(self.split.reference, self.split.reference_b)]
 
     def baseline(self, count: int) -> np.ndarray:
-        """The real side of the real-vs-real baselines beside `count` samples: `count` examples of
-        half a drawn at random (`HoldoutSplit.baseline`), as functions on the grid."""
-        return self._all[self.split.baseline(count)]
+        """The real side of the real-vs-real baselines beside `count` samples.
+
+        **Arguments:**
+
+        - `count`: the number of samples they stand beside.
+
+        **Returns:**
+
+        `count` examples of half a (all of it if it has fewer) drawn at random
+        (`HoldoutSplit.baseline`), as functions on the grid.
+        """
+        return self.fields[np.searchsorted(self.split.reference, self.split.baseline(count))]
 
 
 def has_classifier(source) -> bool:
@@ -202,6 +211,9 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
         samples = np.asarray(jax.vmap(lambda x: sdeflow.restrict(x, (grid,) * source.dim))(fine))
     block = int(cfg.metrics_block_size)
     real, a = reference.half_b, reference.baseline(len(samples))  # the samples and as many real examples, against half b
+    if len(a) < len(samples):
+        logger.info(f"the real-vs-real baselines compare {len(a)} examples (all of half a) with half b, beside "
+                    f"{len(samples)} samples: read them as the baselines of {len(a)} samples")
     k, spectrum_samples = metrics.radial_power_spectrum(jnp.asarray(samples))
     _, spectrum_reference = metrics.radial_power_spectrum(jnp.asarray(real))
     key = jr.key(cfg.seed + 2)
@@ -240,7 +252,8 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
                                 "reference_accuracy": info["reference_accuracy"]}
     bin_width = source.pixel_bin_width(reference.holdout.values, grid)
     self_conditioning = build.self_conditioned(run_cfg.loss)
-    result["likelihood"] = likelihoods(model, sde, parameterisation, real, cfg, bin_width, self_conditioning)
+    result["likelihood"] = likelihoods(model, sde, parameterisation, reference.fields, cfg, bin_width,
+                                       self_conditioning)  # (the ELBO's examples: all of the reference)
     from sdeflow.losses import elbo_undefined
 
     from .elbo import elbo_report
@@ -253,7 +266,7 @@ def evaluate(model, sde, run_cfg: DictConfig, cfg: DictConfig, step: int | None 
 
         grids = list(dict.fromkeys([grid, *cfg.elbo.grids]))
         result["elbo"] = elbo_report(model, sde, run_cfg, cfg.elbo, grids, int(cfg.seed),
-                                     reference.holdout.values[reference.split.reference],
+                                     reference.split.reference,
                                      first=int(cfg.likelihood.num_digits))
     else:
         result["elbo"] = {"skipped": "elbo.num_examples is 0"}
