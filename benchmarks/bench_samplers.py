@@ -114,8 +114,8 @@ def main(argv=None) -> dict:
     else:
         run_cfg, model, sde, step = load_run(args.run_dir, args.step)
         model = jax.device_put(model, jax.devices()[0])
-        held = Reference(run_cfg, args.grid)  # its two halves: the compared set and the real baseline
-        reference, other = held.half_a, held.half_b
+        held = Reference(run_cfg, args.grid)  # samples against half b, the baseline as many of half a
+        reference, other = held.half_b, held.baseline(args.num_samples)
         parameterisation = build_parameterisation(run_cfg.loss.parameterisation)
     reference_j = jnp.asarray(reference)
     only = None if args.only is None else set(args.only.split(","))
@@ -175,6 +175,7 @@ def main(argv=None) -> dict:
         "grid": args.grid,
         "num_samples": args.num_samples,
         "num_reference": int(len(reference)),
+        "num_baseline": int(len(other)),
         "max_steps": args.max_steps,
         "riesz_mmd_real": float(metrics.riesz_mmd(jnp.asarray(other), reference_j)),
         "power_spectrum_error_real": float(metrics.power_spectrum_error(jnp.asarray(other), reference_j)),

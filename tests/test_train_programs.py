@@ -80,7 +80,7 @@ def test_three_channel_images_end_to_end(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(cifar10.ARCHIVE_MD5, cifar10.ARCHIVE, cifar_tarball(folder, images, [i % 10 for i in range(48)], 8))
     result = _programs(tmp_path / "run", ["data=cifar10", f"data.root={folder}", "data.download=false",
                                           "data.train_range=[0,32]", "data.holdout_range=[32,40]"], 3, 2, caplog)
-    # the 8 held-out images in two halves: the 4 samples against one, the baseline the other's 4
+    # the 8 held-out images in two halves: the samples against one, the baseline all 4 of the other
     assert result["data"] == "cifar10" and result["num_reference"] == 4 and result["num_baseline"] == 4
     # 8-bit images compared on the 16-grid are not their exact pixels
     assert result["likelihood"]["bits_per_dim_8bit_dequantised"] is None

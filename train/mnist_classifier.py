@@ -2,9 +2,10 @@
 
 It must not have seen the digits the generative model trained on, nor the real digits the samples
 are compared with: it trains on half of the data config's `holdout_range` and reports
-its accuracy on the other half, which `train.evaluate` uses as the real reference set; the
-real-vs-real baselines compare the two halves of that reference set, so neither side was seen by
-the classifier. The halves are drawn by a seeded permutation (`holdout_split`): with the official
+its accuracy on the other half, the real reference set of `train.evaluate`, itself in two random
+halves: samples are compared with half b, and the real-vs-real baselines compare as many examples
+of half a with it, so neither side was seen by the classifier. The parts are drawn by a seeded
+permutation (`holdout_split`): with the official
 split (`data=mnist`) the held-out digits are train[50000:60000], on machines with only t10k
 (`data=mnist_t10k`) t10k[8000:10000].
 
@@ -150,15 +151,25 @@ class HoldoutSplit:
     reference: np.ndarray
     reference_a: np.ndarray
     reference_b: np.ndarray
+    seed: int = SPLIT_SEED
 
     def baseline(self, count: int) -> np.ndarray:
-        """`count` examples of half a (all of it if it has fewer), drawn at random (seeded), as
-        sorted positions: the real side of a real-vs-real baseline beside `count` samples, which a
-        metric whose estimate is biased by the number of examples (the Fréchet distance, a power
-        spectrum) compares with half b as it compares the samples."""
+        """The real side of a real-vs-real baseline beside `count` samples, which a metric whose
+        estimate depends on the number of examples (the Fréchet distance, a power spectrum)
+        compares with half b as it compares the samples.
+
+        **Arguments:**
+
+        - `count`: the number of samples, >= 1.
+
+        **Returns:**
+
+        `count` positions of half a (all of it if it has fewer), drawn at random (from the
+        split's seed), sorted.
+        """
         if count < 1:
             raise ValueError(f"a real-vs-real baseline needs at least one example, not {count}.")
-        order = np.random.default_rng(SPLIT_SEED + 1).permutation(len(self.reference_a))
+        order = np.random.default_rng([self.seed, 1]).permutation(len(self.reference_a))
         return np.sort(self.reference_a[order[:count]])
 
 
@@ -171,7 +182,7 @@ def holdout_split(count: int, with_classifier: bool, seed: int = SPLIT_SEED) -> 
         raise ValueError(f"the held-out examples ({count}) are too few for a reference set in two halves.")
     middle = (start + count) // 2
     return HoldoutSplit(np.sort(order[:start]) if with_classifier else None, np.sort(order[start:]),
-                        np.sort(order[start:middle]), np.sort(order[middle:]))
+                        np.sort(order[start:middle]), np.sort(order[middle:]), seed)
 
 
 def train_classifier(

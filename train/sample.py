@@ -7,7 +7,9 @@ the `sampler` group (`sampler=pc sampler.steps=50 ...`), and for every grid in `
   sample), the sampler's fields and the checkpoint step;
 - `<out>/grid<n>.png`: the first `png_count` samples as one image grid,
 
-with `<out>` = `<run_dir>/samples/<sampler tag>` unless `out_dir` is given. Any grid works: the
+with `<out>` = `<run_dir>/samples/<sampler tag>` unless `out_dir` is given (the tag gains `_raw`,
+`_oversample<f>`, `_step<n>`, `_n<count>` and `_seed<s>` when those differ from the defaults, so that
+other settings do not replace its files; `train.sampling.output_tag`). Any grid works: the
 networks act on functions, so a model trained at 32 and 64 samples at 128 too.
 
 `task=` draws, on every grid, instead of samples (files `<task>_grid<n>.npz` and `.png`, one row

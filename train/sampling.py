@@ -38,13 +38,24 @@ def sampler_tag(spec: Any) -> str:
     return "_".join(parts)
 
 
-def output_tag(cfg: DictConfig, defaults: object = None) -> str:
-    """The default output name of a sampling or evaluation program: the sampler's tag, `_raw`
-    when the raw weights are sampled instead of the EMA ones, `_oversample<f>` when the
-    network's nonlinearities are evaluated on a finer grid than the run's, `_step<n>` when a
-    checkpoint other than the latest is asked for, and `_n<count>` and `_seed<s>` when the number
-    of samples or their seed differ from `defaults` (the program's schema: its defaults), so that
-    outputs of other settings do not replace each other."""
+def output_tag(cfg: DictConfig, defaults: Any = None) -> str:
+    """The default output name of a sampling or evaluation program.
+
+    **Arguments:**
+
+    - `cfg`: the program's config (`sampler`, `weights`, and `oversample`, `step`, `num_samples`,
+        `seed` where it has them).
+    - `defaults`: the program's schema (`train.config.SampleConfig` or `EvaluateConfig`), whose
+        defaults of `num_samples` and `seed` need no mention; `None`: neither is named.
+
+    **Returns:**
+
+    The sampler's tag, then `_raw` when the raw weights are sampled instead of the EMA ones,
+    `_oversample<f>` when the network's nonlinearities are evaluated on a finer grid than the
+    run's, `_step<n>` when a checkpoint other than the latest is asked for, and `_n<count>` and
+    `_seed<s>` when the number of samples or their seed differ from `defaults`, so that outputs
+    of other settings do not replace each other.
+    """
     oversample, step = cfg.get("oversample"), cfg.get("step")
     tag = (sampler_tag(cfg.sampler) + ("_raw" if cfg.weights == "raw" else "")
            + ("" if oversample is None else f"_oversample{float(oversample):g}")

@@ -57,7 +57,7 @@ class SampleConfig:
     batch_size: int = 64  # samples drawn at once (vmapped)
     png_count: int = 64  # samples shown in each PNG grid
     seed: int = 0  # the samples' random key (the same keys on every grid)
-    out_dir: Optional[str] = None  # null: <run_dir>/samples/<sampler tag>[_step<n> when step is given]
+    out_dir: Optional[str] = None  # null: <run_dir>/samples/<sampler tag>, then _raw, _oversample<f>, _step<n>, _n<count>, _seed<s> when those differ from the defaults
     resolution_consistent_noise: bool = False  # start every grid from the same prior function (slower to compile)
     task: SampleTask = SampleTask.samples  # samples | super_resolution | inpainting | chain (files <task>_grid<n>.*)
     examples: int = 8  # held-out examples (super_resolution, inpainting) or chains (chain) per grid
@@ -92,7 +92,7 @@ class EvaluateConfig(EvaluationConfig):
 
     run_dir: Optional[str] = None  # the training run folder; required
     step: Optional[int] = None  # the checkpoint step to restore; null: the latest
-    output: Optional[str] = None  # the JSON file; null: <run_dir>/evaluation/<sampler tag>[_step<s>]_grid<n>.json (_step<s> when step is given; _grid<n>_from<m> when drawn on sample_grid m)
+    output: Optional[str] = None  # the JSON file; null: <run_dir>/evaluation/<tag>_grid<n>.json, <tag> as out_dir's of train.sample (_step<s>, _n<count>, _seed<s>... when not the defaults), _grid<n>_from<m> when drawn on sample_grid m
     oversample: Optional[float] = None  # FNO/U-NO: evaluate the nonlinearities on a grid this many times finer (>= 1; 2 removes their aliasing; the weights do not depend on it); null: as trained
     data_root: Optional[str] = None  # where the run's data files are now (e.g. moved since training); null: the run's data.root, else its environment variable
 
