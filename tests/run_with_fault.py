@@ -4,8 +4,8 @@ processes' stop flags, which follows every step:
 - `LATE_SIGNAL_STEP=n`: SIGTERM to this process inside the gathering after step n, handled after
   it gave its flag: the gathering tells every process to go on while this process's own flag is
   set. The moment of the race that a signal from outside hits only now and then, made certain.
-- `FAIL_STEP=n`: a `RuntimeError` in this process alone, in the gathering after step n (a bug, a
-  full disk...), while the other processes wait there for it.
+- `FAIL_STEP=n`: a `RuntimeError` in this process alone, in its n-th gathering (after the n-th
+  step this process takes; a bug, a full disk...), while the other processes wait there for it.
 """
 
 import os
@@ -22,7 +22,7 @@ def main() -> None:
 
     def gathered(flag: bool) -> bool:  # called once after every step
         calls.append(flag)
-        if late is not None and len(calls) == int(late):
+        if late is not None and len(calls) == int(late):  # (the n-th step of a run that starts at 0)
             os.kill(os.getpid(), signal.SIGTERM)
         if fail is not None and len(calls) == int(fail):
             raise RuntimeError(f"a fault injected after step {fail}")

@@ -82,23 +82,38 @@ def test_the_cluster_environment_asks_for_processes():
 
 
 @pytest.mark.slow
-def test_two_processes_train_as_one_and_stop_together_on_a_signal_to_one(tmp_path):
-    """Two processes of 2 devices each train as one process over 4 devices: SIGTERM to process 1
-    alone, process 0 takes the request at the same step, both checkpoint there and exit with
-    status 0 (the log names the other process's signal), and the weights at that step are those of
-    one process over the same 4 devices run to it, to float32 rounding.
+def test_two_processes_train_as_one_stop_together_and_leave_at_once_on_a_failure(tmp_path):
+    """Two processes of 2 devices each train as one process over 4 devices, from another run's
+    weights (`train.init_from`, which each process restores on its own device: on process 0's,
+    process 1 failed at once). SIGTERM to process 1 alone: process 0 takes the request at the same
+    step, both checkpoint there and exit with status 0 (the log names the other process's signal),
+    and the weights at that step are those of one process over the same 4 devices run to it, to
+    float32 rounding.
 
     The signal reaches process 1 inside the processes' gathering of their stop flags after step 2,
     the last of the first level, after it gave its flag: every process is told to go on, into the
     next level, and all stop after step 3. (Process 1 stopping at once on its own flag, in the
     level or at the start of the next, left process 0 training, and both hung or failed at their
-    next collective: a signal from outside hit that moment about once in 20 runs.)"""
+    next collective: a signal from outside hit that moment about once in 20 runs.)
+
+    Resumed, process 1 raises an exception after its first step, while process 0 waits for it in
+    the gathering: it ends at once, with its traceback, instead of waiting in the runtime's
+    shutdown (up to an hour, its heartbeats keeping the other waiting), and process 0 stops within
+    a few heartbeats, its collective's connection closed or the runtime naming a task that died."""
+    heartbeat = 5
+    long = ["train.levels=[{grid:16,steps:2},{grid:16,steps:100000}]", "train.ckpt_every=100000",
+            f"train.distributed.heartbeat_timeout={heartbeat}"]
+    source = tmp_path / "source"
+    run(compose(f"train.run_dir={source}", "train.devices=4", *SHORT, *long, "train.stop_after=1"))
     run_dir = tmp_path / "two"
-    port = _free_port()
-    long = ["train.levels=[{grid:16,steps:2},{grid:16,steps:100000}]", "train.ckpt_every=100000"]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w"), **({"late_signal": 2} if i else {}))
-                 for i in range(2)]
+
+    def launch(fault: dict, logs) -> list[subprocess.Popen]:
+        port = _free_port()
+        return [_start(run_dir, port, i, *long, f"train.init_from.run_dir={source}", log=logs[i].open("w"),
+                       **(fault if i else {})) for i in range(2)]
+
+    processes = launch({"late_signal": 2}, logs)
     metrics = run_dir / "metrics.jsonl"
     try:
         codes = [p.wait(timeout=300) for p in processes]
@@ -106,15 +121,17 @@ def test_two_processes_train_as_one_and_stop_together_on_a_signal_to_one(tmp_pat
         for p in processes:
             p.kill()
     assert codes == [0, 0], logs[0].read_text()[-2000:]
+    assert f"started from {source} at its step 1" in logs[0].read_text()  # (process 1 logs warnings only)
     stop = [r for r in MetricsLog(metrics).read() if r.get("event") == "stop"]
     assert len(stop) == 1 and stop[0]["reason"] == "on another process's signal"
     assert "stopped at step 3 on SIGTERM" in logs[1].read_text()
     _, raw, _, step = load_run(run_dir, None, "raw")
     _, ema, _, _ = load_run(run_dir, None, "ema")
     assert step == stop[0]["step"] == 3
-    # The reference: one process over 4 devices, the same global batch, the same schedule, to that step.
+    # The reference: one process over 4 devices, the same weights to start from, the same global
+    # batch, the same schedule, to that step.
     reference = run(compose(f"train.run_dir={tmp_path / 'one'}", "train.devices=4", *SHORT, *long,
-                            f"train.stop_after={step}"))
+                            f"train.init_from.run_dir={source}", f"train.stop_after={step}"))
     assert int(reference.step) == step
     # Equal up to the order of the gradient's sum over devices (one process sums in-process, two
     # over gloo): float32 rounding, 3e-8 where the weights are ~0.1-1.
@@ -129,25 +146,9 @@ def test_two_processes_train_as_one_and_stop_together_on_a_signal_to_one(tmp_pat
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert json.loads((run_dir / "devices.json").read_text())["processes"] == 2
 
-
-@pytest.mark.slow
-def test_a_process_that_fails_leaves_at_once_and_the_others_stop(tmp_path):
-    """An exception in one process (here after step 2, while the other waits for it in a
-    collective) ends that process at once, with its traceback, instead of waiting in the runtime's
-    shutdown (up to an hour, its heartbeats keeping the others waiting); the other stops within a
-    few heartbeats, its collective's connection closed or the runtime naming a task that died.
-    The two start from another run's weights (`train.init_from`), which each process restores on
-    its own device (on process 0's, process 1 failed at once)."""
-    source = tmp_path / "source"
-    run(compose(f"train.run_dir={source}", *SHORT, "train.levels=[{grid:16,steps:1}]", "optim.warmup_steps=0"))
-    run_dir = tmp_path / "run"
-    port = _free_port()
-    heartbeat = 5
-    long = ["train.levels=[{grid:16,steps:100000}]", f"train.distributed.heartbeat_timeout={heartbeat}",
-            f"train.init_from.run_dir={source}"]
-    logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    processes = [_start(run_dir, port, i, *long, log=logs[i].open("w"), **({"fail": 2} if i else {}))
-                 for i in range(2)]
+    # Resumed: a failure in process 1 after its first step (step 4).
+    logs = [tmp_path / f"resumed{i}.log" for i in range(2)]
+    processes = launch({"fail": 1}, logs)
     try:
         processes[1].wait(timeout=300)
         failed = time.time()
@@ -157,9 +158,8 @@ def test_a_process_that_fails_leaves_at_once_and_the_others_stop(tmp_path):
         for p in processes:
             p.kill()
     output, failure = logs[0].read_text(), logs[1].read_text()
-    assert processes[1].returncode == 1 and "RuntimeError: a fault injected after step 2" in failure
-    assert "leaving the run at once" in failure
-    assert f"started from {source} at its step 1" in output  # (process 1 logs warnings only; it reached step 2)
+    assert processes[1].returncode == 1 and "RuntimeError: a fault injected after step 1" in failure
+    assert "leaving the run at once" in failure and "resumed from" in output
     assert processes[0].returncode != 0 and waited < 6 * heartbeat, output[-2000:]
     reasons = ("Connection closed by peer", "Connection reset by peer",  # its collective, or the runtime
                "another task died", "tasks are unhealthy", "stopped sending heartbeats")

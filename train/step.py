@@ -208,7 +208,9 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     spans several processes, of the others: every process passes the same values)."""
     sharding = NamedSharding(mesh, PartitionSpec())
     if all(device.process_index == jax.process_index() for device in mesh.devices.flat):
-        return eqx.filter_shard(tree, sharding)
+        # (a copy, not a jitted identity, which refuses arrays committed to other devices: a
+        # checkpoint restored on one device, for a run on several)
+        return jax.tree.map(lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree)
 
     def one(x):
         if not eqx.is_array(x):
