@@ -76,8 +76,7 @@ class Reference:
         self.source = build_source(run_cfg.data)
         self.holdout = self.source.load("holdout")
         self.split = holdout_split(len(self.holdout), has_classifier(self.source))
-        self.grid = as_grid(grid, self.source.dim)
-        self.fields = self.source.fields_on("holdout", self.grid, self.split.reference)
+        self.fields = self.source.fields_on("holdout", as_grid(grid, self.source.dim), self.split.reference)
         self.labels = None if self.holdout.labels is None else self.holdout.labels[self.split.reference]
         self.half_b = self.fields[np.searchsorted(self.split.reference, self.split.reference_b)]
 
