@@ -78,7 +78,7 @@ class Reference:
         self.split = holdout_split(len(self.holdout), has_classifier(self.source))
         self.fields = self.source.fields_on("holdout", as_grid(grid, self.source.dim), self.split.reference)
         self.labels = None if self.holdout.labels is None else self.holdout.labels[self.split.reference]
-        self.half_b = self.fields[np.searchsorted(self.split.reference, self.split.reference_b)]
+        self.half_b = self.fields[self.split.in_reference(self.split.reference_b)]
 
     def baseline(self, count: int) -> np.ndarray:
         """The real side of the real-vs-real baselines beside `count` samples.
@@ -92,7 +92,7 @@ class Reference:
         `count` examples of half a (all of it if it has fewer) drawn at random
         (`HoldoutSplit.baseline`), as functions on the grid.
         """
-        return self.fields[np.searchsorted(self.split.reference, self.split.baseline(count))]
+        return self.fields[self.split.in_reference(self.split.baseline(count))]
 
 
 def has_classifier(source) -> bool:

@@ -153,6 +153,20 @@ class HoldoutSplit:
     reference_b: np.ndarray
     seed: int = SPLIT_SEED
 
+    def in_reference(self, positions: np.ndarray) -> np.ndarray:
+        """Where held-out examples lie among the reference's.
+
+        **Arguments:**
+
+        - `positions`: sorted positions of reference examples among the held-out ones (e.g.
+            `reference_b`, or `baseline(n)`).
+
+        **Returns:**
+
+        Their positions in `reference`, to index the reference's fields with.
+        """
+        return np.searchsorted(self.reference, positions)
+
     def baseline(self, count: int) -> np.ndarray:
         """The real side of a real-vs-real baseline beside `count` samples, which a metric whose
         estimate depends on the number of examples (the Fréchet distance, a power spectrum)

@@ -199,7 +199,7 @@ def write_sdf_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
     fine_grid = sdf.PIXEL_GRID * int(params["upsample"])
     reference = sdf.digit_sdf(holdout.values[split.reference], fine_grid, int(params["upsample"]), scale)
     labels = holdout.labels[split.reference]
-    half_b = np.searchsorted(split.reference, split.reference_b)
+    half_b = split.in_reference(split.reference_b)
     result = {"step": step, "scale": scale, "edge": EDGE, "sampler": OmegaConf.to_container(cfg.sampler, enum_to_str=True),
               "classifier": {"dir": str(clf.classifier_folder(mnist, cfg.train.evaluation.classifier)),
                              "accuracy_on_mnist_images": info["reference_accuracy"]},
@@ -215,7 +215,7 @@ def write_sdf_report(state, sde, cfg: DictConfig, run_dir: pathlib.Path, step: i
         sampling_seconds = time.perf_counter() - grid_started
         images = digit_images(data, scale)
         # the samples and as many real digits (of half a, drawn at random) against half b
-        baseline = np.searchsorted(split.reference, split.baseline(len(samples)))
+        baseline = split.in_reference(split.baseline(len(samples)))
         metrics = classifier_metrics(classifier, digit_images(samples, scale), images[half_b], images[baseline],
                                      int(cfg.train.evaluation.metrics_block_size))
         accuracy = float(np.mean(clf.probabilities(classifier, images).argmax(1) == labels))
